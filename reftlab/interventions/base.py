@@ -1,0 +1,185 @@
+"""The intervention protocol, the kind registry and the shared pieces of math.
+
+An intervention maps representations ``h`` of shape ``[..., d_model]`` to edited
+representations of the same shape. It never sees positions: gathering and
+scattering positions is the attach layer's job (``reftlab.attach``).
+
+Every kind is ``phi(h) = h + dropout(edit(h))``: dropout touches the edit only, so
+``eval()`` makes the intervention deterministic and an identity-initialised kind is
+exactly the identity in both modes.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, ClassVar
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": lambda x: x,
+    "relu": torch.relu,
+    "gelu": nn.functional.gelu,
+    "silu": nn.functional.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+# Activations with act(0) == 0: the only ones for which W = 0, b = 0 gives a zero edit.
+ZERO_PRESERVING = frozenset({"linear", "relu", "gelu", "silu", "tanh"})
+
+_REGISTRY: dict[str, type["Intervention"]] = {}
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+def register(cls: type["Intervention"]) -> type["Intervention"]:
+    """Class decorator: make ``cls`` buildable by its short ``kind`` string."""
+    if cls.kind in _REGISTRY:
+        raise ValueError(f"intervention kind {cls.kind!r} is already registered")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def kinds() -> list[str]:
+    """The registered intervention kinds, e.g. ``["consreft", "direft", ...]``."""
+    return sorted(_REGISTRY)
+
+
+def intervention_class(kind: str) -> type["Intervention"]:
+    """Look a kind up by its short name; the error lists the valid ones."""
+    try:
+        return _REGISTRY[kind.lower()]
+    except KeyError:
+        raise ValueError(f"unknown intervention kind {kind!r}; valid kinds: {', '.join(kinds())}") from None
+
+
+def build(spec: dict[str, Any]) -> "Intervention":
+    """Build an intervention from ``{"kind": ..., **constructor_args}`` (as ``.spec()`` writes)."""
+    if "kind" not in spec:
+        raise ValueError(f"intervention spec {spec!r} has no 'kind'; valid kinds: {', '.join(kinds())}")
+    args = dict(spec)
+    cls = intervention_class(args.pop("kind"))
+    return cls(**args)
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    key = dtype.removeprefix("torch.")
+    if key not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}")
+    return DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def check_activation(act: str | None) -> str:
+    act = "linear" if act is None else act
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act={act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+    return act
+
+
+def check_shape(d_model: int, rank: int, dropout: float) -> None:
+    if not isinstance(d_model, int) or d_model < 1:
+        raise ValueError(f"d_model={d_model!r} must be a positive int (the model's hidden size)")
+    if not isinstance(rank, int) or not 1 <= rank <= d_model:
+        raise ValueError(f"rank={rank!r} must be an int in [1, d_model={d_model}]")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+
+
+def orthonormal_rows(basis: Float[Tensor, "rank d_model"]) -> Float[Tensor, "rank d_model"]:
+    """R with orthonormal rows spanning the row space of ``basis`` (R R^T = I).
+
+    A smooth, sign-fixed QR map: the trained parameter is unconstrained, so any
+    optimizer (weight decay included) can update it and R stays orthonormal to float
+    precision by construction. QR runs in at least fp32 (no bf16 QR kernels).
+    """
+    work = basis.float() if basis.dtype in (torch.float16, torch.bfloat16) else basis
+    q, r = torch.linalg.qr(work.T)  # q: [d_model, rank], r: [rank, rank]
+    signs = torch.sign(torch.diagonal(r))
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return (q * signs).T.to(basis.dtype)
+
+
+def random_orthonormal(rank: int, d_model: int, dtype: torch.dtype | None) -> Tensor:
+    w = torch.empty(d_model, rank, dtype=torch.float32)
+    nn.init.orthogonal_(w)
+    return w.T.contiguous().to(dtype or torch.float32)
+
+
+def linear_init(rank: int, d_model: int, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """nn.Linear(d_model, rank)'s default init, as pyreft uses for W and b."""
+    lin = nn.Linear(d_model, rank)
+    return lin.weight.detach().to(dtype or torch.float32), lin.bias.detach().to(dtype or torch.float32)
+
+
+class Intervention(nn.Module, abc.ABC):
+    """Abstract base: ``forward(h) = h + dropout(edit(h))`` on ``[..., d_model]``.
+
+    Subclasses set ``kind``, own their parameters, implement ``edit`` by calling
+    their pure function, ``subspace`` and ``spec``.
+    """
+
+    kind: ClassVar[str]
+    orthogonal: ClassVar[bool]
+    d_model: int
+    rank: int
+
+    def __init__(self, *, d_model: int, rank: int, dropout: float, dtype: str | torch.dtype | None) -> None:
+        super().__init__()
+        check_shape(d_model, rank, dropout)
+        self.d_model, self.rank = d_model, rank
+        self.dropout = nn.Dropout(dropout)
+        # None: follow the model's dtype when attached (get_reft_model casts it).
+        self.requested_dtype = parse_dtype(dtype)
+
+    @abc.abstractmethod
+    def edit(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The edit delta(h) that forward adds to h (before dropout)."""
+
+    @abc.abstractmethod
+    def subspace(self) -> Float[Tensor, "rank d_model"]:
+        """The r x d matrix whose rows span the subspace the edit lies in."""
+
+    @abc.abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with ``kind``: ``build(spec())`` rebuilds it."""
+
+    def forward(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if h.shape[-1] != self.d_model:
+            raise ValueError(
+                f"{self.kind} expects representations of width d_model={self.d_model}, got shape {tuple(h.shape)}"
+            )
+        param_dtype = self.param_dtype
+        delta = self.edit(h.to(param_dtype))
+        return h + self.dropout(delta).to(h.dtype)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, rank={self.rank}, params={self.num_parameters():,}"
+
+    def _base_spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "d_model": self.d_model,
+            "rank": self.rank,
+            "dropout": self.dropout.p,
+            "dtype": dtype_name(self.requested_dtype),
+        }

@@ -1,0 +1,281 @@
+"""ReftModel: a hooked model plus named interventions at sites, with pyreft's calls.
+
+The interventions are visible, named modules (``reft_model.interventions``); printing
+the model shows every site, kind, rank and parameter count. Every call goes through
+``reftlab.attach``, so no hook outlives it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+
+from .attach import Binding, attach
+from .config import ReftConfig
+from .interventions import Intervention
+from .models.hooked import HookedModel
+from .sites import Positions, Site, resolve_positions
+
+PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
+
+
+class ReftModel(nn.Module):
+    """Interventions attached to a (frozen) causal LM.
+
+    ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
+    the ``HookedModel`` around it.
+    """
+
+    def __init__(self, hooked: HookedModel, config: ReftConfig, interventions: Sequence[Intervention]) -> None:
+        super().__init__()
+        if len(interventions) != len(config.representations):
+            raise ValueError(f"{len(interventions)} interventions for {len(config.representations)} representations")
+        self.hooked = hooked
+        self.config = config
+        self.sites: tuple[Site, ...] = tuple(r.site for r in config.representations)
+        self.interventions = nn.ModuleDict()
+        for i, (site, iv) in enumerate(zip(self.sites, interventions)):
+            self.interventions[_key(site, i)] = iv
+
+    # --- pyreft-compatible surface -------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        return self.hooked.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.hooked.tokenizer
+
+    def set_device(self, device: str | torch.device) -> "ReftModel":
+        return self.to(device)
+
+    def forward(
+        self,
+        base: Mapping[str, Tensor] | None = None,
+        sources: Any = None,
+        unit_locations: Mapping[str, Any] | None = None,
+        labels: Tensor | None = None,
+        subspaces: Any = None,
+        *,
+        positions: Any = None,
+        **kwargs: Any,
+    ) -> tuple[None, Any]:
+        """pyreft's call: ``reft_model(base, unit_locations={"sources->base": (None, locs)}, labels=...)``.
+
+        Returns ``(None, outputs)`` where ``outputs`` has ``.logits`` and ``.loss``.
+        ``locs`` is ``[num_interventions][batch][n]`` absolute positions (one entry is
+        broadcast to every intervention). ``sources`` and ``subspaces`` must be None:
+        ReFT interventions are sourceless and act on their whole subspace.
+        """
+        if sources is not None or subspaces is not None:
+            raise ValueError("reftlab's ReFT interventions are sourceless and use their whole subspace; pass sources=None, subspaces=None")
+        if base is None:
+            base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
+        if unit_locations is not None:
+            if positions is not None:
+                raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
+            positions = unit_locations_to_positions(unit_locations, len(self.interventions))
+        return None, self.run(**base, positions=positions, labels=labels, **kwargs)
+
+    def generate(
+        self,
+        base: Mapping[str, Tensor],
+        unit_locations: Mapping[str, Any] | None = None,
+        intervene_on_prompt: bool = True,
+        *,
+        positions: Any = None,
+        **generate_kwargs: Any,
+    ) -> tuple[None, Tensor]:
+        """pyreft's generate: returns ``(None, output_ids)``; the prompt is ``base``.
+
+        Interventions with positions act on prompt positions only: the prompt's forward
+        pass is edited, and the generated tokens see the edit through the KV cache.
+        Interventions with ``positions="all"`` act on every token, generated ones too.
+        """
+        if not intervene_on_prompt:
+            raise ValueError(
+                "reftlab intervenes on prompt positions (intervene_on_prompt=True); for an edit on every "
+                "generated token use positions='all'"
+            )
+        if unit_locations is not None:
+            if positions is not None:
+                raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
+            positions = unit_locations_to_positions(unit_locations, len(self.interventions))
+        base = dict(base)
+        input_ids = base["input_ids"]
+        mask = base.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(input_ids)
+            base["attention_mask"] = mask
+        bindings = self.bindings(positions, mask)
+        with attach(self.hooked, bindings, min_length=input_ids.shape[1]):
+            out = self.model.generate(**base, **generate_kwargs)
+        return None, out
+
+    def print_trainable_parameters(self) -> None:
+        """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
+        iv = sum(p.numel() for m in self.interventions.values() for p in _unique(m.parameters()) if p.requires_grad)
+        trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total_model = sum(p.numel() for p in self.model.parameters())
+        print(
+            f"trainable intervention params: {iv:,d} || trainable model params: {trainable_model:,d}\n"
+            f"model params: {total_model:,d} || trainable%: {100 * (iv + trainable_model) / total_model}"
+        )
+
+    # --- native surface --------------------------------------------------------------
+    def run(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        positions: Any = None,
+        prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+        labels: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Forward with every intervention attached; returns the HF model's output.
+
+        ``positions``: None (each site's own default), a spec such as ``"l1"``, a
+        ``[batch, n]`` index tensor, or a list/dict of those per intervention.
+        ``prompt_lengths`` bounds ``f``/``l`` specs to each example's prompt.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        bindings = self.bindings(positions, attention_mask, prompt_lengths)
+        with attach(self.hooked, bindings):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def bindings(
+        self,
+        positions: Any,
+        attention_mask: Tensor,
+        prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+    ) -> list[Binding]:
+        """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
+        keys = list(self.interventions)
+        per = _per_intervention(positions, keys)
+        out = []
+        for key, site, pos in zip(keys, self.sites, per):
+            if pos is None:
+                pos = site.positions
+            if pos is None:
+                raise ValueError(
+                    f"intervention {key!r} at {site.hook} has no positions: pass positions=/unit_locations= "
+                    "or set 'positions' in its representation"
+                )
+            if isinstance(pos, (str, Positions)):
+                spec = Positions.parse(pos)
+                idx = None if spec.all and prompt_lengths is None and _is_full(attention_mask) else resolve_positions(spec, attention_mask, prompt_lengths)
+            else:
+                idx = torch.as_tensor(pos, dtype=torch.long)
+                if idx.ndim != 2:
+                    raise ValueError(f"positions for {key!r} must be [batch, n], got shape {tuple(idx.shape)}")
+            out.append(Binding(site.hook, self.interventions[key], idx))
+        return out
+
+    def num_intervention_parameters(self) -> int:
+        return sum(p.numel() for p in _unique(self.interventions.parameters()))
+
+    def __repr__(self) -> str:
+        lines = [f"ReftModel on {self.hooked!r}"]
+        for (key, iv), site in zip(self.interventions.items(), self.sites):
+            pos = site.positions if site.positions is not None else "per call"
+            lines.append(f"  [{key}] {site.hook} @ {pos}: {iv.kind} rank={iv.rank} params={iv.num_parameters():,}")
+        lines.append(f"  total intervention params: {self.num_intervention_parameters():,}")
+        return "\n".join(lines)
+
+
+def get_reft_model(
+    model: nn.Module,
+    config: ReftConfig,
+    set_device: bool = True,
+    disable_model_grads: bool = True,
+    *,
+    tokenizer: Any = None,
+) -> ReftModel:
+    """Attach ``config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
+
+    The base weights are frozen (a peft model keeps its adapters trainable); each
+    intervention takes the model's dtype unless it asked for one, and its device.
+    """
+    if not isinstance(config, ReftConfig):
+        raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
+    hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+    config.validate(d_model=hooked.d_model, n_layers=hooked.n_layers, hook_names=list(hooked.mod_dict))
+    interventions = []
+    for rep in config.representations:
+        iv = rep.build(hooked.d_model)
+        iv = iv.to(dtype=iv.requested_dtype or hooked.dtype)
+        if set_device:
+            iv = iv.to(hooked.device)
+        interventions.append(iv)
+    if disable_model_grads:
+        is_peft = hasattr(hooked.model, "peft_config")
+        for name, p in hooked.model.named_parameters():
+            if not (is_peft and "lora_" in name):
+                p.requires_grad_(False)
+    return ReftModel(hooked, config, interventions)
+
+
+def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:
+    """pyreft's ``{"sources->base": (None, locs)}`` -> one ``[batch, n]`` tensor per intervention."""
+    if set(unit_locations) != {"sources->base"}:
+        raise ValueError(f"unit_locations must be {{'sources->base': (None, locations)}}, got keys {sorted(unit_locations)}")
+    value = unit_locations["sources->base"]
+    locs = value[1] if isinstance(value, tuple) else value
+    if isinstance(locs, Tensor):
+        per = [locs[i] for i in range(locs.shape[0])]
+    else:
+        per = [torch.as_tensor(x, dtype=torch.long) for x in locs]
+    if len(per) == 1 and n_interventions > 1:
+        per = per * n_interventions
+    if len(per) != n_interventions:
+        raise ValueError(f"unit_locations give {len(per)} location lists for {n_interventions} interventions")
+    return [p.long() for p in per]
+
+
+def _per_intervention(positions: Any, keys: list[str]) -> list[Any]:
+    if positions is None or isinstance(positions, (str, Positions)):
+        return [positions] * len(keys)
+    if isinstance(positions, Tensor) and positions.ndim == 2:
+        return [positions] * len(keys)
+    if isinstance(positions, Mapping):
+        unknown = set(positions) - set(keys)
+        if unknown:
+            raise ValueError(f"positions name unknown interventions {sorted(unknown)}; known: {keys}")
+        return [positions.get(k) for k in keys]
+    items = list(positions)
+    if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
+        return [torch.as_tensor(items, dtype=torch.long)] * len(keys)
+    if len(items) != len(keys):
+        raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
+    return items
+
+
+def _depth(x: Any) -> int:
+    d = 0
+    while isinstance(x, (list, tuple)) and x:
+        x, d = x[0], d + 1
+    return d
+
+
+def _is_full(mask: Tensor) -> bool:
+    return bool(mask.bool().all())
+
+
+def _unique(params: Any) -> list[nn.Parameter]:
+    seen, out = set(), []
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def _key(site: Site, i: int) -> str:
+    if site.layer is not None and site.component is not None:
+        return f"layer_{site.layer}_comp_{site.component}#{i}"
+    return site.hook.replace(".", "_") + f"#{i}"

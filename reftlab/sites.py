@@ -1,0 +1,183 @@
+"""Sites: where an intervention reads and writes, as frozen, JSON-round-trippable data.
+
+A site is a hook name (``"blocks.15.hook_resid_post"``) plus a position policy. It
+never holds a model. pyreft's ``{"layer": 15, "component": "block_output"}`` maps onto
+the same data through ``COMPONENTS``.
+
+Positions are resolved per example against an attention mask, so they are right under
+left and right padding alike: ``"f3+l3"`` is the first three and last three *prompt*
+tokens of each example, ``"l1"`` its last prompt token, ``"all"`` every position.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+# pyreft/pyvene component names -> hook point suffix inside ``blocks.{layer}``.
+COMPONENTS: dict[str, str] = {
+    "block_input": "hook_resid_pre",
+    "block_output": "hook_resid_post",
+    "attention_input": "hook_attn_in",
+    "attention_output": "hook_attn_out",
+    "mlp_input": "hook_mlp_in",
+    "mlp_output": "hook_mlp_out",
+}
+_HOOK_TO_COMPONENT = {v: k for k, v in COMPONENTS.items()}
+_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_POSITIONS = re.compile(r"^(?:f(\d+))?(?:\+?l(\d+))?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Positions:
+    """Which prompt positions an intervention touches: the first ``first`` and last ``last``, or all.
+
+    >>> Positions.parse("f3+l3")
+    Positions(first=3, last=3, all=False)
+    >>> str(Positions.parse("l1"))
+    'l1'
+    """
+
+    first: int = 0
+    last: int = 0
+    all: bool = False
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.last < 0:
+            raise ValueError(f"positions need first >= 0 and last >= 0, got first={self.first}, last={self.last}")
+        if not self.all and self.first == 0 and self.last == 0:
+            raise ValueError("positions select nothing; use e.g. 'l1', 'f3+l3' or 'all'")
+        if self.all and (self.first or self.last):
+            raise ValueError("positions 'all' cannot be combined with first/last counts")
+
+    @classmethod
+    def parse(cls, spec: "str | Positions") -> "Positions":
+        if isinstance(spec, Positions):
+            return spec
+        if not isinstance(spec, str):
+            raise TypeError(f"positions must be a string like 'l1', 'f3+l3' or 'all', got {spec!r}")
+        text = spec.strip().lower()
+        if text == "all":
+            return cls(all=True)
+        m = _POSITIONS.match(text)
+        if not m or not text:
+            raise ValueError(f"cannot parse positions {spec!r}; expected 'l1', 'f1', 'f3+l3' or 'all'")
+        return cls(first=int(m.group(1) or 0), last=int(m.group(2) or 0))
+
+    def __str__(self) -> str:
+        if self.all:
+            return "all"
+        parts = ([f"f{self.first}"] if self.first else []) + ([f"l{self.last}"] if self.last else [])
+        return "+".join(parts)
+
+    @property
+    def count(self) -> int:
+        """Positions per example (duplicates included) when the prompt is long enough."""
+        return self.first + self.last
+
+
+@dataclass(frozen=True, kw_only=True)
+class Site:
+    """A hook name plus a position policy (None: positions are given at call time).
+
+    >>> s = Site.from_pyreft(layer=15, component="block_output", positions="l1")
+    >>> s.hook, s.layer, s.component
+    ('blocks.15.hook_resid_post', 15, 'block_output')
+    >>> Site.from_json(s.to_json()) == s
+    True
+    """
+
+    hook: str
+    positions: Positions | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hook, str) or not self.hook:
+            raise ValueError(f"site hook must be a non-empty hook name, got {self.hook!r}")
+        if isinstance(self.positions, str):
+            object.__setattr__(self, "positions", Positions.parse(self.positions))
+
+    @classmethod
+    def from_pyreft(cls, *, layer: int, component: str, positions: "str | Positions | None" = None) -> "Site":
+        if component not in COMPONENTS:
+            raise ValueError(
+                f"component={component!r} is not known; valid components: {', '.join(COMPONENTS)}"
+                " (or give a hook name such as 'blocks.3.hook_resid_post')"
+            )
+        if not isinstance(layer, int) or layer < 0:
+            raise ValueError(f"layer={layer!r} must be a non-negative int")
+        return cls(hook=f"blocks.{layer}.{COMPONENTS[component]}", positions=_maybe(positions))
+
+    @property
+    def layer(self) -> int | None:
+        m = _BLOCK_HOOK.match(self.hook)
+        return int(m.group(1)) if m else None
+
+    @property
+    def component(self) -> str | None:
+        m = _BLOCK_HOOK.match(self.hook)
+        return _HOOK_TO_COMPONENT.get(m.group(2)) if m else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hook": self.hook, "positions": None if self.positions is None else str(self.positions)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Site":
+        extra = set(data) - {"hook", "positions"}
+        if extra or "hook" not in data:
+            raise ValueError(f"site JSON needs exactly 'hook' and 'positions', got keys {sorted(data)}")
+        return cls(hook=data["hook"], positions=_maybe(data.get("positions")))
+
+    def __str__(self) -> str:
+        return self.hook if self.positions is None else f"{self.hook}[{self.positions}]"
+
+
+def _maybe(positions: "str | Positions | None") -> Positions | None:
+    return None if positions is None else Positions.parse(positions)
+
+
+def resolve_positions(
+    positions: "str | Positions",
+    attention_mask: Int[Tensor, "batch pos"],
+    prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+) -> Int[Tensor, "batch n"]:
+    """Absolute indices into the padded sequence for each example; -1 marks a missing slot.
+
+    The prompt of example i starts at its first attended token (so left and right
+    padding both work) and is ``prompt_lengths[i]`` tokens long (default: all attended
+    tokens). First-k slots beyond a short prompt are -1; last-k slots before its start
+    are -1. ``"all"`` returns every attended prompt position, -1 padded.
+
+    >>> mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])       # left padding
+    >>> resolve_positions("f1+l1", mask).tolist()
+    [[1, 3], [0, 3]]
+    """
+    spec = Positions.parse(positions)
+    mask = attention_mask.bool()
+    batch, seq = mask.shape
+    attended = mask.sum(dim=1)
+    start = torch.where(attended > 0, mask.int().argmax(dim=1), torch.zeros_like(attended))
+    if prompt_lengths is None:
+        lengths = attended
+    else:
+        lengths = torch.as_tensor(prompt_lengths, dtype=torch.long, device=mask.device)
+        if lengths.shape != (batch,):
+            raise ValueError(f"prompt_lengths has shape {tuple(lengths.shape)}, expected ({batch},)")
+        if bool((lengths > attended).any()):
+            i = int((lengths > attended).nonzero()[0])
+            raise ValueError(f"example {i}: prompt length {int(lengths[i])} exceeds its {int(attended[i])} attended tokens")
+    if spec.all:
+        offsets = torch.arange(seq, device=mask.device).expand(batch, seq)
+        valid = offsets < lengths[:, None]
+        return torch.where(valid, start[:, None] + offsets, -1)
+    first = torch.arange(spec.first, device=mask.device).expand(batch, spec.first)
+    first_valid = first < lengths[:, None]
+    last = lengths[:, None] - spec.last + torch.arange(spec.last, device=mask.device)
+    last_valid = last >= 0
+    rel = torch.cat([first, last], dim=1)
+    valid = torch.cat([first_valid, last_valid], dim=1)
+    return torch.where(valid, start[:, None] + rel, -1)

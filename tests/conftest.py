@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+import reftlab
+from reftlab.models import tiny_gpt2, tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def tiny_hf(request):
+    return (tiny_llama if request.param == "llama" else tiny_gpt2)(seed=0)
+
+
+@pytest.fixture
+def tiny_hooked(tiny_hf):
+    return reftlab.load_model(tiny_hf, tiny_tokenizer())
+
+
+@pytest.fixture
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """The embedded SmolLM2-135M-Instruct: (HookedModel, untouched HF model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = reftlab.embedded_model_path()
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    return reftlab.load_model(), ref, tok
+
+
+def no_hooks_anywhere(hooked) -> bool:
+    """True when no hook point holds a hook and no HF module holds a tap of ours.
+
+    (transformers 5 keeps its own output-capturing hooks on the layers once
+    ``output_hidden_states`` was used; those are not ours.)
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    if any(hp.fwd_hooks or hp.bwd_hooks or hp._forward_hooks for hp in hooked.hook_dict.values()):
+        return False
+    for m in hooked.model.modules():
+        for fn in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]:
+            if isinstance(getattr(fn, "__self__", None), HookPoint):
+                return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,139 @@
+"""ReftModel: pyreft's calls, interventions at the right positions, nothing elsewhere."""
+
+import copy
+import io
+from contextlib import redirect_stdout
+
+import pytest
+import torch
+
+import reftlab
+from conftest import no_hooks_anywhere
+from reftlab.interventions import kinds
+
+
+def loreft_config(layer=1, rank=4, **kw):
+    return reftlab.ReftConfig(representations={
+        "layer": layer, "component": "block_output", "low_rank_dimension": rank,
+        "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=rank), **kw})
+
+
+def enc_left(tok, prompts):
+    tok.padding_side = "left"
+    return tok(prompts, return_tensors="pt", padding=True)
+
+
+def test_get_reft_model_freezes_base_and_prints_pyreft_line(tiny_hooked):
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config())
+    assert not any(p.requires_grad for p in rm.model.parameters())
+    assert all(p.requires_grad for p in rm.interventions.parameters())
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rm.print_trainable_parameters()
+    total = sum(p.numel() for p in rm.model.parameters())
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "trainable intervention params: 516 || trainable model params: 0"
+    assert lines[1].startswith(f"model params: {total:,d} || trainable%: ")
+    text = repr(rm)
+    assert "blocks.1.hook_resid_post" in text and "loreft rank=4 params=516" in text
+
+
+def test_get_reft_model_accepts_plain_hf_model(tiny_hf, tok):
+    rm = reftlab.get_reft_model(tiny_hf, loreft_config(), tokenizer=tok)
+    assert rm.model is tiny_hf and rm.tokenizer is tok
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_pyreft_call_applies_formula_at_positions_only(tiny_hf, tok, kind):
+    ref = copy.deepcopy(tiny_hf)
+    layer = 2
+    cfg = reftlab.ReftConfig(representations={"layer": layer, "component": "block_output",
+                                              "intervention": {"kind": kind, "rank": 3}})
+    rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
+    iv = next(iter(rm.interventions.values()))
+    enc = enc_left(tok, ["short", "a longer prompt here"])
+    locs = [[[1, 4], [0, 7]]]  # one intervention, two examples, two positions each
+    captured = {}
+    # The edited residual is read as the next block's input (hooks on the site itself
+    # registered earlier would run before the intervention's).
+    hooks = [(f"blocks.{L}.hook_resid_pre", lambda x, hook: captured.__setitem__(hook.name, x.detach().clone()))
+             for L in range(rm.hooked.n_layers)]
+    with rm.hooked.hooks(fwd_hooks=hooks):
+        _, out = rm(dict(enc), unit_locations={"sources->base": (None, locs)}, labels=enc["input_ids"])
+    assert out.loss is not None and out.logits.shape[:2] == enc["input_ids"].shape
+    with torch.no_grad():
+        hs = ref(**enc, output_hidden_states=True).hidden_states
+    edited = captured[f"blocks.{layer + 1}.hook_resid_pre"]
+    base = hs[layer + 1]
+    for b, row in enumerate(locs[0]):
+        for p in range(base.shape[1]):
+            if p in row:
+                torch.testing.assert_close(edited[b, p], iv(base[b, p]), atol=1e-5, rtol=1e-5)
+            else:
+                torch.testing.assert_close(edited[b, p], base[b, p], atol=0, rtol=0)
+    for L in range(layer + 1):  # layers up to the site's are untouched at every position
+        torch.testing.assert_close(captured[f"blocks.{L}.hook_resid_pre"], hs[L], atol=0, rtol=0)
+    assert no_hooks_anywhere(rm.hooked)
+
+
+def test_native_positions_match_pyreft_unit_locations(tiny_hooked, tok):
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config(positions="f1+l1"))
+    enc = enc_left(tok, ["ab", "abcdef"])
+    idx = reftlab.resolve_positions("f1+l1", enc["attention_mask"])
+    _, a = rm(dict(enc), unit_locations={"sources->base": (None, [idx.tolist()])})
+    b = rm.run(**enc)  # the site's default positions
+    c = rm.run(**enc, positions="f1+l1")
+    torch.testing.assert_close(a.logits, b.logits, atol=0, rtol=0)
+    torch.testing.assert_close(a.logits, c.logits, atol=0, rtol=0)
+
+
+def test_missing_positions_is_a_clear_error(tiny_hooked, tok):
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config())
+    with pytest.raises(ValueError, match="has no positions: pass positions="):
+        rm.run(**enc_left(tok, ["x"]))
+
+
+def test_eval_turns_dropout_off(tiny_hooked, tok):
+    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output",
+                                              "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.9}})
+    rm = reftlab.get_reft_model(tiny_hooked, cfg)
+    enc = enc_left(tok, ["hello world"])
+    rm.train()
+    a, b = rm.run(**enc, positions="all").logits, rm.run(**enc, positions="all").logits
+    assert not torch.equal(a, b)
+    rm.eval()
+    a, b = rm.run(**enc, positions="all").logits, rm.run(**enc, positions="all").logits
+    assert torch.equal(a, b)
+
+
+def test_intervention_follows_model_dtype(tok):
+    hooked = reftlab.load_model(reftlab.tiny_llama(dtype=torch.bfloat16), tok)
+    rm = reftlab.get_reft_model(hooked, loreft_config())
+    assert all(p.dtype == torch.bfloat16 for p in rm.interventions.parameters())
+    out = rm.run(**enc_left(tok, ["hi there"]), positions="l1")
+    assert out.logits.dtype == torch.bfloat16
+
+
+def test_generate_edits_prompt_only_and_is_identity_free_when_detached(tiny_hf, tok):
+    ref = copy.deepcopy(tiny_hf)
+    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output",
+                                              "intervention": {"kind": "loreft", "rank": 4, "init": "identity"}})
+    rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
+    enc = enc_left(tok, ["hello", "the quick brown fox"])
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    _, out = rm.generate(dict(enc), unit_locations={"sources->base": (None, [[[4], [18]]])}, intervene_on_prompt=True, **kw)
+    assert torch.equal(out, ref.generate(**enc, **kw))  # identity intervention: same tokens
+    with torch.no_grad():
+        iv = next(iter(rm.interventions.values()))
+        iv.bias.add_(5.0)
+    _, edited = rm.generate(dict(enc), positions="l1", **kw)
+    assert not torch.equal(edited, out)
+    assert no_hooks_anywhere(rm.hooked)
+
+
+def test_exception_inside_forward_leaves_no_hook(tiny_hooked, tok):
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config(layer=2))
+    enc = enc_left(tok, ["abc"])
+    with pytest.raises(ValueError, match="beyond the sequence length"):
+        rm.run(**enc, positions=torch.tensor([[99]]))
+    assert no_hooks_anywhere(rm.hooked)
