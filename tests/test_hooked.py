@@ -96,3 +96,27 @@ def test_no_hook_survives_an_exception(tiny_hooked, tok):
         tiny_hooked.run_with_hooks(enc["input_ids"], fwd_hooks=[("blocks.2.hook_attn_out", boom), ("blocks.0.hook_resid_pre", lambda x, hook: x)])
     assert tiny_hooked.taps() == []
     assert no_hooks_anywhere(tiny_hooked)
+
+
+def test_load_model_from_local_folder_and_cache_override(tmp_path, tok, monkeypatch):
+    hf = reftlab.tiny_llama(seed=3)
+    hf.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    hooked = reftlab.load_model(tmp_path / "m")
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(hooked(ids).logits, hf(ids).logits)
+    assert hooked.tokenizer is not None
+    monkeypatch.setenv("REFTLAB_CACHE", str(tmp_path / "cache"))
+    from reftlab.models import cache_dir
+
+    assert cache_dir() == tmp_path / "cache"
+    with pytest.raises(ValueError, match="neither 'smollm2-135m-instruct' nor a local HF folder"):
+        reftlab.load_model("org/some-hub-model")
+
+
+def test_unsupported_architecture_is_named(tok):
+    from transformers import BertConfig, BertForMaskedLM
+
+    with pytest.raises(ValueError, match="model_type='bert' is not supported; supported: .*llama"):
+        reftlab.load_model(BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)), tok)
