@@ -95,7 +95,9 @@ def load_model(
     ``model`` is ``"smollm2-135m-instruct"`` (the embedded default), a local HF folder,
     or an in-memory HF causal LM (pass its ``tokenizer`` too). The HF model is not modified.
 
-    >>> hooked = load_model(tiny_llama(), tiny_tokenizer())  # doctest: +SKIP
+    >>> from reftlab.models import tiny_llama, tiny_tokenizer
+    >>> load_model(tiny_llama(), tiny_tokenizer())
+    HookedModel(llama, d_model=64, n_layers=4, n_heads=4, hook points=30)
     """
     if isinstance(model, nn.Module):
         hf = model
