@@ -43,11 +43,14 @@ def merge_refusal(site: Site, iv: Intervention, hooked: Any) -> str | None:
     if iv.dropout.p:
         return f"it has dropout={iv.dropout.p}; set dropout=0 (dropout is not a weight)"
     try:
-        target, _ = _target(site, hooked)
+        target, group = _target(site, hooked)
     except ValueError as e:
         return str(e)
     if not _is_linear(target):
         return f"the module writing {site.hook!r} is a {type(target).__name__}, not a linear layer"
+    if target.bias is None and group is None:
+        return (f"{site.hook!r} has no bias and no config flag adds one, so the merged bias would not survive "
+                "save_pretrained + from_pretrained")
     return None
 
 
@@ -84,7 +87,10 @@ def _target(site: Site, hooked: Any) -> tuple[nn.Module, str | None]:
     if m:
         if m["tap"] != "output":
             raise ValueError(f"{site.hook!r} is a module input; only a linear module's output can be merged")
-        return get_module(hooked.hf_model, m["path"].removeprefix("base_model.model.")), None
+        path = m["path"].removeprefix("base_model.model.")
+        name = path.replace("]", "").rsplit(".", 1)[-1]
+        group = next((g for g, (_, names) in _BIAS_FLAGS.items() if name in names), None)
+        return get_module(hooked.hf_model, path), group
     layer, comp = site.layer, site.component
     if layer is None or comp not in ("attention_output", "mlp_output"):
         what = "a residual-stream site" if comp in ("block_input", "block_output") or layer is None else "an input site"
