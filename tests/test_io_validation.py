@@ -127,3 +127,11 @@ def test_invalid_json_and_non_checkpoint_folders(saved, tmp_path):
         reftlab.ReftModel.load(tmp_path / "empty", tiny_llama())
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         reftlab.ReftModel.load(tmp_path / "nope" / "x", tiny_llama())
+
+
+def test_fingerprint_samples_stay_in_bounds_for_large_tensors():
+    big = torch.nn.Linear(1, 2**24 + 3, bias=False)  # numel - 1 is not a float32 integer
+    a = weights_fingerprint(big)
+    with torch.no_grad():
+        big.weight[-1] += 1.0  # the last element is always sampled
+    assert weights_fingerprint(big) != a

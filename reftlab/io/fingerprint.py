@@ -95,7 +95,8 @@ def weights_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, p in sorted(_base_parameters(model).items()):
         flat = p.detach().reshape(-1)
-        idx = torch.linspace(0, flat.numel() - 1, min(SAMPLES, flat.numel()), device=flat.device).long()
+        n = min(SAMPLES, flat.numel())
+        idx = (torch.arange(n, device=flat.device) * (flat.numel() - 1)) // max(n - 1, 1)  # exact integer strides
         sample = flat[idx].to(device="cpu", dtype=torch.bfloat16).view(torch.int16)
         h.update(f"{name}:{tuple(p.shape)}:".encode())
         h.update(sample.numpy().tobytes())
