@@ -22,6 +22,7 @@ from .interventions import (
     NoreftIntervention,
     kinds,
 )
+from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .sites import COMPONENTS, Positions, Site, resolve_positions
@@ -34,5 +35,5 @@ __all__ = [
     "LoreftIntervention", "NoreftIntervention", "DireftIntervention", "NodireftIntervention",
     "ConsreftIntervention", "LobireftIntervention", "HookedModel", "embedded_model_path", "load_model",
     "tiny_gpt2", "tiny_llama", "tiny_tokenizer", "ReftModel", "get_reft_model", "COMPONENTS", "Positions",
-    "Site", "resolve_positions",
+    "Site", "resolve_positions", "FingerprintMismatch",
 ]

@@ -7,6 +7,8 @@ the model shows every site, kind, rank and parameter count. Every call goes thro
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -17,7 +19,7 @@ from .attach import Binding, attach
 from .config import ReftConfig
 from .interventions import Intervention
 from .models.hooked import HookedModel
-from .sites import Positions, Site, resolve_positions
+from .sites import MODULE_SITE, Positions, Site, resolve_positions
 
 PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
 
@@ -155,6 +157,9 @@ class ReftModel(nn.Module):
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
     ) -> list[Binding]:
         """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
+        if getattr(self, "_merged", False):
+            raise RuntimeError("the interventions were merged into the base model (merge_into_base); "
+                               "run reft_model.model (or the returned HF model) directly")
         keys = list(self.interventions)
         per = _per_intervention(positions, keys)
         out = []
@@ -187,6 +192,66 @@ class ReftModel(nn.Module):
         lines.append(f"  total intervention params: {self.num_intervention_parameters():,}")
         return "\n".join(lines)
 
+    # --- save, load, share, merge (logic in reftlab.io) ---------------------------------
+    def save(self, save_directory: str | os.PathLike, save_to_hf_hub: bool = False,
+             hf_repo_name: str | None = None, *, format: str = "reftlab") -> Path:
+        """Write a checkpoint folder atomically (``reftlab.io.checkpoint`` documents the format).
+
+        ``format="pyreft"`` writes pyreft 0.1.0's layout instead. With ``save_to_hf_hub``
+        the folder is then uploaded as ``hf_repo_name``; an upload failure raises with the
+        local folder intact. A peft model's LoRA adapter is saved alongside in peft's format.
+        """
+        from . import __version__
+        from .io import save_reft, upload_folder
+
+        if save_to_hf_hub and not hf_repo_name:
+            raise ValueError("save_to_hf_hub=True needs hf_repo_name='user/name'")
+        folder = save_reft(self, save_directory, format=format, repo_id=hf_repo_name, version=__version__)  # type: ignore[arg-type]
+        if save_to_hf_hub:
+            upload_folder(folder, hf_repo_name)  # type: ignore[arg-type]
+        return folder
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
+        """Save to a temporary folder and upload it to the Hub as ``repo_id``; returns the commit URL."""
+        import tempfile
+
+        from .io import upload_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save(Path(tmp) / "reft", hf_repo_name=repo_id)
+            return upload_folder(folder, repo_id, private=private, token=token)
+
+    @staticmethod
+    def load(source: str | os.PathLike, model: nn.Module, strict: bool = False, *, tokenizer: Any = None,
+             revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> "ReftModel":
+        """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
+
+        The base model is checked first (architecture, d_model, n_layers, vocab, hooks: errors;
+        config/weight fingerprints: a warning, an error with ``strict=True``).
+        """
+        from .config import Representation
+        from .io import load_reft, resolve_source
+
+        hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+        loaded = load_reft(resolve_source(source, revision=revision, cache_dir=cache_dir), hooked, strict=strict)
+        if loaded.model is not hooked.model:
+            hooked = HookedModel(loaded.model, hooked.tokenizer)
+        reps = [Representation(site=s, intervention=iv) for s, iv in zip(loaded.sites, loaded.interventions)]
+        return get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
+
+    def merge_into_base(self) -> nn.Module:
+        """Fold every intervention into the base weights (see ``reftlab.io.merge``); returns the HF model.
+
+        Refused, naming each reason, unless every intervention is affine (linear act), has
+        no dropout, acts at ``positions="all"`` and sits on a linear module's output. The
+        ReftModel is spent afterwards: run the returned model.
+        """
+        from .io import merge_into_base
+
+        merged = merge_into_base(list(self.sites), list(self.interventions.values()), self.hooked)
+        self._merged = True
+        return merged
+
 
 def get_reft_model(
     model: nn.Module,
@@ -204,6 +269,9 @@ def get_reft_model(
     if not isinstance(config, ReftConfig):
         raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
     hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+    for rep in config.representations:  # pyvene-style string components get hook points on demand
+        if MODULE_SITE.match(rep.site.hook):
+            hooked.module_hook_point(rep.site.hook)
     config.validate(d_model=hooked.d_model, n_layers=hooked.n_layers, hook_names=list(hooked.mod_dict))
     interventions = []
     for rep in config.representations:

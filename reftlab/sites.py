@@ -31,6 +31,9 @@ COMPONENTS: dict[str, str] = {
 _HOOK_TO_COMPONENT = {v: k for k, v in COMPONENTS.items()}
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _POSITIONS = re.compile(r"^(?:f(\d+))?(?:\+?l(\d+))?$")
+# pyvene's string component access: a module path relative to the model plus ".input"/".output",
+# e.g. "base_model.model.model.layers[15].output"; HookedModel makes a hook point for it on demand.
+MODULE_SITE = re.compile(r"^(?P<path>[A-Za-z_][\w.\[\]]*)\.(?P<tap>input|output)$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,10 +106,13 @@ class Site:
 
     @classmethod
     def from_pyreft(cls, *, layer: int, component: str, positions: "str | Positions | None" = None) -> "Site":
+        if isinstance(component, str) and component not in COMPONENTS and MODULE_SITE.match(component):
+            return cls(hook=component, positions=_maybe(positions))  # the module path decides; layer is unused
         if component not in COMPONENTS:
             raise ValueError(
                 f"component={component!r} is not known; valid components: {', '.join(COMPONENTS)}"
-                " (or give a hook name such as 'blocks.3.hook_resid_post')"
+                " (or a hook name such as 'blocks.3.hook_resid_post', or a module path"
+                " such as 'model.layers[3].output')"
             )
         if not isinstance(layer, int) or layer < 0:
             raise ValueError(f"layer={layer!r} must be a non-negative int")

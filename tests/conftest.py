@@ -4,6 +4,9 @@ import torch
 import reftlab
 from reftlab.models import tiny_gpt2, tiny_llama, tiny_tokenizer
 
+# Scripts under fixtures/ run in other environments (pyreft's own venv): never collect them.
+collect_ignore_glob = ["fixtures/*"]
+
 
 @pytest.fixture(params=["llama", "gpt2"])
 def tiny_hf(request):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from ..sites import MODULE_SITE
 from .arch import ArchSpec, arch_of, get_module
 
 TapKind = Literal["output", "input", "input_heads"]
@@ -175,9 +176,36 @@ class HookedModel(HookedRootModule):
         """The hook point called ``name``; the error lists close valid names."""
         if name in self.mod_dict and isinstance(self.mod_dict[name], HookPoint):
             return self.mod_dict[name]  # type: ignore[return-value]
+        if MODULE_SITE.match(name):
+            return self.module_hook_point(name)
         suffix = name.rsplit(".", 1)[-1]
         near = [n for n in self.hook_dict if n.endswith(suffix)][:4] or list(self.hook_dict)[:4]
         raise ValueError(f"no hook point {name!r} on this {self.cfg['model_type']} model; e.g. {', '.join(near)}")
+
+    def module_hook_point(self, name: str) -> SiteHookPoint:
+        """An on-demand hook point for ``"<module path>.input"`` / ``".output"`` (pyvene's string access).
+
+        The path resolves on ``model`` (e.g. ``base_model.model.model.layers[15]`` under peft),
+        else on the HF model (``model.layers[15]``), also with a peft prefix stripped.
+        """
+        if name in self.hook_dict:
+            return self.hook_dict[name]  # type: ignore[return-value]
+        m = MODULE_SITE.match(name)
+        if not m:
+            raise ValueError(f"{name!r} is not a module path ending in '.input' or '.output'")
+        path, errors = m["path"], []
+        for root, p in ((self.model, path), (self.hf_model, path), (self.hf_model, path.removeprefix("base_model.model."))):
+            try:
+                module = get_module(root, p)
+                break
+            except ValueError as e:
+                errors.append(str(e))
+        else:
+            raise ValueError(f"no hook point {name!r}: {errors[0]}")
+        hp = SiteHookPoint(module, m["tap"])  # type: ignore[arg-type]
+        hp.name = name
+        self.mod_dict[name] = self.hook_dict[name] = hp
+        return hp
 
     def forward(self, input_ids: Tensor | None = None, **kwargs: Any) -> Any:
         """Run the HF model (all its keyword arguments are accepted); returns its output."""

@@ -1,0 +1,22 @@
+"""Save, load and share ReFT models: native checkpoints, validation, the Hub, pyreft, LoRA, merging.
+
+One concept per module: ``atomic`` (temp folder then rename), ``fingerprint`` (base model
+identity and the load-time check), ``checkpoint`` (the native JSON + safetensors format),
+``modelcard`` (README.md), ``hub`` (huggingface_hub upload/download), ``pyreft_format``
+(pyreft 0.1.0's layout both ways), ``lora`` (peft's adapter files), ``merge`` (folding
+affine interventions into weights), ``folder`` (the save/load steps ``ReftModel`` runs).
+"""
+
+from .checkpoint import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, read_native
+from .fingerprint import FingerprintMismatch, ModelIdentity, identify, weights_fingerprint
+from .folder import LoadedReft, load_reft, resolve_source, save_reft
+from .hub import download, upload_folder
+from .merge import affine_parts, merge_into_base, merge_refusal
+from .pyreft_format import PYREFT_KINDS, read_pyreft, write_pyreft
+
+__all__ = [
+    "CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "read_native", "FingerprintMismatch", "ModelIdentity",
+    "identify", "weights_fingerprint", "LoadedReft", "load_reft", "resolve_source", "save_reft", "download",
+    "upload_folder", "affine_parts", "merge_into_base", "merge_refusal", "PYREFT_KINDS", "read_pyreft",
+    "write_pyreft",
+]

@@ -1,0 +1,132 @@
+"""The base model's identity in a checkpoint, and the check made when loading onto a model.
+
+Identity = architecture (HF class), ``model_type``, d_model, n_layers, vocab size, plus two
+fingerprints:
+
+- ``config_sha256``: SHA-256 of the model config as canonical JSON, without the fields
+  that do not change what the model computes (``_name_or_path``, ``transformers_version``,
+  ``dtype``/``torch_dtype``, ``architectures``, ...).
+- ``weights_fingerprint``: SHA-256 over, for every base parameter in name order, its name,
+  shape and ``SAMPLES`` evenly spaced elements cast to bfloat16. Reading ~16 numbers per
+  tensor costs milliseconds even on large models, any fine-tune that moves a tensor
+  almost surely moves a sampled element, and the bf16 cast makes an fp32 model and its
+  bf16 copy agree. peft wrappers are seen through (``base_layer`` is the base weight,
+  ``lora_*`` tensors are skipped), so a LoRA-wrapped model matches its base.
+
+Loading checks architecture, model_type, d_model, n_layers and vocab size strictly (an
+error naming the field); differing fingerprints warn (another fine-tune of the same
+architecture) unless ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+SAMPLES = 16
+WEIGHTS_METHOD = f"sha256-bf16-strided{SAMPLES}"
+_VOLATILE = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures", "_commit_hash",
+             "use_cache", "output_hidden_states", "output_attentions", "return_dict", "_attn_implementation",
+             "_attn_implementation_autoset", "attn_implementation"}
+_STRICT_FIELDS = ("architecture", "model_type", "d_model", "n_layers", "vocab_size")
+
+
+class FingerprintMismatch(UserWarning):
+    """The base model's config or weights differ from those the checkpoint was trained on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelIdentity:
+    """What a checkpoint records about its base model (see the module docstring)."""
+
+    architecture: str
+    model_type: str
+    d_model: int
+    n_layers: int
+    vocab_size: int
+    name_or_path: str
+    config_sha256: str
+    weights_fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "weights_method": WEIGHTS_METHOD}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelIdentity":
+        names = {f.name for f in fields(cls)}
+        expected = names | {"weights_method"}
+        if set(data) != expected:
+            missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+            raise ValueError(f"checkpoint base_model record: missing fields {missing}, unknown fields {extra}")
+        if data["weights_method"] != WEIGHTS_METHOD:
+            raise ValueError(f"checkpoint weights fingerprint method {data['weights_method']!r} is not {WEIGHTS_METHOD!r}")
+        return cls(**{k: data[k] for k in names})
+
+
+def identify(hooked: Any) -> ModelIdentity:
+    """The identity of a ``HookedModel``'s base model."""
+    hf = hooked.hf_model
+    return ModelIdentity(
+        architecture=type(hf).__name__,
+        model_type=str(hooked.cfg["model_type"]),
+        d_model=int(hooked.d_model),
+        n_layers=int(hooked.n_layers),
+        vocab_size=int(hooked.cfg["d_vocab"]),
+        name_or_path=str(getattr(hf.config, "_name_or_path", "") or ""),
+        config_sha256=config_sha256(hf.config),
+        weights_fingerprint=weights_fingerprint(hf),
+    )
+
+
+def config_sha256(config: Any) -> str:
+    data = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@torch.no_grad()
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of ``SAMPLES`` strided bf16 elements of every base parameter (see module doc)."""
+    h = hashlib.sha256()
+    for name, p in sorted(_base_parameters(model).items()):
+        flat = p.detach().reshape(-1)
+        n = min(SAMPLES, flat.numel())
+        idx = (torch.arange(n, device=flat.device) * (flat.numel() - 1)) // max(n - 1, 1)  # exact integer strides
+        sample = flat[idx].to(device="cpu", dtype=torch.bfloat16).view(torch.int16)
+        h.update(f"{name}:{tuple(p.shape)}:".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        out[name.replace(".base_layer.", ".")] = p
+    return out
+
+
+def check_identity(saved: ModelIdentity, hooked: Any, *, strict: bool = False) -> None:
+    """Raise if the architecture does not match; warn (or raise if strict) on fingerprints."""
+    current = identify(hooked)
+    for name in _STRICT_FIELDS:
+        want, got = getattr(saved, name), getattr(current, name)
+        if want != got:
+            raise ValueError(
+                f"checkpoint was trained on a model with {name}={want!r}, but this model has {name}={got!r}; "
+                f"load it onto the base model it was trained on ({saved.name_or_path or saved.architecture})"
+            )
+    for name, what in (("config_sha256", "config"), ("weights_fingerprint", "weights")):
+        if getattr(saved, name) != getattr(current, name):
+            msg = (f"the base model's {what} differ from those the checkpoint was trained on "
+                   f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
+                   "outputs may not match the trained ReFT")
+            if strict:
+                raise ValueError(msg + " (strict=True)")
+            warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)

@@ -1,0 +1,121 @@
+"""Save a ReFT model to a folder and load one back: the steps ``ReftModel.save``/``load`` run.
+
+Saving writes everything into a temporary folder (native or pyreft files, the LoRA
+adapter when the model is a peft model, the README model card) and renames it into
+place, so a failed save leaves the previous checkpoint intact. Loading accepts a
+native folder, a pyreft folder, or a Hub repo id (through the hub client's cache);
+it validates the base model before building anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..interventions import Intervention
+from ..sites import Site
+from .atomic import atomic_folder
+from .checkpoint import build_interventions, is_native, read_native, write_native
+from .fingerprint import ModelIdentity, check_identity, identify
+from .hub import download, looks_like_repo_id
+from .lora import ADAPTER_CONFIG, attach_lora, is_peft, write_lora
+from .modelcard import CARD_FILE, model_card
+from .pyreft_format import is_pyreft, read_pyreft, write_pyreft
+
+Format = Literal["reftlab", "pyreft"]
+
+
+@dataclass(frozen=True)
+class LoadedReft:
+    """What a checkpoint gives back: the (possibly LoRA-wrapped) model and its sites + interventions."""
+
+    model: Any  # nn.Module: the model to hook (peft-wrapped when the checkpoint has LoRA)
+    sites: list[Site]
+    interventions: list[Intervention]
+    identity: ModelIdentity | None
+
+
+def save_reft(reft_model: Any, target: str | os.PathLike, *, format: Format = "reftlab",
+              repo_id: str | None = None, version: str) -> Path:
+    """Write ``reft_model`` to ``target`` atomically; returns the folder."""
+    if format not in ("reftlab", "pyreft"):
+        raise ValueError(f"format={format!r}: use 'reftlab' (native) or 'pyreft' (pyreft 0.1.0's layout)")
+    hooked = reft_model.hooked
+    keys, ivs = list(reft_model.interventions), list(reft_model.interventions.values())
+    identity = identify(hooked)
+    with atomic_folder(target) as tmp:
+        lora = write_lora(hooked.model, tmp) if is_peft(hooked.model) else None
+        if format == "reftlab":
+            write_native(tmp, keys=keys, config=reft_model.config, interventions=ivs, identity=identity,
+                         lora=lora, version=version)
+        else:
+            write_pyreft(tmp, reft_model.sites, ivs)
+        sites = [{"hook": s.hook, "positions": None if s.positions is None else str(s.positions),
+                  "kind": iv.kind, "rank": iv.rank} for s, iv in zip(reft_model.sites, ivs)]
+        (tmp / CARD_FILE).write_text(model_card(
+            base_model=hub_base_model(identity.name_or_path), architecture=identity.architecture, sites=sites,
+            n_params=reft_model.num_intervention_parameters(), repo_id=repo_id, has_lora=lora is not None, fmt=format))
+    return Path(target)
+
+
+def hub_base_model(name_or_path: str) -> str:
+    """The base model's Hub id for the card: the embedded SmolLM2's id, a repo id, or '' for a local path."""
+    from ..models.loading import EMBEDDED
+
+    if Path(name_or_path).name == EMBEDDED:
+        return "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return name_or_path if name_or_path and looks_like_repo_id(name_or_path) else ""
+
+
+def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
+                   cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local folder for ``source``: itself, or the Hub snapshot of a repo id."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{path} is a file; a checkpoint is a folder (reftlab_config.json + interventions.safetensors)")
+    if looks_like_repo_id(str(source)):
+        return download(str(source), revision=revision, cache_dir=cache_dir)
+    raise FileNotFoundError(f"no checkpoint folder at {path}, and {str(source)!r} is not a Hub repo id")
+
+
+def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
+    """Read and validate ``folder`` against ``hooked``; build its interventions on its device."""
+    if is_native(folder):
+        ckpt = read_native(folder)
+        check_identity(ckpt.identity, hooked, strict=strict)
+        model = attach_lora(hooked.model, folder) if ckpt.lora is not None else hooked.model
+        sites = [r.site for r in ckpt.config.representations]
+        _check_hooks(sites, hooked, folder)
+        ivs = build_interventions(ckpt, model_dtype=hooked.dtype, device=hooked.device)
+        return LoadedReft(model, sites, ivs, ckpt.identity)
+    if is_pyreft(folder):
+        imported = read_pyreft(folder)
+        model = attach_lora(hooked.model, folder) if (folder / ADAPTER_CONFIG).is_file() else hooked.model
+        sites = [r.site for r in imported.config.representations]
+        _check_hooks(sites, hooked, folder)
+        for i, iv in enumerate(imported.interventions):
+            if iv.d_model != hooked.d_model:
+                raise ValueError(f"pyreft checkpoint {folder}: intervention {i} expects d_model={iv.d_model}, "
+                                 f"but this model has d_model={hooked.d_model}")
+        ivs = [iv.to(hooked.device) for iv in imported.interventions]
+        return LoadedReft(model, sites, ivs, None)
+    raise ValueError(
+        f"{folder} is not a ReFT checkpoint: expected reftlab's reftlab_config.json + interventions.safetensors, "
+        "or pyreft's config.json + intkey_*.bin"
+    )
+
+
+def _check_hooks(sites: list[Site], hooked: Any, folder: Path) -> None:
+    for i, site in enumerate(sites):
+        if site.layer is not None and not 0 <= site.layer < hooked.n_layers:
+            raise ValueError(f"checkpoint {folder} representations[{i}] expects layer {site.layer} (hook {site.hook!r}), "
+                             f"but this model has layers 0..{hooked.n_layers - 1}")
+        try:
+            hooked.hook_point(site.hook)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {folder} representations[{i}] expects hook point {site.hook!r}, "
+                             f"which this model lacks: {e}") from None

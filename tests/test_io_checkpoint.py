@@ -1,0 +1,129 @@
+"""Native checkpoints: bitwise round trips for every kind and dtype, raw r x d storage, atomic writes."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import reftlab
+import reftlab.io.checkpoint as checkpoint
+from reftlab.interventions import kinds
+from reftlab.models import tiny_llama, tiny_tokenizer
+
+
+def two_site_config(kind, dtype=None):
+    spec = {"kind": kind, "rank": 3, "dtype": dtype}
+    return reftlab.ReftConfig(representations=[
+        {"layer": 1, "component": "block_output", "positions": "f1+l2", "intervention": dict(spec)},
+        {"hook": "model.layers[2].mlp.output", "positions": "all", "intervention": dict(spec)},
+    ])
+
+
+def perturbed(rm):
+    """Move every parameter away from its init, as training would."""
+    with torch.no_grad():
+        for p in rm.interventions.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return rm
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", kinds())
+def test_round_trip_is_bitwise_for_every_kind_and_dtype(tmp_path, kind, dtype):
+    hooked = reftlab.load_model(tiny_llama(dtype=dtype), tiny_tokenizer())
+    rm = perturbed(reftlab.get_reft_model(hooked, two_site_config(kind)))
+    ids = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        before = rm.run(ids).logits
+    rm.save(tmp_path / "ckpt")
+    fresh = reftlab.load_model(tiny_llama(dtype=dtype), tiny_tokenizer())
+    loaded = reftlab.ReftModel.load(tmp_path / "ckpt", fresh)
+    with torch.no_grad():
+        after = loaded.run(ids).logits
+    assert after.dtype == dtype and torch.equal(before, after)
+    assert list(loaded.interventions) == list(rm.interventions)
+    assert [s for s in loaded.sites] == [s for s in rm.sites]
+    for a, b in zip(rm.interventions.values(), loaded.interventions.values()):
+        assert a.spec() == b.spec()
+        for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert na == nb and pa.dtype == pb.dtype and torch.equal(pa, pb)
+
+
+def test_config_records_specs_identity_and_raw_r_by_d_parameters(tmp_path):
+    hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
+    cfg = reftlab.ReftConfig(representations={"layer": 2, "component": "block_output", "positions": "l1",
+                                              "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.1, "act": "relu"}})
+    rm = reftlab.get_reft_model(hooked, cfg)
+    rm.save(tmp_path / "c")
+    data = json.loads((tmp_path / "c" / checkpoint.CONFIG_FILE).read_text())
+    assert data["format_version"] == checkpoint.FORMAT_VERSION and data["reftlab_version"] == reftlab.__version__
+    rep = data["representations"][0]
+    assert rep["hook"] == "blocks.2.hook_resid_post" and rep["positions"] == "l1"
+    assert rep["intervention"] == {"kind": "loreft", "d_model": 64, "rank": 4, "dropout": 0.1, "dtype": None,
+                                   "act": "relu", "init": "random"}
+    base = data["base_model"]
+    assert (base["architecture"], base["d_model"], base["n_layers"], base["vocab_size"]) == ("LlamaForCausalLM", 64, 4, 260)
+    tensors = load_file(str(tmp_path / "c" / checkpoint.WEIGHTS_FILE))
+    key = "interventions.layer_2_comp_block_output#0"
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        f"{key}.rotation": (4, 64), f"{key}.weight": (4, 64), f"{key}.bias": (4,)}
+    assert not list((tmp_path / "c").glob("*.bin"))
+
+
+def test_checkpoint_size_is_parameters_times_width(tmp_path):
+    hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
+    rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations={
+        "layer": 1, "component": "block_output", "intervention": {"kind": "loreft", "rank": 4}}))
+    rm.save(tmp_path / "c")
+    size = (tmp_path / "c" / checkpoint.WEIGHTS_FILE).stat().st_size
+    params = rm.num_intervention_parameters()
+    assert params * 4 <= size < params * 4 + 1024
+
+
+def test_shared_intervention_is_stored_once_and_stays_shared(tmp_path):
+    hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
+    iv = reftlab.LoReFT(d_model=64, rank=2)
+    cfg = reftlab.ReftConfig(representations=[
+        {"layer": 1, "component": "block_output", "positions": "l1", "intervention": iv},
+        {"layer": 3, "component": "block_output", "positions": "l1", "intervention": iv}])
+    rm = reftlab.get_reft_model(hooked, cfg)
+    rm.save(tmp_path / "c")
+    assert len(load_file(str(tmp_path / "c" / checkpoint.WEIGHTS_FILE))) == 3
+    loaded = reftlab.ReftModel.load(tmp_path / "c", hooked)
+    first, second = loaded.interventions.values()
+    assert first is second
+    ids = torch.randint(0, 256, (1, 6))
+    with torch.no_grad():
+        assert torch.equal(rm.run(ids).logits, loaded.run(ids).logits)
+
+
+def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
+    rm = reftlab.get_reft_model(hooked, two_site_config("loreft"))
+    rm.save(tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+    perturbed(rm)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(checkpoint, "save_file", boom)
+    with pytest.raises(OSError, match="injected"):
+        rm.save(tmp_path / "ckpt")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp folder left behind
+    monkeypatch.undo()
+    rm.save(tmp_path / "ckpt")  # a later save replaces it
+    assert (tmp_path / "ckpt" / checkpoint.WEIGHTS_FILE).read_bytes() != before[checkpoint.WEIGHTS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_load_leaves_the_global_rng_alone(tmp_path):
+    hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
+    reftlab.get_reft_model(hooked, two_site_config("direft")).save(tmp_path / "c")
+    torch.manual_seed(5)
+    reftlab.ReftModel.load(tmp_path / "c", hooked)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
