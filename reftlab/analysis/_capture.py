@@ -1,0 +1,115 @@
+"""Seeing a site's representation just before and just after its intervention, in one forward.
+
+``attach`` runs bindings on the same hook in the order given, so a ``Tap`` (an identity
+callable that keeps what passes through) bound right before an intervention and one
+right after it see ``h`` and ``phi(h)`` at every position of the chunk, while the model
+runs exactly as it would with the ReFT attached. No hook is installed outside ``attach``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..attach import Binding, attach
+from ._prompts import Batch
+
+
+class Tap:
+    """Identity on ``[..., d_model]`` that keeps the last value it saw (detached)."""
+
+    def __init__(self) -> None:
+        self.value: Tensor | None = None
+
+    def __call__(self, h: Tensor) -> Tensor:
+        self.value = h.detach()
+        return h
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one intervention saw in one batch: before/after ``[batch, pos, d_model]``, its positions."""
+
+    before: Float[Tensor, "batch pos d_model"]
+    after: Float[Tensor, "batch pos d_model"]
+    positions: Int[Tensor, "batch n"] | None
+
+
+def check_keys(reft_model: Any, key: str | Sequence[str] | None) -> list[str]:
+    """Intervention keys to analyse (None: all), with a clear error for unknown ones."""
+    known = list(reft_model.interventions)
+    keys = known if key is None else [key] if isinstance(key, str) else list(key)
+    unknown = [k for k in keys if k not in known]
+    if unknown or not keys:
+        raise KeyError(f"no intervention {unknown[0] if unknown else key!r}; this ReftModel has {known}")
+    return keys
+
+
+@contextmanager
+def eval_mode(reft_model: Any) -> Iterator[None]:
+    """Interventions in eval mode (dropout off) and no autograd, restored afterwards."""
+    was = [(m, m.training) for m in reft_model.interventions.values()]
+    try:
+        for m, _ in was:
+            m.eval()
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, training in was:
+            m.train(training)
+
+
+def forward_seen(
+    reft_model: Any,
+    batch: Batch,
+    keys: Sequence[str],
+    positions: Any = None,
+    *,
+    replace: dict[str, Any] | None = None,
+    drop: Sequence[str] = (),
+    labels: Tensor | None = None,
+) -> tuple[Any, dict[str, Seen]]:
+    """One forward of ``batch`` with the ReFT attached; returns the HF output and what ``keys`` saw.
+
+    ``replace`` swaps an intervention for another callable (e.g. one with a direction
+    projected out); ``drop`` removes interventions.
+    """
+    bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths)
+    taps: dict[str, tuple[Tap, Tap, Tensor | None]] = {}
+    wired: list[Binding] = []
+    for k, b in zip(reft_model.interventions, bindings):
+        if k in drop:
+            continue
+        if replace and k in replace:
+            b = Binding(b.hook, replace[k], b.positions)
+        if k in keys:
+            before, after = Tap(), Tap()
+            taps[k] = (before, after, b.positions)
+            wired += [Binding(b.hook, before), b, Binding(b.hook, after)]
+        else:
+            wired.append(b)
+    with attach(reft_model.hooked, wired):
+        out = reft_model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
+    seen = {}
+    for k, (before, after, pos) in taps.items():
+        if before.value is None or after.value is None:
+            raise RuntimeError(f"the site of {k!r} was not reached by the forward pass")
+        seen[k] = Seen(before.value, after.value, pos)
+    return out, seen
+
+
+def position_mask(seen: Seen, attention_mask: Tensor) -> Tensor:
+    """``[batch, pos]`` True where the intervention edited (from its resolved positions)."""
+    if seen.positions is None:
+        return attention_mask.bool()
+    mask = torch.zeros_like(attention_mask, dtype=torch.bool)
+    pos = seen.positions.to(mask.device)
+    valid = pos >= 0
+    rows = torch.arange(pos.shape[0], device=mask.device)[:, None].expand_as(pos)[valid]
+    mask[rows, pos[valid]] = True
+    return mask
