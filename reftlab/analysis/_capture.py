@@ -103,6 +103,23 @@ def forward_seen(
     return out, seen
 
 
+def batch_positions(positions: Any, batch: Batch, n_prompts: int) -> Any:
+    """Slice per-prompt ``[n_prompts, n]`` position tensors (alone or in a dict) to this batch's rows.
+
+    Specs (``"l1"``, ``"f3+l3"``) and None pass through; they resolve per batch.
+    """
+    if isinstance(positions, dict):
+        return {k: batch_positions(v, batch, n_prompts) for k, v in positions.items()}
+    if isinstance(positions, Tensor):
+        if positions.ndim != 2 or positions.shape[0] != n_prompts:
+            raise ValueError(
+                f"a positions tensor must be [n_prompts={n_prompts}, n] (absolute indices per prompt, -1 = none); "
+                f"got shape {tuple(positions.shape)}"
+            )
+        return positions[batch.index.to(positions.device)]
+    return positions
+
+
 def position_mask(seen: Seen, attention_mask: Tensor) -> Tensor:
     """``[batch, pos]`` True where the intervention edited (from its resolved positions)."""
     if seen.positions is None:

@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._capture import eval_mode, forward_seen
+from ._capture import batch_positions, eval_mode, forward_seen
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 from .compare import orthonormal_basis
 
@@ -103,8 +103,9 @@ def attribute(
             n_tokens += int((labels[:, 1:] != -100).sum())
             n_prompts += batch.input_ids.shape[0]
             last = batch.prompt_lengths - 1  # [batch]
+            pos = batch_positions(positions, batch, len(encoded))
             for name, _, _, replace, drop in variants:
-                out, _ = forward_seen(reft_model, batch, (), positions, replace=replace, drop=drop)
+                out, _ = forward_seen(reft_model, batch, (), pos, replace=replace, drop=drop)
                 logits = out.logits.float()  # [batch, pos, vocab]
                 ce = torch.nn.functional.cross_entropy(
                     logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")

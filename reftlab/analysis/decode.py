@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..models.arch import get_module
-from ._capture import check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
 from .project import unit_directions
 
@@ -56,7 +56,8 @@ def mean_edit(
     total, count = torch.zeros(hooked.d_model, dtype=torch.float64), 0
     with eval_mode(reft_model):
         for batch in batches(encoded, batch_size, pad_id(hooked.tokenizer), hooked.device):
-            _, seen = forward_seen(reft_model, batch, [key], positions)
+            pos = batch_positions(positions, batch, len(encoded))
+            _, seen = forward_seen(reft_model, batch, [key], pos)
             s = seen[key]
             edited = position_mask(s, batch.attention_mask) & batch.attention_mask.bool()
             total += (s.after - s.before)[edited].double().sum(dim=0).cpu()  # [d_model]

@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._capture import check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 
 
@@ -65,7 +65,8 @@ def project(
     """Tidy projections of every prompt token at each chosen intervention's site.
 
     ``key``: one intervention key, a list, or None for all. ``positions``: override the
-    sites' positions (see ``ReftModel.run``). ``subspace``: ``[k, d_model]`` directions to
+    sites' positions with a spec (``"l1"``), a per-prompt ``[n_prompts, n]`` index tensor
+    (-1 = none), or a dict of those per key. ``subspace``: ``[k, d_model]`` directions to
     project on instead of each intervention's own. Columns: ``prompt_id, key, hook,
     layer, component, position, token_id, token, intervened, stage, edit_norm, dir_0..``.
     """
@@ -82,7 +83,8 @@ def project(
     with eval_mode(reft_model):
         it = batches(encoded, batch_size, pad_id(hooked.tokenizer), device)
         for batch in tqdm(it, total=n_batches(len(encoded), batch_size), desc="project", disable=not progress):
-            _, seen = forward_seen(reft_model, batch, keys, positions)
+            pos = batch_positions(positions, batch, len(encoded))
+            _, seen = forward_seen(reft_model, batch, keys, pos)
             valid = batch.attention_mask.bool()
             for k, s in seen.items():
                 edited = position_mask(s, batch.attention_mask) & valid
