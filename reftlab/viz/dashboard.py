@@ -79,15 +79,12 @@ def dashboard_figures(
     return out
 
 
-def dashboard_html(reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard") -> str:
-    """The full page: config, model summary, then each figure (plotly.js inlined once)."""
-    config = json.dumps(reft_model.config.to_json(), indent=2)
+def page_html(figures: Sequence[tuple[str, go.Figure]], *, title: str, intro: str = "") -> str:
+    """A self-contained page: ``intro`` (HTML), then each (heading, figure); plotly.js inlined once."""
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
         _STYLE, _ERROR_CATCHER, f"<script>{plotly.offline.get_plotlyjs()}</script>", "</head><body>",
-        f"<h1>{html.escape(title)}</h1>", "<div id='reftlab-errors'></div>",
-        "<h2>ReFT</h2>", f"<pre>{html.escape(repr(reft_model))}</pre>",
-        "<h2>Config</h2>", f"<pre id='reftlab-config'>{html.escape(config)}</pre>",
+        f"<h1>{html.escape(title)}</h1>", "<div id='reftlab-errors'></div>", intro,
     ]
     for i, (heading, fig) in enumerate(figures):
         body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"reftlab-fig-{i}",
@@ -95,6 +92,37 @@ def dashboard_html(reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *,
         parts += [f"<h2>{html.escape(heading)}</h2>", f"<div class='figure'>{body}</div>"]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def write_page(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to ``path`` (an existing folder, ``.html``) through a temporary file and a rename."""
+    path = _html_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _html_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"page path {path} must end in .html")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
+    return path
+
+
+def dashboard_html(reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard") -> str:
+    """The dashboard page: the ReFT's summary and config, then each figure."""
+    config = json.dumps(reft_model.config.to_json(), indent=2)
+    intro = (f"<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
+             f"<h2>Config</h2><pre id='reftlab-config'>{html.escape(config)}</pre>")
+    return page_html(figures, title=title, intro=intro)
 
 
 def write_dashboard(
@@ -114,23 +142,10 @@ def write_dashboard(
     ``targets``: tokens whose logits ``attribute`` tracks; ``reference``: named directions
     (a probe, a ``mean_difference_direction``) added to the angle heatmaps.
     """
-    path = Path(path)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"dashboard path {path} must end in .html")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
+    _html_path(path)  # fail before the analysis runs
     figures = dashboard_figures(reft_model, prompts, targets=targets, reference=reference, max_prompts=max_prompts,
                                 batch_size=batch_size, progress=progress)
-    text = dashboard_html(reft_model, figures, title=title)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_page(dashboard_html(reft_model, figures, title=title), path)
 
 
 def dashboard_main(
