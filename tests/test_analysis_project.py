@@ -46,15 +46,22 @@ def test_before_matches_the_untouched_model_and_after_moves_only_inside_the_subs
     assert no_hooks_anywhere(tiny_hooked)
 
 
-def test_one_forward_per_batch_and_padding_does_not_change_values(tiny_hooked):
+def test_one_forward_per_batch_stopping_after_the_site_and_padding_does_not_change_values(tiny_hooked):
+    from reftlab.models.arch import get_module
+
     reft = _reft(tiny_hooked)
-    calls = []
-    handle = tiny_hooked.model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    calls, above = [], []
+    blocks = get_module(tiny_hooked.hf_model, tiny_hooked.arch.layers)
+    handles = [tiny_hooked.model.register_forward_pre_hook(lambda m, a: calls.append(1)),
+               blocks[2].register_forward_pre_hook(lambda m, a: above.append(1))]
     try:
         batched = project(reft, PROMPTS * 3, batch_size=5, progress=False)
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     assert len(calls) == 3  # 12 prompts in batches of 5
+    assert above == []  # the site is after block 1: blocks 2.. and the unembedding never ran
+    assert no_hooks_anywhere(tiny_hooked)
     alone = project(reft, PROMPTS, batch_size=1, progress=False)
     cols = ["dir_0", "dir_1", "dir_2", "edit_norm"]
     torch.testing.assert_close(torch.tensor(batched[batched.prompt_id < 4][cols].values),

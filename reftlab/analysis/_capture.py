@@ -4,6 +4,10 @@
 callable that keeps what passes through) bound right before an intervention and one
 right after it see ``h`` and ``phi(h)`` at every position of the chunk, while the model
 runs exactly as it would with the ReFT attached. No hook is installed outside ``attach``.
+
+When only the representations are wanted (``stop=True``), the last tap to fill raises
+``StopForward``: the layers above the deepest site and the unembedding never run, and
+``attach`` removes its hooks on the way out as after any exception.
 """
 
 from __future__ import annotations
@@ -20,14 +24,27 @@ from ..attach import Binding, attach
 from ._prompts import Batch
 
 
-class Tap:
-    """Identity on ``[..., d_model]`` that keeps the last value it saw (detached)."""
+class StopForward(Exception):
+    """Every tap of a group has its value: the rest of the forward pass is not needed."""
 
-    def __init__(self) -> None:
+
+class Tap:
+    """Identity on ``[..., d_model]`` that keeps the last value it saw (detached).
+
+    With a ``group`` (a list of taps, itself included), the tap that completes the group
+    raises ``StopForward``.
+    """
+
+    def __init__(self, group: list["Tap"] | None = None) -> None:
         self.value: Tensor | None = None
+        self.group = group
+        if group is not None:
+            group.append(self)
 
     def __call__(self, h: Tensor) -> Tensor:
         self.value = h.detach()
+        if self.group is not None and all(t.value is not None for t in self.group):
+            raise StopForward
         return h
 
 
@@ -72,15 +89,17 @@ def forward_seen(
     *,
     replace: dict[str, Any] | None = None,
     drop: Sequence[str] = (),
-    labels: Tensor | None = None,
+    stop: bool = False,
 ) -> tuple[Any, dict[str, Seen]]:
     """One forward of ``batch`` with the ReFT attached; returns the HF output and what ``keys`` saw.
 
     ``replace`` swaps an intervention for another callable (e.g. one with a direction
-    projected out); ``drop`` removes interventions.
+    projected out); ``drop`` removes interventions. ``stop``: end the pass once every
+    key's site was seen (the output is then None).
     """
     bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths)
     taps: dict[str, tuple[Tap, Tap, Tensor | None]] = {}
+    group: list[Tap] | None = [] if stop and keys else None
     wired: list[Binding] = []
     for k, b in zip(reft_model.interventions, bindings):
         if k in drop:
@@ -88,13 +107,17 @@ def forward_seen(
         if replace and k in replace:
             b = Binding(b.hook, replace[k], b.positions)
         if k in keys:
-            before, after = Tap(), Tap()
+            before, after = Tap(group), Tap(group)
             taps[k] = (before, after, b.positions)
             wired += [Binding(b.hook, before), b, Binding(b.hook, after)]
         else:
             wired.append(b)
-    with attach(reft_model.hooked, wired):
-        out = reft_model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
+    out = None
+    try:
+        with attach(reft_model.hooked, wired):
+            out = reft_model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    except StopForward:
+        pass
     seen = {}
     for k, (before, after, pos) in taps.items():
         if before.value is None or after.value is None:

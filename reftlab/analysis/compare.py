@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..attach import Binding, attach
 from ..sites import resolve_positions
-from ._capture import Tap
+from ._capture import StopForward, Tap
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
 
 
@@ -143,11 +143,14 @@ def _mean_at(hooked: Any, prompts: Any, hook: str, positions: str, batch_size: i
     with torch.inference_mode():
         for batch in batches(encoded, batch_size, pad_id(hooked.tokenizer), hooked.device):
             idx = resolve_positions(positions, batch.attention_mask, batch.prompt_lengths)
-            tap = Tap()
-            with attach(hooked, [Binding(hook, tap, idx)]):
-                hooked.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            tap = Tap(group=[])
+            try:
+                with attach(hooked, [Binding(hook, tap, idx)]):
+                    hooked.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            except StopForward:  # the layers above the hook are not needed
+                pass
             if tap.value is None:
-                continue
+                raise RuntimeError(f"hook {hook} was not reached by the forward pass")
             total += tap.value.double().sum(dim=0).cpu()  # tap saw the gathered [N, d_model]
             count += tap.value.shape[0]
     if count == 0:

@@ -57,7 +57,7 @@ def mean_edit(
     with eval_mode(reft_model):
         for batch in batches(encoded, batch_size, pad_id(hooked.tokenizer), hooked.device):
             pos = batch_positions(positions, batch, len(encoded))
-            _, seen = forward_seen(reft_model, batch, [key], pos)
+            _, seen = forward_seen(reft_model, batch, [key], pos, stop=True)
             s = seen[key]
             edited = position_mask(s, batch.attention_mask) & batch.attention_mask.bool()
             total += (s.after - s.before)[edited].double().sum(dim=0).cpu()  # [d_model]

@@ -84,7 +84,7 @@ def project(
         it = batches(encoded, batch_size, pad_id(hooked.tokenizer), device)
         for batch in tqdm(it, total=n_batches(len(encoded), batch_size), desc="project", disable=not progress):
             pos = batch_positions(positions, batch, len(encoded))
-            _, seen = forward_seen(reft_model, batch, keys, pos)
+            _, seen = forward_seen(reft_model, batch, keys, pos, stop=True)
             valid = batch.attention_mask.bool()
             for k, s in seen.items():
                 edited = position_mask(s, batch.attention_mask) & valid
