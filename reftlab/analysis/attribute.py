@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._capture import batch_positions, eval_mode, forward_seen
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
