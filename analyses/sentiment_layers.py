@@ -2,16 +2,19 @@
 does it align with the mean-difference direction?
 
 For each layer L of a sweep, a rank-1 LoReFT on the residual stream after block L, at the
-last prompt token, is trained to answer "Review: <sentence>\\nSentiment:" with " positive"
-or " negative". Sentences are built here from templates, and the nouns of the held-out
-sentences never occur in training. Per layer we report
+last prompt token, is trained to answer "Review: <sentence>\nColour:" with " blue" for a
+positive review and " green" for a negative one. The labels carry no sentiment of their own
+(the untouched model is near chance), so the intervention has to read sentiment off the
+residual stream (its read vector w) and write a label along its direction r. Sentences are
+built here from templates; the nouns of the held-out sentences never occur in training.
+Per layer we report
 
-- held-out accuracy (the label logit that wins), next to the untouched model's;
+- held-out accuracy (which label logit wins), next to the untouched model's;
 - separation d' = |mean_pos - mean_neg| / pooled std of the held-out projections on the
   learned direction r, before the edit (does r already carry sentiment?) and after it
-  (what the intervention writes, w.h + b);
-- the principal angle between r and the mean-difference direction mean(h|pos) - mean(h|neg)
-  at that site (training prompts), and between the read vector w and it.
+  (what the intervention writes there: w.h + b);
+- the principal angles between the mean-difference direction mean(h|pos) - mean(h|neg) at
+  that site (training prompts) and r, and w.
 
 Outputs (under --out): results.json, per-layer CSV, and report.html (one offline file with
 the figures). The training loop is written out here on purpose (explicit, top to bottom).
@@ -41,7 +44,7 @@ POSITIVE = "wonderful delightful excellent brilliant lovely fantastic superb cha
 NEGATIVE = "awful terrible dreadful boring horrible disappointing miserable tedious clumsy ugly".split()
 NOUNS = "movie meal hotel concert book service game trip album show garden lecture".split()
 TEMPLATES = ("The {noun} was {adj}.", "I found the {noun} {adj}.", "What a {adj} {noun}.", "Honestly, the {noun} felt {adj}.")
-PROMPT = "Review: {sentence}\nSentiment:"
+PROMPT = "Review: {sentence}\nColour:"
 
 
 def make_data(n_train: int, n_test: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,7 +74,7 @@ def left_padded(tok, prompts: list[str], device) -> dict[str, torch.Tensor]:
 
 
 def label_logits(reft_or_model, batch, label_ids: torch.Tensor, *, intervene: bool = True) -> torch.Tensor:
-    """``[batch, 2]`` logits of (negative, positive) at the last prompt token."""
+    """``[batch, 2]`` logits of the (negative, positive) labels at the last prompt token."""
     if intervene:
         out = reft_or_model.run(**batch, positions="l1", logits_to_keep=1)
     else:
@@ -154,7 +157,7 @@ def main() -> None:
         n_train, n_test, default_epochs = 16, 8, 2
     else:
         hooked = reftlab.load_model()
-        labels = (" negative", " positive")
+        labels = (" green", " blue")  # (negative, positive): arbitrary, sentiment-free labels
         n_train, n_test, default_epochs = 96, 48, 4
     args.epochs = args.epochs or default_epochs
     every = list(range(0, hooked.n_layers, 2)) if args.quick else list(range(1, hooked.n_layers, 4))
@@ -178,7 +181,8 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "layers.csv", index=False)
-    result = {"question": "at which layer does a rank-1 LoReFT learn sentiment most cleanly?",
+    result = {"question": "at which layer does a rank-1 LoReFT learn sentiment most cleanly, and how does it "
+                          "align with the mean-difference direction?",
               "model": "tiny-random-llama" if args.quick else "smollm2-135m-instruct", "base_accuracy": base_acc,
               "best_layer": best, "layers": rows, "seconds": round(time.perf_counter() - t0, 1)}
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
