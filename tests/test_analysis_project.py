@@ -125,3 +125,15 @@ def test_per_prompt_position_tensors_follow_prompts_through_batching(tiny_hooked
     assert got.position.tolist() == [1, 0, 5, 2]
     with pytest.raises(ValueError, match=r"must be \[n_prompts=4, n\]"):
         project(reft, PROMPTS, positions=torch.zeros(3, 1, dtype=torch.long), progress=False)
+
+
+def test_analysis_runs_without_dropout_and_restores_each_modules_mode(tiny_hooked):
+    reft = reftlab.get_reft_model(tiny_hooked, reftlab.ReftConfig(representations={
+        "layer": 1, "component": "block_output", "positions": "l1",
+        "intervention": {"kind": "loreft", "rank": 2, "dropout": 0.5}}))
+    reft.interventions.train()  # as during training: interventions train, the base model stays in eval
+    a = project(reft, PROMPTS, progress=False)
+    b = project(reft, PROMPTS, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    assert all(m.training for m in reft.interventions.modules())
+    assert not any(m.training for m in tiny_hooked.model.modules())

@@ -69,16 +69,15 @@ def check_keys(reft_model: Any, key: str | Sequence[str] | None) -> list[str]:
 
 @contextmanager
 def eval_mode(reft_model: Any) -> Iterator[None]:
-    """Interventions in eval mode (dropout off) and no autograd, restored afterwards."""
-    was = [(m, m.training) for m in reft_model.interventions.values()]
+    """Every module in eval mode (no dropout) and no autograd; each module's own flag restored after."""
+    was = [(m, m.training) for m in reft_model.modules()]
     try:
-        for m, _ in was:
-            m.eval()
+        reft_model.eval()
         with torch.inference_mode():
             yield
     finally:
         for m, training in was:
-            m.train(training)
+            m.training = training
 
 
 def forward_seen(
