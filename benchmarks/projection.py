@@ -55,14 +55,14 @@ def main() -> None:
 
     hook = f"blocks.{layer}.hook_resid_post"
 
-    def bare() -> None:
-        encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts))
+    def bare(ps: list[str]) -> None:
+        encoded = tokenize(hooked.tokenizer, as_prompt_set(ps))
         with torch.inference_mode():
             for b in batches(encoded, args.batch_size, pad_id(hooked.tokenizer), hooked.device):
                 hooked.model(input_ids=b.input_ids, attention_mask=b.attention_mask)
 
-    def bare_to_site() -> None:
-        encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts))
+    def bare_to_site(ps: list[str]) -> None:
+        encoded = tokenize(hooked.tokenizer, as_prompt_set(ps))
         with torch.inference_mode():
             for b in batches(encoded, args.batch_size, pad_id(hooked.tokenizer), hooked.device):
                 try:
@@ -71,18 +71,18 @@ def main() -> None:
                 except StopForward:
                     pass
 
-    def projected() -> None:
-        df = project(reft, prompts, batch_size=args.batch_size, progress=False)
-        assert df.prompt_id.nunique() == len(prompts)
+    def projected(ps: list[str]) -> None:
+        df = project(reft, ps, batch_size=args.batch_size, progress=False)
+        assert df.prompt_id.nunique() == len(ps)
 
     runs = {"bare_forward": bare, "bare_to_site": bare_to_site, "project": projected}
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up
-        fn()
+    for fn in runs.values():  # warm-up on one batch
+        fn(prompts[:args.batch_size])
     for _ in range(args.repeats):
         for name, fn in runs.items():
             t0 = time.perf_counter()
-            fn()
+            fn(prompts)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
