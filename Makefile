@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reftlab-installed
+CHROMIUM := $(VENV)/.chromium
 
 .PHONY: demo test bench setup clean
 
@@ -21,7 +22,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m reftlab.demo
 
-test: $(STAMP)
+# Headless Chromium (Debian's package) renders the HTML dashboard in tests/test_dashboard.py.
+$(CHROMIUM):
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	mkdir -p $(VENV) && touch $(CHROMIUM)
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,9 +1,11 @@
 """reftlab: an interpretability-first workbench for Representation Finetuning (ReFT).
 
 Load a causal LM with TransformerLens hook points, attach typed subspace interventions
-at sites, train them, generate with them, and look inside them.
+at sites, train them, generate with them, and look inside them (``reftlab.analysis``
+for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 """
 
+from . import analysis
 from .attach import Binding, apply_at_positions, attach
 from .config import ReftConfig, Representation
 from .interventions import (
@@ -35,5 +37,5 @@ __all__ = [
     "LoreftIntervention", "NoreftIntervention", "DireftIntervention", "NodireftIntervention",
     "ConsreftIntervention", "LobireftIntervention", "HookedModel", "embedded_model_path", "load_model",
     "tiny_gpt2", "tiny_llama", "tiny_tokenizer", "ReftModel", "get_reft_model", "COMPONENTS", "Positions",
-    "Site", "resolve_positions", "FingerprintMismatch",
+    "Site", "resolve_positions", "FingerprintMismatch", "analysis",
 ]

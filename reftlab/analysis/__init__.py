@@ -1,0 +1,23 @@
+"""Look inside a trained ReFT: project, compare, decode and attribute its subspaces.
+
+Every function returns tensors or tidy pandas DataFrames; figures live in ``reftlab.viz``.
+"""
+
+from ._prompts import PromptSet, as_prompt_set, read_prompts
+from .attribute import attribute
+from .compare import (
+    compare,
+    mean_difference_direction,
+    orthonormal_basis,
+    overlap,
+    principal_angles,
+    subspaces,
+)
+from .decode import decode, direction_logits, mean_edit
+from .project import project, unit_directions
+
+__all__ = [
+    "PromptSet", "as_prompt_set", "read_prompts", "project", "unit_directions", "compare", "principal_angles",
+    "overlap", "orthonormal_basis", "subspaces", "mean_difference_direction", "decode", "direction_logits",
+    "mean_edit", "attribute",
+]

@@ -1,0 +1,160 @@
+"""Prompt sets for analysis: normalise, tokenize and batch them.
+
+A prompt set is a ``list[str]``, a ``datasets.Dataset`` or a ``pandas.DataFrame`` with a
+``prompt`` column (and optionally a ``completion`` column, whose tokens carry the loss
+in ``attribute``). Each example is tokenized on its own and right-padded here, so the
+tokenizer is never mutated and prompt lengths are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+PROMPT_COLUMN = "prompt"
+COMPLETION_COLUMNS = ("completion", "output")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts and optional completions, as plain strings."""
+
+    prompts: tuple[str, ...]
+    completions: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One right-padded batch: ``ids``/``mask`` ``[batch, pos]``; ``prompt_lengths`` ``[batch]``."""
+
+    index: Int[Tensor, " batch"]
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    prompt_lengths: Int[Tensor, " batch"]
+
+
+def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
+    """Normalise a list of strings, a Dataset or a DataFrame (``column`` + optional completion)."""
+    if isinstance(prompts, PromptSet):
+        return prompts
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings (or a Dataset/DataFrame), not one string; wrap it: [prompt]")
+    columns = _columns(prompts)
+    if columns is not None:
+        if column not in columns:
+            raise ValueError(f"the prompt set has no {column!r} column; its columns are {sorted(columns)} (pass column=...)")
+        texts = [str(x) for x in prompts[column]]
+        comp_col = next((c for c in COMPLETION_COLUMNS if c in columns), None)
+        comps = tuple(str(x) for x in prompts[comp_col]) if comp_col else None
+    else:
+        texts = list(prompts)
+        if not all(isinstance(t, str) for t in texts):
+            bad = next(t for t in texts if not isinstance(t, str))
+            raise TypeError(f"prompts must be strings; got a {type(bad).__name__}: {bad!r}")
+        comps = None
+    if not texts:
+        raise ValueError("the prompt set is empty; give at least one prompt")
+    return PromptSet(tuple(texts), comps)
+
+
+def read_prompts(path: str | os.PathLike) -> PromptSet:
+    """Read a prompt file: ``.txt`` (one prompt per line), ``.jsonl``, ``.json`` (list) or ``.csv``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no prompt file at {path}")
+    if path.suffix == ".txt":
+        return as_prompt_set([line for line in path.read_text().splitlines() if line.strip()])
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return _from_rows(rows, path)
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        return as_prompt_set(rows) if rows and isinstance(rows[0], str) else _from_rows(rows, path)
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        return as_prompt_set(pd.read_csv(path))
+    raise ValueError(f"prompt file {path} must end in .txt, .jsonl, .json or .csv")
+
+
+def tokenize(tokenizer: Any, prompt_set: PromptSet) -> list[tuple[list[int], int]]:
+    """Token ids of prompt (+ completion) per example, with the prompt's token count."""
+    if tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with load_model(model, tokenizer)")
+    out = []
+    for i, prompt in enumerate(prompt_set.prompts):
+        ids = list(tokenizer(prompt)["input_ids"])
+        if not ids:
+            raise ValueError(f"prompt {i} ({prompt!r}) has no tokens; remove empty prompts")
+        n_prompt = len(ids)
+        if prompt_set.completions is not None:
+            # Tokenized apart and concatenated, so the prompt's tokens are exactly its own.
+            ids += list(tokenizer(prompt_set.completions[i], add_special_tokens=False)["input_ids"])
+        out.append((ids, n_prompt))
+    return out
+
+
+def batches(
+    encoded: Sequence[tuple[list[int], int]],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[Batch]:
+    """Right-padded batches of ``batch_size``, longest examples first (least padding).
+
+    ``Batch.index`` holds each row's position in ``encoded``.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        width = len(encoded[rows[0]][0])
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, i in enumerate(rows):
+            toks = encoded[i][0]
+            ids[row, :len(toks)] = torch.tensor(toks, dtype=torch.long)
+            mask[row, :len(toks)] = 1
+        lengths = torch.tensor([encoded[i][1] for i in rows], dtype=torch.long)
+        yield Batch(torch.tensor(rows), ids.to(device), mask.to(device), lengths.to(device))
+
+
+def n_batches(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def pad_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _columns(prompts: Any) -> set[str] | None:
+    names = getattr(prompts, "column_names", None)  # datasets.Dataset
+    if names is None and hasattr(prompts, "columns") and hasattr(prompts, "iloc"):  # pandas.DataFrame
+        names = list(prompts.columns)
+    return None if names is None else set(map(str, names))
+
+
+def _from_rows(rows: Any, path: Path) -> PromptSet:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: expected a list of strings or of objects with a 'prompt' field")
+    missing = [i for i, r in enumerate(rows) if PROMPT_COLUMN not in r]
+    if missing:
+        raise ValueError(f"{path}: row {missing[0]} has no 'prompt' field")
+    import pandas as pd
+
+    return as_prompt_set(pd.DataFrame(rows))

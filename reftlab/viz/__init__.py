@@ -1,0 +1,11 @@
+"""plotly figures for ``reftlab.analysis`` tables, and the one-file HTML dashboard.
+
+The only place in reftlab that imports plotly. Every function returns a
+``plotly.graph_objects.Figure``; nothing is shown by side effect (call ``fig.show()``).
+"""
+
+from .dashboard import dashboard_html, dashboard_main, page_html, write_dashboard, write_page
+from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
+
+__all__ = ["projection_heatmap", "projection_shift", "angle_heatmap", "decode_bars", "attribution_bars",
+           "write_dashboard", "dashboard_html", "dashboard_main", "page_html", "write_page"]
