@@ -6,6 +6,13 @@ at sites, train them, generate with them, and look inside them.
 
 from .attach import Binding, apply_at_positions, attach
 from .config import ReftConfig, Representation
+from .data import (
+    ReftDataCollator,
+    build_dataset,
+    make_last_position_supervised_data_module,
+    make_multiple_position_supervised_data_module,
+)
+from .generate import Generation, generate
 from .interventions import (
     ConsReFT,
     ConsreftIntervention,
@@ -25,6 +32,8 @@ from .interventions import (
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .sites import COMPONENTS, Positions, Site, resolve_positions
+from .train import TrainConfig, TrainResult, train
+from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
 
 __version__ = "0.1.0"
 
@@ -35,4 +44,8 @@ __all__ = [
     "ConsreftIntervention", "LobireftIntervention", "HookedModel", "embedded_model_path", "load_model",
     "tiny_gpt2", "tiny_llama", "tiny_tokenizer", "ReftModel", "get_reft_model", "COMPONENTS", "Positions",
     "Site", "resolve_positions",
+    # data, training, generation (issue 3)
+    "ReftDataCollator", "build_dataset", "make_last_position_supervised_data_module",
+    "make_multiple_position_supervised_data_module", "TrainConfig", "TrainResult", "train",
+    "ReftTrainerForCausalLM", "ReftTrainerForSequenceClassification", "Generation", "generate",
 ]

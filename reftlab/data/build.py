@@ -42,14 +42,14 @@ def read_pairs(source: Any, prompt_column: str = "prompt", response_column: str 
         frame, where = source.to_pandas(), "the dataset"
     else:
         raise TypeError(f"data must be a file path, a pandas DataFrame or a datasets.Dataset, got {type(source).__name__}")
+    if len(frame) == 0:
+        raise ValueError(f"{where} has no examples; give at least one prompt/response pair")
     missing = [c for c in (prompt_column, response_column) if c not in frame.columns]
     if missing:
         raise ValueError(
             f"{where} has no column(s) {missing}; its columns are {list(frame.columns)}. "
             "Rename them or pass prompt_column=/response_column="
         )
-    if len(frame) == 0:
-        raise ValueError(f"{where} has no examples; give at least one prompt/response pair")
     return [_text(v) for v in frame[prompt_column]], [_text(v) for v in frame[response_column]]
 
 
