@@ -96,19 +96,22 @@ def train(
             if epoch != order_epoch:
                 order_epoch, order = epoch, _epoch_order(len(examples), cfg.seed + epoch, cfg.shuffle)
             micro = _micro_batches(order, slot, cfg.batch_size, cfg.grad_accum)
-            n_group = sum(len(m) for m in micro)
+            batches = [(idx, collate([examples[i] for i in idx])) for idx in micro]
+            # Weight micro-batches by scored tokens: the step's loss is the mean over all of
+            # them, exactly as if the group were one batch.
+            counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches]
+            n_group = sum(counts)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for idx in micro:
-                batch = collate([examples[i] for i in idx])
+            for (idx, batch), n in zip(batches, counts):
                 loss = fast.loss(batch, keys=idx) if fast is not None else plain_loss(reft_model, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}, examples {idx}); "
                         "lower the learning rate (lr), enable max_grad_norm, or check those examples"
                     )
-                (loss * len(idx) / n_group).backward()
-                step_loss += loss.item() * len(idx) / n_group
+                (loss * n / n_group).backward()
+                step_loss += loss.item() * n / n_group
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
