@@ -19,13 +19,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m reftlab.demo
+	$(PY) -m reftlab train examples/emoji.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

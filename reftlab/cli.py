@@ -32,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["progress"] = False
     recipe = replace(recipe, training=recipe.training.replace(**changes),
                      output_dir=args.output_dir or recipe.output_dir)
-    run_recipe(recipe)
+    try:
+        run_recipe(recipe)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        print(f"reftlab: {args.config}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
