@@ -76,3 +76,15 @@ def test_unsupported_models_fall_back(tok):
     assert "outside the transformer blocks" in why_not(emb)
     with pytest.raises(ValueError, match="fast=True but the fast path does not apply"):
         reftlab.train(rm, build_dataset(DF, tok), epochs=1, fast=True, progress=False)
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("positions", ["l1", "f1+l1"])
+def test_fast_loss_equals_plain_on_smollm2(smol, positions):
+    hooked, _, tok = smol
+    reps = [{"layer": L, "component": "block_output", "positions": positions, "kind": "loreft", "rank": 4} for L in (6, 24)]
+    rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=reps))
+    ds = build_dataset("examples/emoji.jsonl", tok, positions=positions, num_interventions=2, chat_template=True, model=hooked)
+    batch = collator_for(tok)([ds[i] for i in (0, 5, 7)])
+    fast = FastForward(rm).loss(batch, keys=[0, 5, 7])
+    assert abs(fast.item() - plain_loss(rm, batch).item()) < 1e-4

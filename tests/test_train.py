@@ -97,3 +97,32 @@ def test_user_unfrozen_parameters_train_too(tok):
     before = head.detach().clone()
     reftlab.train(rm, ds, epochs=2, batch_size=4, lr=1e-2, progress=False, log_every=0)
     assert not torch.equal(head, before)
+
+
+def test_peft_lora_parameters_stay_trainable_and_train(tok):
+    peft = pytest.importorskip("peft")
+    hf = peft.get_peft_model(reftlab.tiny_llama(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    rm, ds = make(tok, hf=hf)
+    lora = {n: p.detach().clone() for n, p in rm.model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for n, p in rm.model.named_parameters() if "lora_" in n)
+    result = reftlab.train(rm, ds, epochs=2, batch_size=4, lr=1e-2, progress=False, log_every=0)
+    assert not result.fast  # LoRA below the lowest intervention: those outputs cannot be cached
+    changed = [n for n, p in rm.model.named_parameters() if "lora_" in n and not torch.equal(p, lora[n])]
+    assert changed
+
+
+def test_a_failed_checkpoint_write_leaves_nothing_behind(tok, tmp_path, monkeypatch):
+    import importlib
+
+    ckpt = importlib.import_module("reftlab.train.checkpoint")  # `reftlab.train` is also the function
+
+    rm, ds = make(tok)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        reftlab.train(rm, ds, epochs=2, batch_size=2, progress=False, log_every=0, checkpoint_every=1,
+                      checkpoint_dir=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
