@@ -1,5 +1,7 @@
 """The fast path computes the same numbers as the plain hooked forward."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_fast_loss_equals_plain_on_smollm2(smol, positions):
     hooked, _, tok = smol
     reps = [{"layer": L, "component": "block_output", "positions": positions, "kind": "loreft", "rank": 4} for L in (6, 24)]
     rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=reps))
-    ds = build_dataset("examples/emoji.jsonl", tok, positions=positions, num_interventions=2, chat_template=True, model=hooked)
+    ds = build_dataset(Path(__file__).resolve().parents[1] / "examples" / "emoji.jsonl", tok, positions=positions, num_interventions=2, chat_template=True, model=hooked)
     batch = collator_for(tok)([ds[i] for i in (0, 5, 7)])
     fast = FastForward(rm).loss(batch, keys=[0, 5, 7])
     assert abs(fast.item() - plain_loss(rm, batch).item()) < 1e-4
