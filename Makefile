@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m reftlab.demo
+	$(PY) -m reftlab train examples/emoji.yaml
 
 # Headless Chromium (Debian's package) renders the HTML dashboard in tests/test_dashboard.py.
 $(CHROMIUM):
@@ -32,6 +32,7 @@ test: $(STAMP) $(CHROMIUM)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

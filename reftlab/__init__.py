@@ -8,6 +8,13 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 from . import analysis
 from .attach import Binding, apply_at_positions, attach
 from .config import ReftConfig, Representation
+from .data import (
+    ReftDataCollator,
+    build_dataset,
+    make_last_position_supervised_data_module,
+    make_multiple_position_supervised_data_module,
+)
+from .generate import Generation, generate
 from .interventions import (
     ConsReFT,
     ConsreftIntervention,
@@ -28,6 +35,8 @@ from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .sites import COMPONENTS, Positions, Site, resolve_positions
+from .train import TrainConfig, TrainResult, train
+from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
 
 __version__ = "0.1.0"
 
@@ -38,4 +47,7 @@ __all__ = [
     "ConsreftIntervention", "LobireftIntervention", "HookedModel", "embedded_model_path", "load_model",
     "tiny_gpt2", "tiny_llama", "tiny_tokenizer", "ReftModel", "get_reft_model", "COMPONENTS", "Positions",
     "Site", "resolve_positions", "FingerprintMismatch", "analysis",
+    "ReftDataCollator", "build_dataset", "make_last_position_supervised_data_module",
+    "make_multiple_position_supervised_data_module", "TrainConfig", "TrainResult", "train",
+    "ReftTrainerForCausalLM", "ReftTrainerForSequenceClassification", "Generation", "generate",
 ]

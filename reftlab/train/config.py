@@ -1,0 +1,96 @@
+"""TrainConfig: every knob of ``reftlab.train``, as a frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Mapping
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Settings of the native training loop; an unknown or bad value fails on construction.
+
+    >>> TrainConfig(epochs=3, batch_size=10).steps_per_epoch(10)
+    1
+    >>> TrainConfig(lr=-1)
+    Traceback (most recent call last):
+    ValueError: TrainConfig.lr=-1 must be > 0
+    """
+
+    epochs: int = field(default=1, metadata={"help": "passes over the training set"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    lr: float = field(default=4e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay (R stays orthonormal)"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    schedule: Literal["linear", "cosine", "constant"] = field(default="linear", metadata={"help": f"lr decay after warmup: {', '.join(SCHEDULES)}"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warmup from 0 to lr"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "warmup as a fraction of all steps (if warmup_steps is 0)"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (None: no clipping)"})
+    seed: int = field(default=0, metadata={"help": "seeds data order, dropout and initialisation-free randomness"})
+    shuffle: bool = field(default=True, metadata={"help": "shuffle the training set every epoch"})
+    fast: bool | None = field(default=None, metadata={"help": "cached/packed fast path: None = when supported, True = required, False = never"})
+    log_every: int = field(default=10, metadata={"help": "log the mean training loss every N steps (0: never)"})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only at the end, if an eval set is given)"})
+    checkpoint_every: int = field(default=0, metadata={"help": "write a resumable checkpoint every N steps (0: never)"})
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (step-N folders)"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "how many recent checkpoints to keep (0: all)"})
+    resume_from: str | None = field(default=None, metadata={"help": "a step-N folder, or a checkpoint_dir (its latest step)"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> None:
+            raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} {rule}")
+
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be an int >= 1")
+        for name in ("warmup_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, "must be an int >= 0")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            bad("max_steps", "must be None or an int >= 1")
+        if not self.lr > 0:
+            bad("lr", "must be > 0")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            bad("max_grad_norm", "must be None or > 0")
+        if len(tuple(self.betas)) != 2:
+            bad("betas", "must be two floats")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.checkpoint_every and not self.checkpoint_dir:
+            bad("checkpoint_every", "needs checkpoint_dir (where to write step-N folders)")
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        batches = -(-n_examples // self.batch_size)
+        return -(-batches // self.grad_accum)
+
+    def total_steps(self, n_examples: int) -> int:
+        return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch(n_examples)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "training") -> "TrainConfig":
+        """Build from a dict (e.g. a YAML section); unknown keys are an error naming them."""
+        known = {f.name: f.metadata.get("help", "") for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
+            raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
+        return cls(**dict(data))

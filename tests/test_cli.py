@@ -1,0 +1,73 @@
+"""``reftlab train CONFIG.yaml``: recipe checks, and the emoji example on a short schedule."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+import reftlab
+from reftlab.cli import main
+from reftlab.recipe import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_keys_are_named_with_the_valid_ones(tmp_path, capsys):
+    base = yaml.safe_load((ROOT / "examples" / "emoji.yaml").read_text())
+    for where, patch in [("the recipe", {"epoch": 3}), ("training", {"training": {"epoch": 3}}),
+                         ("data", {"data": {"path": "x.jsonl", "promt_column": "q"}}),
+                         ("generation", {"generation": {"prompt": ["hi"]}})]:
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text(yaml.safe_dump({**base, **patch}))
+        assert main(["train", str(cfg), "--output-dir", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert f"in {where}; valid keys:" in err and "unknown key(s)" in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_recipe_paths_and_interventions_parse():
+    recipe = Recipe.from_file(ROOT / "examples" / "emoji.yaml")
+    assert Path(recipe.data.path) == ROOT / "examples" / "emoji.jsonl"
+    assert len(recipe.interventions.representations) >= 1 and recipe.data.chat_template
+    with pytest.raises(ValueError, match="needs 'positions'"):
+        Recipe.from_mapping({"data": "x.jsonl", "interventions": [{"layer": 1, "component": "block_output",
+                                                                   "kind": "loreft", "rank": 2}]})
+
+
+def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    reftlab.tiny_llama().save_pretrained(model_dir)
+    reftlab.tiny_tokenizer().save_pretrained(model_dir)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n" + json.dumps({"prompt": "yo", "response": ""}) + "\n")
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump({"model": str(model_dir), "data": {"path": "d.jsonl"},
+                                   "interventions": [{"layer": 1, "component": "block_output", "positions": "l1",
+                                                      "kind": "loreft", "rank": 2}], "output_dir": str(tmp_path / "o")}))
+    assert main(["train", str(cfg)]) == 2
+    assert "example 1: the response '' (prompt 'yo') tokenizes to nothing" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    data.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n")
+    assert main(["train", str(cfg), "--epochs", "1", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["config.json", "interventions.safetensors", "run.json"]
+
+
+@pytest.mark.embedded
+def test_emoji_example_runs_end_to_end_on_a_short_schedule(tmp_path):
+    out = tmp_path / "emoji"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reftlab", "train", str(ROOT / "examples" / "emoji.yaml"), "--max-steps", "2",
+         "--output-dir", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "before training" in proc.stdout and "after training" in proc.stdout and "emoji_fraction" in proc.stdout
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["losses"]) == 2 and len(run["before"]) == len(run["after"]) == 4
+    config = reftlab.ReftConfig.from_json(json.loads((out / "config.json").read_text()))
+    tensors = load_file(str(out / "interventions.safetensors"))
+    assert len(config.representations) * 3 == len(tensors)  # rotation, weight, bias per LoReFT
