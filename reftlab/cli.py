@@ -1,4 +1,8 @@
-"""The ``reftlab`` command line: ``reftlab train CONFIG.yaml`` (also ``python -m reftlab``)."""
+"""The ``reftlab`` command line (also ``python -m reftlab``).
+
+- ``reftlab train CONFIG.yaml``: train the ReFT a recipe describes, then save it.
+- ``reftlab dashboard CHECKPOINT --prompts FILE -o report.html``: one offline HTML report.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--epochs", type=int, help="override training.epochs")
     tr.add_argument("--max-steps", type=int, help="override training.max_steps")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    db = sub.add_parser("dashboard", help="write a self-contained HTML report of a saved ReFT checkpoint")
+    db.add_argument("checkpoint", help="a folder written by ReftModel.save")
+    db.add_argument("--prompts", required=True, help="prompts: .txt (one per line), .jsonl/.json/.csv with 'prompt'")
+    db.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
+    db.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
     args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return _dashboard(args)
 
     from dataclasses import replace
 
@@ -37,6 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         print(f"reftlab: {args.config}: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .viz import dashboard_main
+
+    try:
+        path = dashboard_main(args.checkpoint, args.prompts, args.output, model=args.model)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"reftlab dashboard: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
     return 0
 
 

@@ -98,3 +98,23 @@ def test_dashboard_main_reads_the_prompt_file_and_uses_the_loader(tmp_path):
         dashboard_main(tmp_path / "ckpt", tmp_path / "missing.txt", tmp_path / "r.html", model=hooked, loader=loader)
     with pytest.raises(ValueError, match="must end in .html"):
         write_dashboard(reft, PROMPTS, tmp_path / "r.txt")
+
+
+def test_cli_dashboard_from_a_saved_checkpoint(tmp_path):
+    from reftlab.cli import main
+
+    hf, tok = reftlab.tiny_llama(seed=1), reftlab.tiny_tokenizer()
+    (tmp_path / "base").mkdir()
+    hf.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    reft = _reft(reftlab.load_model(tmp_path / "base"))
+    reft.save(tmp_path / "ckpt")
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "report.html"
+    rc = main(["dashboard", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "prompts.txt"),
+               "-o", str(out), "--model", str(tmp_path / "base")])
+    assert rc == 0 and out.is_file()
+    assert "blocks.1.hook_resid_post" in out.read_text() and "blocks.3.hook_mlp_out" in out.read_text()
+    assert len(re.findall(r'id="reftlab-fig-\d+"', out.read_text())) >= 8
+    # A prompt file that does not exist is a clear error, before any model is loaded.
+    assert main(["dashboard", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "nope.txt"), "-o", str(out)]) == 2
