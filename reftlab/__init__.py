@@ -5,8 +5,11 @@ at sites, train them, generate with them, and look inside them.
 """
 
 from .attach import Binding, apply_at_positions, attach
+from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation
+from .interference import interference, principal_angles
 from .interventions import (
+    ConcatLoReFT,
     ConsReFT,
     ConsreftIntervention,
     DiReFT,
@@ -20,6 +23,8 @@ from .interventions import (
     NodireftIntervention,
     NoReFT,
     NoreftIntervention,
+    SimilarityGated,
+    SumOfEdits,
     kinds,
 )
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
@@ -35,4 +40,7 @@ __all__ = [
     "ConsreftIntervention", "LobireftIntervention", "HookedModel", "embedded_model_path", "load_model",
     "tiny_gpt2", "tiny_llama", "tiny_tokenizer", "ReftModel", "get_reft_model", "COMPONENTS", "Positions",
     "Site", "resolve_positions",
+    # composition (issue 5)
+    "ConcatLoReFT", "SumOfEdits", "SimilarityGated", "compose", "describe", "for_layers", "parse_layers",
+    "positions_overlap", "interference", "principal_angles",
 ]
