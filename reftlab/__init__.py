@@ -29,6 +29,7 @@ from .interventions import (
 )
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
+from .routing import Routed, route
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 
 __version__ = "0.1.0"
@@ -42,5 +43,5 @@ __all__ = [
     "Site", "resolve_positions",
     # composition (issue 5)
     "ConcatLoReFT", "SumOfEdits", "SimilarityGated", "compose", "describe", "for_layers", "parse_layers",
-    "positions_overlap", "interference", "principal_angles",
+    "positions_overlap", "interference", "principal_angles", "Routed", "route",
 ]
