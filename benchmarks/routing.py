@@ -16,20 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import reftlab
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def random_reft(hooked, layer: int, seed: int) -> reftlab.ReftModel:
@@ -78,14 +69,7 @@ def main() -> None:
         "single": lambda: single.generate({"input_ids": ids, "attention_mask": mask}, **gen),
         "sequential": sequential,
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():  # warm-up
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
-                times[name].append(timed(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = interleaved(runs, args.repeats)
     tokens = args.batch * args.new_tokens
     for k, v in med.items():
         print(f"{k:>10}: median {v * 1000:8.1f} ms over {args.repeats} ({tokens / v:7.1f} new tokens/s; min {min(times[k]) * 1000:.1f} ms)")

@@ -198,3 +198,17 @@ def test_interference_warns_with_both_names_and_the_angle(hooked):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reftlab.compose({"a": ra, "b": rb}, hooked, on_conflict="sum", interference_threshold=10.0)
+
+
+def test_nested_specs_in_a_config_need_no_rank(hooked, tok):
+    cfg = reftlab.ReftConfig(representations=[
+        {"layer": 1, "component": "block_output", "positions": "l1",
+         "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 2}, {"kind": "direft", "rank": 1}]}},
+        {"layer": 2, "component": "block_output", "positions": "all",
+         "intervention": {"kind": "simgate", "child": {"kind": "lobireft", "rank": 3}}}])
+    reft = reftlab.get_reft_model(hooked, cfg)
+    assert [iv.rank for iv in reft.interventions.values()] == [3, 3]
+    assert reftlab.ReftConfig.from_json(json.loads(json.dumps(reft.config.to_json()))).to_json() == reft.config.to_json()
+    with pytest.raises(ValueError, match="rank=5 but the children's ranks add up to 3"):
+        reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output",
+            "rank": 5, "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 3}]}}]))

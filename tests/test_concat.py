@@ -15,7 +15,7 @@ def test_param_count_and_formula(k, write):
     iv = ConcatLoReFT(d_model=d, rank=r, arity=k, write=write)
     assert iv.num_parameters() == 2 * k * d * r + r
     h = torch.randn(5, k, d)
-    full = h.reshape(5, k * d) + loreft_edit(h.reshape(5, k * d), iv.R, iv.weight, iv.bias)
+    full = h.reshape(5, k * d) + loreft_edit(h.reshape(5, k * d), iv.R, iv.flat.weight, iv.flat.bias)
     expect = full.reshape(5, k, d)
     if write != "all":
         keep = torch.zeros(k, dtype=torch.bool)

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Intervention, check_activation, linear_init, orthonormal_rows, random_orthonormal, register
-from .loreft import loreft_edit
+from .base import Intervention, register
+from .loreft import LoReFT, loreft_edit
 
 
 def concat_loreft_edit(
@@ -80,30 +80,20 @@ class ConcatLoReFT(Intervention):
             raise ValueError(f"arity={arity!r} must be an int >= 2 (the number of concatenated positions)")
         if write != "all" and not (isinstance(write, int) and -arity <= write < arity):
             raise ValueError(f"write={write!r} must be 'all' or a slot index in [0, arity={arity})")
-        if init not in ("random", "identity"):
-            raise ValueError(f"init={init!r} must be 'random' or 'identity'")
         self.arity = arity
         self.write = write if write == "all" else write % arity
-        self.act = check_activation(act)
-        if init == "identity" and self.act != "linear":
-            raise ValueError(f"init='identity' needs act='linear' (act(Rx) != Rx for act={self.act!r})")
-        self.init = init
-        dt, width = self.requested_dtype, arity * d_model
-        self.rotation = nn.Parameter(random_orthonormal(rank, width, dt))
-        W, b = linear_init(rank, width, dt)
-        if init == "identity":
-            W, b = orthonormal_rows(self.rotation.detach()).clone(), torch.zeros_like(b)
-        self.weight = nn.Parameter(W)
-        self.bias = nn.Parameter(b)
+        # The flat LoReFT on R^{k d} owns R (via its free `rotation`), W and b.
+        self.flat = LoReFT(d_model=arity * d_model, rank=rank, act=act, init=init, dtype=dtype)
 
     @property
     def R(self) -> Float[Tensor, "rank kd"]:
-        return orthonormal_rows(self.rotation)
+        return self.flat.R
 
     def edit(self, h: Float[Tensor, "... k d_model"]) -> Float[Tensor, "... k d_model"]:
         if h.ndim < 2 or h.shape[-2] != self.arity:
             raise ValueError(f"concat_loreft expects groups of shape [..., {self.arity}, {self.d_model}], got {tuple(h.shape)}")
-        return concat_loreft_edit(h, self.R, self.weight, self.bias, self.act, None if self.write == "all" else self.write)
+        f = self.flat
+        return concat_loreft_edit(h, f.R, f.weight, f.bias, f.act, None if self.write == "all" else self.write)
 
     def subspace(self) -> Float[Tensor, "rows d_model"]:
         """Rows spanning the edit at every written position: R's block for slot ``write``
@@ -114,4 +104,4 @@ class ConcatLoReFT(Intervention):
         return blocks.transpose(0, 1).reshape(-1, self.d_model)
 
     def spec(self) -> dict[str, Any]:
-        return {**self._base_spec(), "arity": self.arity, "write": self.write, "act": self.act, "init": self.init}
+        return {**self._base_spec(), "arity": self.arity, "write": self.write, "act": self.flat.act, "init": self.flat.init}
