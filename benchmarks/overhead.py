@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from transformers import AutoModelForCausalLM
 
 import reftlab
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def main() -> None:
@@ -68,14 +59,7 @@ def main() -> None:
         "hf_generate": lambda: base.generate(input_ids=ids, attention_mask=mask, **gen),
         "reft_generate": lambda: reft.generate({"input_ids": ids, "attention_mask": mask}, **gen),
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():  # warm-up
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runs.items():
-                times[name].append(timed(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = interleaved(runs, args.repeats)
     for k, v in med.items():
         print(f"{k:>14}: median {v * 1000:8.1f} ms over {args.repeats} (min {min(times[k]) * 1000:.1f})")
     result = {

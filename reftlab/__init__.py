@@ -7,6 +7,7 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 
 from . import analysis
 from .attach import Binding, apply_at_positions, attach
+from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation
 from .data import (
     ReftDataCollator,
@@ -15,7 +16,9 @@ from .data import (
     make_multiple_position_supervised_data_module,
 )
 from .generate import Generation, generate
+from .interference import interference, principal_angles
 from .interventions import (
+    ConcatLoReFT,
     ConsReFT,
     ConsreftIntervention,
     DiReFT,
@@ -29,11 +32,14 @@ from .interventions import (
     NodireftIntervention,
     NoReFT,
     NoreftIntervention,
+    SimilarityGated,
+    SumOfEdits,
     kinds,
 )
 from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
+from .routing import Routed, route
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .train import TrainConfig, TrainResult, train
 from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
@@ -50,4 +56,6 @@ __all__ = [
     "ReftDataCollator", "build_dataset", "make_last_position_supervised_data_module",
     "make_multiple_position_supervised_data_module", "TrainConfig", "TrainResult", "train",
     "ReftTrainerForCausalLM", "ReftTrainerForSequenceClassification", "Generation", "generate",
+    "ConcatLoReFT", "SumOfEdits", "SimilarityGated", "compose", "describe", "for_layers", "parse_layers",
+    "positions_overlap", "interference", "principal_angles", "Routed", "route",
 ]

@@ -5,6 +5,13 @@ duration of the ``with`` block and removes them (and their taps on the HF model)
 ``finally``, also after an exception. Each hook gathers the binding's positions,
 applies the intervention to those ``[n, d_model]`` vectors, and scatters them back;
 other positions pass through untouched.
+
+An intervention with ``arity = k > 1`` (a class or instance attribute; default 1)
+reads groups of k positions at once: the binding's ``[batch, n]`` positions (n
+divisible by k) are grouped ``[batch, n/k, k]``, the hook gathers ``[N, k, d_model]``,
+calls the intervention, and scatters all k rows back. Groups with any -1 slot are
+skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
+(per-example routing), also for positions=None.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from functools import partial
 from typing import Iterator, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .interventions import Intervention
@@ -28,11 +35,13 @@ class Binding:
 
     ``positions`` is ``[batch, n]`` absolute indices with -1 for "none", or None for
     every position of every chunk the hook sees (generated tokens included).
+    ``rows`` (optional, ``[batch]`` bool) restricts the binding to those examples.
     """
 
     hook: str
     intervention: Intervention
     positions: Int[Tensor, "batch n"] | None = None
+    rows: Bool[Tensor, " batch"] | None = None
 
 
 def apply_at_positions(
@@ -40,14 +49,21 @@ def apply_at_positions(
     intervention: Intervention,
     positions: Int[Tensor, "batch n"] | None,
     min_length: int = 0,
+    rows: Bool[Tensor, " batch"] | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
     """Edit ``h`` at ``positions`` only; a chunk shorter than ``min_length`` passes through.
 
     ``min_length`` is the prompt length during generation: KV-cached decode steps see
     one new token, whose position is never a prompt position, so they are left alone.
     """
+    arity = int(getattr(intervention, "arity", 1))
     if positions is None:
-        return intervention(h)
+        if arity != 1:
+            raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
+        if rows is None:
+            return intervention(h)
+        selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
+        return h.index_copy(0, selected, intervention(h[selected])) if len(selected) else h
     if h.shape[1] < min_length:
         return h
     if positions.shape[0] != h.shape[0]:
@@ -58,12 +74,32 @@ def apply_at_positions(
             "positions index the padded input"
         )
     positions = positions.to(h.device)
+    if rows is not None:
+        positions = positions.masked_fill(~rows.to(h.device)[:, None], -1)
+    if arity != 1:
+        return _apply_grouped(h, intervention, positions, arity)
     valid = positions >= 0
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(positions)[valid]  # [N]
     cols = positions[valid]  # [N]
     edited = intervention(h[rows, cols])  # [N, d_model]
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
+    return h.index_put((rows, cols), edited)
+
+
+def _apply_grouped(
+    h: Float[Tensor, "batch pos d_model"], intervention: Intervention, positions: Int[Tensor, "batch n"], k: int
+) -> Float[Tensor, "batch pos d_model"]:
+    if positions.shape[1] % k:
+        raise ValueError(
+            f"{intervention.kind} reads groups of {k} positions but got {positions.shape[1]} per example; "
+            f"give a multiple of {k} (e.g. 'l{k}')"
+        )
+    groups = positions.reshape(positions.shape[0], -1, k)  # [batch, n/k, k]
+    valid = (groups >= 0).all(dim=-1)  # [batch, n/k]: a group with any empty slot is skipped
+    cols = groups[valid]  # [N, k]
+    rows = torch.arange(h.shape[0], device=h.device)[:, None].expand(valid.shape)[valid][:, None].expand_as(cols)
+    edited = intervention(h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
     return h.index_put((rows, cols), edited)
 
 
@@ -81,11 +117,13 @@ def attach(
     hooks = []
     for b in bindings:
         model.hook_point(b.hook)  # a clear error for a bad name, before anything is installed
-        fn = partial(_hook, intervention=b.intervention, positions=b.positions, min_length=min_length)
+        fn = partial(_hook, intervention=b.intervention, positions=b.positions, min_length=min_length, rows=b.rows)
         hooks.append((b.hook, fn))
     with model.hooks(fwd_hooks=hooks):
         yield model
 
 
-def _hook(h: Tensor, hook: object, *, intervention: Intervention, positions: Tensor | None, min_length: int) -> Tensor:
-    return apply_at_positions(h, intervention, positions, min_length)
+def _hook(
+    h: Tensor, hook: object, *, intervention: Intervention, positions: Tensor | None, min_length: int, rows: Tensor | None
+) -> Tensor:
+    return apply_at_positions(h, intervention, positions, min_length, rows)

@@ -34,15 +34,21 @@ _REP_KEYS = {
     "kind": f"intervention kind, one of {', '.join(kinds())} (with 'rank')",
     "unit": "pyreft's unit; only 'pos' is meaningful",
     "max_number_of_units": "pyreft's field; accepted and ignored (positions decide)",
+    "share": "a group name: representations with the same name share ONE intervention (pyreft's share_weights)",
 }
 
 
 @dataclass(frozen=True, kw_only=True)
 class Representation:
-    """One intervention at one site. ``intervention`` is a built module or a spec dict."""
+    """One intervention at one site. ``intervention`` is a built module or a spec dict.
+
+    Representations with the same ``share`` name hold one intervention between them
+    (one set of parameters, counted and trained once).
+    """
 
     site: Site
     intervention: Intervention | Mapping[str, Any]
+    share: str | None = None
 
     def spec(self, d_model: int | None = None) -> dict[str, Any]:
         if isinstance(self.intervention, Intervention):
@@ -58,7 +64,8 @@ class Representation:
         return build(self.spec(d_model))
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.site.to_json(), "intervention": self.spec()}
+        shared = {} if self.share is None else {"share": self.share}
+        return {**self.site.to_json(), "intervention": self.spec(), **shared}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +79,7 @@ class ReftConfig:
         if not items:
             raise ValueError("ReftConfig.representations is empty; give at least one {'layer', 'component', ...} dict")
         reps = tuple(r if isinstance(r, Representation) else _parse(r, i) for i, r in enumerate(items))
-        object.__setattr__(self, "representations", reps)
+        object.__setattr__(self, "representations", _name_shared(reps))
 
     def validate(self, *, d_model: int, n_layers: int, hook_names: Sequence[str]) -> None:
         """Check the config against a model; errors name the field, the value and what is valid."""
@@ -90,6 +97,8 @@ class ReftConfig:
                     f"{where}: intervention embed_dim/d_model={spec.get('d_model')} != the model's d_model={d_model}"
                 )
             rank = spec.get("rank")
+            if rank is None and getattr(intervention_class(spec["kind"]), "derives_rank", False):
+                continue  # a composite's rank comes from its children, checked when it is built
             if not isinstance(rank, int) or not 1 <= rank <= d_model:
                 raise ValueError(f"{where}: rank/low_rank_dimension={rank!r} must be in [1, d_model={d_model}]")
 
@@ -152,22 +161,50 @@ def _parse(rep: Mapping[str, Any], i: int) -> Representation:
     if isinstance(iv, Intervention):
         if rank is not None and rank != iv.rank:
             raise ValueError(f"{where}: low_rank_dimension={rank} but the intervention has rank {iv.rank}")
-        return Representation(site=site, intervention=iv)
+        return Representation(site=site, intervention=iv, share=rep.get("share"))
     if iv is None:
         if "kind" not in rep:
             raise ValueError(f"{where} needs an 'intervention' (object or spec) or a 'kind'; kinds: {', '.join(kinds())}")
         iv = {"kind": rep["kind"]}
     if not isinstance(iv, Mapping) or "kind" not in iv:
         raise ValueError(f"{where}.intervention must be an Intervention or a dict with 'kind', got {iv!r}")
-    intervention_class(iv["kind"])  # unknown kinds fail here, naming the valid ones
+    cls = intervention_class(iv["kind"])  # unknown kinds fail here, naming the valid ones
     spec = dict(iv)
     if rank is not None:
         if "rank" in spec and spec["rank"] != rank:
             raise ValueError(f"{where}: rank given twice ({rank} and {spec['rank']})")
         spec["rank"] = rank
-    if "rank" not in spec:
+    if "rank" not in spec and not getattr(cls, "derives_rank", False):
         raise ValueError(f"{where} needs 'low_rank_dimension' (or 'rank')")
-    return Representation(site=site, intervention=spec)
+    return Representation(site=site, intervention=spec, share=rep.get("share"))
+
+
+def _name_shared(reps: tuple[Representation, ...]) -> tuple[Representation, ...]:
+    """Give one intervention object used by several representations a share name; check each group's specs agree."""
+    by_object: dict[int, list[int]] = {}
+    for i, r in enumerate(reps):
+        if isinstance(r.intervention, Intervention):
+            by_object.setdefault(id(r.intervention), []).append(i)
+    out = list(reps)
+    for n, idx in enumerate(i for i in by_object.values() if len(i) > 1):
+        names = {reps[i].share for i in idx} - {None}
+        name = names.pop() if len(names) == 1 else f"shared{n}"
+        if names:
+            raise ValueError(f"representations {idx} hold one intervention object but different share names")
+        out = [Representation(site=r.site, intervention=r.intervention, share=name) if i in idx else r for i, r in enumerate(out)]
+    groups: dict[str, int] = {}
+    for i, r in enumerate(out):
+        if r.share is None:
+            continue
+        if not isinstance(r.share, str) or not r.share:
+            raise ValueError(f"representations[{i}].share={r.share!r} must be a non-empty group name")
+        first = groups.setdefault(r.share, i)
+        if r.spec() != out[first].spec():
+            raise ValueError(
+                f"representations[{first}] and [{i}] share {r.share!r} but their interventions differ: "
+                f"{out[first].spec()} vs {r.spec()}"
+            )
+    return tuple(out)
 
 
 def _dump(data: dict[str, Any], path: Path) -> str:

@@ -119,7 +119,7 @@ class ReftModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
-        iv = sum(p.numel() for m in self.interventions.values() for p in _unique(m.parameters()) if p.requires_grad)
+        iv = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
         trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total_model = sum(p.numel() for p in self.model.parameters())
         print(
@@ -186,9 +186,12 @@ class ReftModel(nn.Module):
 
     def __repr__(self) -> str:
         lines = [f"ReftModel on {self.hooked!r}"]
+        first: dict[int, str] = {}
         for (key, iv), site in zip(self.interventions.items(), self.sites):
             pos = site.positions if site.positions is not None else "per call"
-            lines.append(f"  [{key}] {site.hook} @ {pos}: {iv.kind} rank={iv.rank} params={iv.num_parameters():,}")
+            owner = first.setdefault(id(iv), key)
+            params = f"params={iv.num_parameters():,}" if owner == key else f"shares {owner}'s params"
+            lines.append(f"  [{key}] {site.hook} @ {pos}: {iv.kind} rank={iv.rank} {params}")
         lines.append(f"  total intervention params: {self.num_intervention_parameters():,}")
         return "\n".join(lines)
 
@@ -273,12 +276,18 @@ def get_reft_model(
         if MODULE_SITE.match(rep.site.hook):
             hooked.module_hook_point(rep.site.hook)
     config.validate(d_model=hooked.d_model, n_layers=hooked.n_layers, hook_names=list(hooked.mod_dict))
-    interventions = []
+    interventions: list[Intervention] = []
+    shared: dict[str, Intervention] = {}
     for rep in config.representations:
+        if rep.share is not None and rep.share in shared:  # one module for the whole share group
+            interventions.append(shared[rep.share])
+            continue
         iv = rep.build(hooked.d_model)
         iv = iv.to(dtype=iv.requested_dtype or hooked.dtype)
         if set_device:
             iv = iv.to(hooked.device)
+        if rep.share is not None:
+            shared[rep.share] = iv
         interventions.append(iv)
     if disable_model_grads:
         is_peft = hasattr(hooked.model, "peft_config")

@@ -43,7 +43,7 @@ def test_get_reft_model_accepts_plain_hf_model(tiny_hf, tok):
     assert rm.model is tiny_hf and rm.tokenizer is tok
 
 
-@pytest.mark.parametrize("kind", kinds())
+@pytest.mark.parametrize("kind", [k for k in kinds() if k not in ("concat_loreft", "simgate", "sum")])
 def test_pyreft_call_applies_formula_at_positions_only(tiny_hf, tok, kind):
     ref = copy.deepcopy(tiny_hf)
     layer = 2
