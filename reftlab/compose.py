@@ -207,10 +207,7 @@ def _as_reft(item: Any, name: str, model: Any) -> ReftModel:
     if isinstance(item, ReftModel):
         return item
     if isinstance(item, (str, os.PathLike)):
-        load = getattr(ReftModel, "load", None)
-        if load is None:
-            raise RuntimeError(f"{name}={item!r} is a checkpoint path; loading checkpoints needs reftlab.io (ReftModel.load)")
-        return load(item, model)
+        return ReftModel.load(item, model)
     raise TypeError(f"{name} must be a ReftModel or a checkpoint folder, got {type(item).__name__}")
 
 

@@ -156,11 +156,22 @@ def test_composed_model_round_trips_like_a_checkpoint(hooked, tok, tmp_path):
     assert [iv.kind for iv in again.interventions.values()] == ["sum", "concat_loreft"]
 
 
-def test_checkpoint_paths_need_reftlab_io(hooked, tmp_path):
-    if hasattr(reftlab.ReftModel, "load"):
-        pytest.skip("reftlab.io is present; compose loads checkpoint folders through ReftModel.load")
-    with pytest.raises(RuntimeError, match="needs reftlab.io"):
-        reftlab.compose([str(tmp_path)], hooked)
+def test_compose_checkpoint_folders_and_save_the_composition_as_one(hooked, tok, tmp_path):
+    a, b = reft_at(hooked, 1, "l1", seed=0), reft_at(hooked, 1, "l1", seed=1)
+    a.save(tmp_path / "a")
+    b.save(tmp_path / "b")
+    with pytest.raises(ValueError, match="a.*b|b.*a"):  # same site, same positions: must say how
+        reftlab.compose([tmp_path / "a", tmp_path / "b"], hooked)
+    from_disk = reftlab.compose([tmp_path / "a", tmp_path / "b"], hooked, on_conflict="sum")
+    in_memory = reftlab.compose([a, b], hooked, on_conflict="sum")
+    enc = batch(tok)
+    with torch.no_grad():
+        x = from_disk.run(enc["input_ids"], enc["attention_mask"]).logits
+        assert torch.equal(x, in_memory.run(enc["input_ids"], enc["attention_mask"]).logits)
+        from_disk.save(tmp_path / "ab")
+        again = reftlab.ReftModel.load(tmp_path / "ab", hooked)
+        assert torch.equal(x, again.run(enc["input_ids"], enc["attention_mask"]).logits)
+    assert [iv.kind for iv in again.interventions.values()] == ["sum"]
 
 
 def rotated(d, angles_deg):

@@ -12,11 +12,21 @@ from reftlab.interventions import kinds
 from reftlab.models import tiny_llama, tiny_tokenizer
 
 
+COMPOSITE = {  # composite kinds need their children (or, for concat, position pairs)
+    "sum": lambda dt: {"kind": "sum", "children": [{"kind": "loreft", "rank": 3, "dtype": dt},
+                                                   {"kind": "direft", "rank": 2, "dtype": dt}]},
+    "simgate": lambda dt: {"kind": "simgate", "child": {"kind": "loreft", "rank": 3, "dtype": dt}},
+    "concat_loreft": lambda dt: {"kind": "concat_loreft", "rank": 3, "dtype": dt},
+}
+
+
 def two_site_config(kind, dtype=None):
-    spec = {"kind": kind, "rank": 3, "dtype": dtype}
+    spec = COMPOSITE[kind](dtype) if kind in COMPOSITE else {"kind": kind, "rank": 3, "dtype": dtype}
+    positions = "l2" if kind == "concat_loreft" else "f1+l2"
     return reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "f1+l2", "intervention": dict(spec)},
-        {"hook": "model.layers[2].mlp.output", "positions": "all", "intervention": dict(spec)},
+        {"layer": 1, "component": "block_output", "positions": positions, "intervention": dict(spec)},
+        {"hook": "model.layers[2].mlp.output", "positions": "l2" if kind == "concat_loreft" else "all",
+         "intervention": dict(spec)},
     ])
 
 

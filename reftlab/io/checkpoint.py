@@ -157,7 +157,7 @@ def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tens
         raise ValueError(f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again") from None
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for name, t in flat.items():
-        key, _, param = name.removeprefix(PREFIX).rpartition(".")
+        key, _, param = name.removeprefix(PREFIX).partition(".")  # keys hold no dots; params may (nested kinds)
         if not name.startswith(PREFIX) or key not in out:
             raise ValueError(f"{path} holds an unexpected tensor {name!r}; expected keys under {PREFIX}<{'|'.join(keys)}>")
         out[key][param] = t
