@@ -119,8 +119,8 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     """Load the model, answer the held-out prompts, train, answer them again, save.
 
     Returns ``{"losses", "before", "after", "output_dir", "seconds"}``; ``before``/``after``
-    are lists of ``{"prompt", "text", **metrics}``. The output folder holds ``config.json``,
-    ``interventions.safetensors`` and ``run.json`` (losses, generations, recipe).
+    are lists of ``{"prompt", "text", **metrics}``. The output folder is a reftlab checkpoint (``ReftModel.save``) plus
+    ``run.json`` (losses, generations, recipe).
     """
     import time
 
@@ -130,7 +130,6 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     from .generate import generate
     from .models.loading import load_model
     from .reft_model import get_reft_model
-    from .train.export import save_trained
     from .train.loop import train
 
     t0 = time.perf_counter()
@@ -171,10 +170,10 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     log(f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}")
     reft_model.eval()
     after = answers(reft_model, "after training (with the interventions)")
-    save_trained(reft_model, out_dir)
+    reft_model.save(out_dir)
     _write_json(out_dir / "run.json", {"losses": result.losses, "before": before, "after": after,
                                        "seconds": time.perf_counter() - t0})
-    log(f"saved to {out_dir}/ (config.json, interventions.safetensors, run.json)")
+    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir, model); plus run.json)")
     return {"losses": result.losses, "before": before, "after": after, "output_dir": str(out_dir),
             "seconds": time.perf_counter() - t0}
 

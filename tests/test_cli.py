@@ -53,7 +53,10 @@ def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     data.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n")
     assert main(["train", str(cfg), "--epochs", "1", "--no-progress"]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["config.json", "interventions.safetensors", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["README.md", "interventions.safetensors",
+                                                                  "reftlab_config.json", "run.json"]
+    loaded = reftlab.ReftModel.load(tmp_path / "o", reftlab.load_model(model_dir))
+    assert [iv.kind for iv in loaded.interventions.values()] == ["loreft"]
 
 
 @pytest.mark.embedded
@@ -68,6 +71,6 @@ def test_emoji_example_runs_end_to_end_on_a_short_schedule(tmp_path):
     assert "before training" in proc.stdout and "after training" in proc.stdout and "emoji_fraction" in proc.stdout
     run = json.loads((out / "run.json").read_text())
     assert len(run["losses"]) == 2 and len(run["before"]) == len(run["after"]) == 4
-    config = reftlab.ReftConfig.from_json(json.loads((out / "config.json").read_text()))
+    config = json.loads((out / "reftlab_config.json").read_text())
     tensors = load_file(str(out / "interventions.safetensors"))
-    assert len(config.representations) * 3 == len(tensors)  # rotation, weight, bias per LoReFT
+    assert len(config["representations"]) * 3 == len(tensors)  # rotation, weight, bias per LoReFT

@@ -43,7 +43,9 @@ def test_causal_lm_trainer_trains_only_interventions_and_keeps_R_orthonormal(tok
     assert plain_loss(rm, full).item() < loss0 - 0.05
     trainer.save_model(str(tmp_path / "saved"))
     saved = load_file(str(tmp_path / "saved" / "reft" / "interventions.safetensors"))
-    assert torch.equal(saved["layer_1_comp_block_output#0.weight"], iv.weight.detach())
+    assert torch.equal(saved["interventions.layer_1_comp_block_output#0.weight"], iv.weight.detach())
+    again = reftlab.ReftModel.load(tmp_path / "saved" / "reft", rm.hooked)
+    assert torch.equal(next(iter(again.interventions.values())).weight, iv.weight.detach())
 
 
 def test_tokenizer_given_twice_differently_is_an_error(tok, tmp_path):

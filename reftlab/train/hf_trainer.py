@@ -22,7 +22,6 @@ from typing import Any, Iterator
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from .export import save_trained
 from .loss import batch_positions, plain_loss
 
 
@@ -69,7 +68,7 @@ class ReftTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # A subfolder: the Trainer writes its own files (optimizer, state) beside it.
-        save_trained(self.model, Path(output_dir or self.args.output_dir) / "reft")
+        self.model.save(Path(output_dir or self.args.output_dir) / "reft")
 
 
 class ReftTrainerForCausalLM(ReftTrainer):
