@@ -11,7 +11,7 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] >= ["subspace_analysis.ipynb"]
+    assert {"quickstart.ipynb", "subspace_analysis.ipynb", "composition.ipynb"} <= {p.name for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -34,4 +34,5 @@ def test_runs_top_to_bottom(path, monkeypatch, tmp_path):
     assert not errors
     figures = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) >= 5, "every analysis section shows its figure"
+    if path.stem == "subspace_analysis":
+        assert len(figures) >= 5, "every analysis section shows its figure"
