@@ -173,7 +173,9 @@ class ReftModel(nn.Module):
                 )
             if isinstance(pos, (str, Positions)):
                 spec = Positions.parse(pos)
-                idx = None if spec.all and prompt_lengths is None and _is_full(attention_mask) else resolve_positions(spec, attention_mask, prompt_lengths)
+                # "all" with no prompt bound edits every position, generated tokens included;
+                # edits on padding are invisible (pads are masked keys, their outputs unused).
+                idx = None if spec.all and prompt_lengths is None else resolve_positions(spec, attention_mask, prompt_lengths)
             else:
                 idx = torch.as_tensor(pos, dtype=torch.long)
                 if idx.ndim != 2:
@@ -337,10 +339,6 @@ def _depth(x: Any) -> int:
     while isinstance(x, (list, tuple)) and x:
         x, d = x[0], d + 1
     return d
-
-
-def _is_full(mask: Tensor) -> bool:
-    return bool(mask.bool().all())
 
 
 def _unique(params: Any) -> list[nn.Parameter]:

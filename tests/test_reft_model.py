@@ -137,3 +137,15 @@ def test_exception_inside_forward_leaves_no_hook(tiny_hooked, tok):
     with pytest.raises(ValueError, match="beyond the sequence length"):
         rm.run(**enc, positions=torch.tensor([[99]]))
     assert no_hooks_anywhere(rm.hooked)
+
+
+def test_all_positions_edit_generated_tokens_in_padded_batches_too(tiny_hf, tok):
+    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "positions": "all",
+                                              "intervention": {"kind": "lobireft", "rank": 4}})
+    rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok).eval()
+    prompts = ["hi", "a much longer prompt"]
+    kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    _, batched = rm.generate(dict(enc_left(tok, prompts)), **kw)
+    for i, p in enumerate(prompts):
+        _, alone = rm.generate(dict(enc_left(tok, [p])), **kw)
+        assert torch.equal(batched[i, -10:], alone[0, -10:])
