@@ -223,3 +223,16 @@ def test_nested_specs_in_a_config_need_no_rank(hooked, tok):
     with pytest.raises(ValueError, match="rank=5 but the children's ranks add up to 3"):
         reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output",
             "rank": 5, "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 3}]}}]))
+
+
+def test_shared_weights_survive_a_checkpoint(hooked, tok, tmp_path):
+    rm = reftlab.get_reft_model(hooked, reftlab.for_layers("all", n_layers=4, rank=2, positions="f1+l1", share_weights=True))
+    perturb(rm.interventions, seed=3)
+    rm.save(tmp_path / "shared")
+    again = reftlab.ReftModel.load(tmp_path / "shared", hooked)
+    ivs = list(again.interventions.values())
+    assert all(ivs[2 * i] is ivs[2 * i + 1] for i in range(4))
+    assert again.num_intervention_parameters() == rm.num_intervention_parameters()
+    enc = batch(tok)
+    with torch.no_grad():
+        assert torch.equal(rm.run(**enc).logits, again.run(**enc).logits)
