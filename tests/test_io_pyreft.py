@@ -78,7 +78,19 @@ def test_pyreft_checkpoint_on_a_wrong_model_is_refused():
         reftlab.ReftModel.load(FIX / "ckpt_lobireft", reftlab.tiny_llama(d_model=32))
 
 
-@pytest.mark.parametrize("kind", kinds())
+PYREFT_HAS = ["consreft", "direft", "lobireft", "loreft", "nodireft", "noreft"]
+
+
+def test_composite_kinds_are_refused_by_the_pyreft_layout(base, tmp_path):
+    assert set(kinds()) - set(PYREFT_HAS) == {"concat_loreft", "simgate", "sum"}
+    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "intervention": {
+        "kind": "sum", "children": [{"kind": "loreft", "rank": 2}, {"kind": "lobireft", "rank": 2}]}})
+    with pytest.raises(ValueError, match="'sum', which pyreft has no class for"):
+        reftlab.get_reft_model(base, cfg).save(tmp_path / "p", format="pyreft")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("kind", PYREFT_HAS)
 def test_export_to_pyreft_layout_loads_back(base, tmp_path, kind):
     cfg = reftlab.ReftConfig(representations=[
         {"layer": 1, "component": "block_output", "intervention": {"kind": kind, "rank": 4}},
