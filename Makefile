@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reftlab-installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test lint bench setup clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ demo: $(STAMP)
 $(CHROMIUM):
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	mkdir -p $(VENV) && touch $(CHROMIUM)
+
+# Fast checks, run by .ci/run before the tests: ruff lint and ruff format (pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q

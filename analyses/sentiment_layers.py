@@ -40,10 +40,37 @@ import reftlab
 from reftlab.analysis import compare, mean_difference_direction, principal_angles, project
 from reftlab.viz import angle_heatmap, page_html, projection_shift, write_page
 
-POSITIVE = "wonderful delightful excellent brilliant lovely fantastic superb charming moving gorgeous".split()
-NEGATIVE = "awful terrible dreadful boring horrible disappointing miserable tedious clumsy ugly".split()
-NOUNS = "movie meal hotel concert book service game trip album show garden lecture".split()
-TEMPLATES = ("The {noun} was {adj}.", "I found the {noun} {adj}.", "What a {adj} {noun}.", "Honestly, the {noun} felt {adj}.")
+POSITIVE = [
+    "wonderful",
+    "delightful",
+    "excellent",
+    "brilliant",
+    "lovely",
+    "fantastic",
+    "superb",
+    "charming",
+    "moving",
+    "gorgeous",
+]
+NEGATIVE = [
+    "awful",
+    "terrible",
+    "dreadful",
+    "boring",
+    "horrible",
+    "disappointing",
+    "miserable",
+    "tedious",
+    "clumsy",
+    "ugly",
+]
+NOUNS = ["movie", "meal", "hotel", "concert", "book", "service", "game", "trip", "album", "show", "garden", "lecture"]
+TEMPLATES = (
+    "The {noun} was {adj}.",
+    "I found the {noun} {adj}.",
+    "What a {adj} {noun}.",
+    "Honestly, the {noun} felt {adj}.",
+)
 PROMPT = "Review: {sentence}\nColour:"
 
 
@@ -51,8 +78,13 @@ def make_data(n_train: int, n_test: int, seed: int) -> tuple[pd.DataFrame, pd.Da
     """Balanced train/test reviews; test nouns are held out of training."""
     rng = random.Random(seed)
     test_nouns = set(NOUNS[-4:])
-    rows = [{"prompt": PROMPT.format(sentence=t.format(noun=n, adj=a)), "label": lab, "noun": n}
-            for t in TEMPLATES for n in NOUNS for lab, adjs in ((1, POSITIVE), (0, NEGATIVE)) for a in adjs]
+    rows = [
+        {"prompt": PROMPT.format(sentence=t.format(noun=n, adj=a)), "label": lab, "noun": n}
+        for t in TEMPLATES
+        for n in NOUNS
+        for lab, adjs in ((1, POSITIVE), (0, NEGATIVE))
+        for a in adjs
+    ]
     df = pd.DataFrame(rows)
     parts = []
     for split, n in (("train", n_train), ("test", n_test)):
@@ -84,15 +116,21 @@ def label_logits(reft_or_model, batch, label_ids: torch.Tensor, *, intervene: bo
 
 def train_layer(hooked, layer: int, train: pd.DataFrame, label_ids, args) -> reftlab.ReftModel:
     torch.manual_seed(args.seed)
-    cfg = reftlab.ReftConfig(representations={"layer": layer, "component": "block_output", "positions": "l1",
-                                              "intervention": {"kind": "loreft", "rank": 1}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": layer,
+            "component": "block_output",
+            "positions": "l1",
+            "intervention": {"kind": "loreft", "rank": 1},
+        }
+    )
     reft = reftlab.get_reft_model(hooked, cfg)
     opt = torch.optim.AdamW(reft.interventions.parameters(), lr=args.lr, weight_decay=0.0)
     reft.train()
     for epoch in range(args.epochs):
         order = np.random.default_rng(args.seed + epoch).permutation(len(train))
         for start in range(0, len(order), args.batch_size):
-            rows = train.iloc[order[start:start + args.batch_size]]
+            rows = train.iloc[order[start : start + args.batch_size]]
             batch = left_padded(hooked.tokenizer, list(rows.prompt), hooked.device)
             target = torch.tensor(rows.label.values, device=hooked.device)
             logits = reft.run(**batch, positions="l1", logits_to_keep=1).logits[:, -1]  # [batch, vocab]
@@ -125,8 +163,9 @@ def analyse_layer(hooked, reft, layer: int, train, test, label_ids) -> tuple[dic
     proj["label"] = test.label.values[proj.prompt_id.values]
     before = proj[proj.stage == "before"].sort_values("prompt_id")
     after = proj[proj.stage == "after"].sort_values("prompt_id")
-    md = mean_difference_direction(hooked, list(train.prompt[train.label == 1]), list(train.prompt[train.label == 0]),
-                                   hook, positions="l1")
+    md = mean_difference_direction(
+        hooked, list(train.prompt[train.label == 1]), list(train.prompt[train.label == 0]), hook, positions="l1"
+    )
     r, w = iv.R.detach()[0], iv.weight.detach()[0]
     row = {
         "layer": layer,
@@ -162,8 +201,9 @@ def main() -> None:
     args.epochs = args.epochs or default_epochs
     every = list(range(0, hooked.n_layers, 2)) if args.quick else list(range(1, hooked.n_layers, 4))
     layers = [int(x) for x in args.layers.split(",")] if args.layers else every
-    label_ids = torch.tensor([hooked.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in labels],
-                             device=hooked.device)
+    label_ids = torch.tensor(
+        [hooked.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in labels], device=hooked.device
+    )
     train, test = make_data(n_train, n_test, args.seed)
     base_acc = accuracy(hooked, test, label_ids, intervene=False)
     print(f"untouched model, held-out accuracy {base_acc:.3f}")
@@ -181,22 +221,34 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "layers.csv", index=False)
-    result = {"question": "at which layer does a rank-1 LoReFT learn sentiment most cleanly, and how does it "
-                          "align with the mean-difference direction?",
-              "model": "tiny-random-llama" if args.quick else "smollm2-135m-instruct", "base_accuracy": base_acc,
-              "best_layer": best, "layers": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    result = {
+        "question": "at which layer does a rank-1 LoReFT learn sentiment most cleanly, and how does it "
+        "align with the mean-difference direction?",
+        "model": "tiny-random-llama" if args.quick else "smollm2-135m-instruct",
+        "base_accuracy": base_acc,
+        "best_layer": best,
+        "layers": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     figures = [
         ("Held-out accuracy per layer", _lines(table, ["accuracy"], f"untouched model: {base_acc:.2f}", base_acc)),
         ("Sentiment separation on the learned direction", _lines(table, ["d_prime_before", "d_prime_after"], "d'")),
-        ("Alignment with the mean-difference direction", _lines(table, ["angle_r_vs_mean_diff", "angle_w_vs_mean_diff"],
-                                                                "degrees")),
+        (
+            "Alignment with the mean-difference direction",
+            _lines(table, ["angle_r_vs_mean_diff", "angle_w_vs_mean_diff"], "degrees"),
+        ),
         ("Learned directions compared across layers", angle_heatmap(compare(directions))),
         (f"Projections at the best layer ({best})", projection_shift(projections[best])),
     ]
-    write_page(page_html(figures, title="Sentiment direction of a rank-1 LoReFT, per layer",
-                         intro=f"<pre>{json.dumps({k: v for k, v in result.items() if k != 'layers'}, indent=2)}</pre>"),
-               args.out / "report.html")
+    write_page(
+        page_html(
+            figures,
+            title="Sentiment direction of a rank-1 LoReFT, per layer",
+            intro=f"<pre>{json.dumps({k: v for k, v in result.items() if k != 'layers'}, indent=2)}</pre>",
+        ),
+        args.out / "report.html",
+    )
     print(f"best layer {best}; wrote {args.out}/results.json, layers.csv, report.html in {result['seconds']} s")
 
 

@@ -32,8 +32,14 @@ def timed(fn) -> float:
 
 
 def reft(model, kind: str):
-    cfg = reftlab.ReftConfig(representations={"layer": 15, "component": "block_output", "positions": "l1",
-                                              "intervention": {"kind": kind, "rank": 4}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 15,
+            "component": "block_output",
+            "positions": "l1",
+            "intervention": {"kind": kind, "rank": 4},
+        }
+    )
     return reftlab.get_reft_model(model, cfg)
 
 
@@ -46,7 +52,7 @@ def main() -> None:
     rm, direft = reft(model, "loreft"), reft(model, "direft")
     tmp = Path(tempfile.mkdtemp())
     times: dict[str, list[float]] = {"save": [], "load": [], "save_pyreft": [], "load_pyreft": []}
-    for i in range(args.repeats):
+    for _i in range(args.repeats):
         times["save"].append(timed(lambda: rm.save(tmp / "native")))
         times["load"].append(timed(lambda: reftlab.ReftModel.load(tmp / "native", model)))
         times["save_pyreft"].append(timed(lambda: rm.save(tmp / "pyreft", format="pyreft")))
@@ -57,18 +63,25 @@ def main() -> None:
         print(f"{k:>12}: median {v * 1000:7.1f} ms over {args.repeats} (min {min(times[k]) * 1000:.1f})")
     weights = (tmp / "native" / "interventions.safetensors").stat().st_size
     native = folder_bytes(tmp / "native")
-    sizes = {"native_weights_bytes": weights, "native_bytes": native,
-             "pyreft_layout_bytes": folder_bytes(tmp / "pyreft"),
-             "pyreft_layout_direft_bytes": folder_bytes(tmp / "direft_pyreft"),
-             "params": rm.num_intervention_parameters(), "params_x_4_bytes": 4 * rm.num_intervention_parameters()}
+    sizes = {
+        "native_weights_bytes": weights,
+        "native_bytes": native,
+        "pyreft_layout_bytes": folder_bytes(tmp / "pyreft"),
+        "pyreft_layout_direft_bytes": folder_bytes(tmp / "direft_pyreft"),
+        "params": rm.num_intervention_parameters(),
+        "params_x_4_bytes": 4 * rm.num_intervention_parameters(),
+    }
     for k, v in sizes.items():
         print(f"{k:>28}: {v:,}")
     result = {
-        "save_ms": round(med["save"] * 1000, 2), "load_ms": round(med["load"] * 1000, 2),
+        "save_ms": round(med["save"] * 1000, 2),
+        "load_ms": round(med["load"] * 1000, 2),
         "save_ratio_vs_pyreft_layout": round(med["save"] / med["save_pyreft"], 3),
         "load_ratio_vs_pyreft_layout": round(med["load"] / med["load_pyreft"], 3),
-        **sizes, "size_ratio_vs_pyreft_direft": round(native / sizes["pyreft_layout_direft_bytes"], 4),
-        "model": args.model, "dtype": "float32",
+        **sizes,
+        "size_ratio_vs_pyreft_direft": round(native / sizes["pyreft_layout_direft_bytes"], 4),
+        "model": args.model,
+        "dtype": "float32",
     }
     print(json.dumps(result))
 

@@ -14,10 +14,10 @@ import argparse
 import json
 
 import torch
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 from transformers import AutoModelForCausalLM
 
 import reftlab
-from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def main() -> None:
@@ -38,20 +38,45 @@ def main() -> None:
         hooked = reftlab.load_model(path, dtype=dtype, device=args.device)
     else:  # a random Llama built from a config: "random-llama-<d_model>-<n_layers>"
         _, _, d, n = args.model.split("-")
-        base = reftlab.tiny_llama(d_model=int(d), n_layers=int(n), n_heads=int(d) // 64, n_kv_heads=int(d) // 256 or 1,
-                                  vocab=32000, dtype=dtype).to(args.device)
-        hooked = reftlab.load_model(reftlab.tiny_llama(d_model=int(d), n_layers=int(n), n_heads=int(d) // 64,
-                                                       n_kv_heads=int(d) // 256 or 1, vocab=32000, dtype=dtype).to(args.device))
+        base = reftlab.tiny_llama(
+            d_model=int(d),
+            n_layers=int(n),
+            n_heads=int(d) // 64,
+            n_kv_heads=int(d) // 256 or 1,
+            vocab=32000,
+            dtype=dtype,
+        ).to(args.device)
+        hooked = reftlab.load_model(
+            reftlab.tiny_llama(
+                d_model=int(d),
+                n_layers=int(n),
+                n_heads=int(d) // 64,
+                n_kv_heads=int(d) // 256 or 1,
+                vocab=32000,
+                dtype=dtype,
+            ).to(args.device)
+        )
     layer = hooked.n_layers // 2
-    cfg = reftlab.ReftConfig(representations={"layer": layer, "component": "block_output", "positions": "l1",
-                                              "intervention": {"kind": "loreft", "rank": 4}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": layer,
+            "component": "block_output",
+            "positions": "l1",
+            "intervention": {"kind": "loreft", "rank": 4},
+        }
+    )
     reft = reftlab.get_reft_model(hooked, cfg).eval()
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), generator=g).to(args.device)
     mask = torch.ones_like(ids)
-    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, use_cache=True,
-               pad_token_id=0)
+    gen = {
+        "max_new_tokens": args.new_tokens,
+        "min_new_tokens": args.new_tokens,
+        "do_sample": False,
+        "use_cache": True,
+        "pad_token_id": 0,
+    }
 
     runs = {
         "hf_forward": lambda: base(input_ids=ids, attention_mask=mask),
@@ -65,7 +90,9 @@ def main() -> None:
     result = {
         "forward_ratio": round(med["reft_forward"] / med["hf_forward"], 4),
         "generate_ratio": round(med["reft_generate"] / med["hf_generate"], 4),
-        "model": args.model, "dtype": args.dtype, "device": args.device,
+        "model": args.model,
+        "dtype": args.dtype,
+        "device": args.device,
     }
     print(json.dumps(result))
 

@@ -28,8 +28,36 @@ from reftlab.analysis import project
 from reftlab.analysis._capture import StopForward, Tap
 from reftlab.analysis._prompts import as_prompt_set, batches, pad_id, tokenize
 
-WORDS = ("the a movie book song city river friend idea morning was is felt seemed very quite rather "
-         "good bad bright dark quiet loud strange simple and but because").split()
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "book",
+    "song",
+    "city",
+    "river",
+    "friend",
+    "idea",
+    "morning",
+    "was",
+    "is",
+    "felt",
+    "seemed",
+    "very",
+    "quite",
+    "rather",
+    "good",
+    "bad",
+    "bright",
+    "dark",
+    "quiet",
+    "loud",
+    "strange",
+    "simple",
+    "and",
+    "but",
+    "because",
+]
 
 
 def short_prompts(n: int, seed: int = 0) -> list[str]:
@@ -48,8 +76,14 @@ def main() -> None:
     torch.manual_seed(0)
     hooked = reftlab.load_model(args.model)
     layer = hooked.n_layers // 2 if args.layer is None else args.layer
-    cfg = reftlab.ReftConfig(representations={"layer": layer, "component": "block_output", "positions": "f3+l3",
-                                              "intervention": {"kind": "loreft", "rank": 4}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": layer,
+            "component": "block_output",
+            "positions": "f3+l3",
+            "intervention": {"kind": "loreft", "rank": 4},
+        }
+    )
     reft = reftlab.get_reft_model(hooked, cfg).eval()
     prompts = short_prompts(args.prompts)
 
@@ -78,7 +112,7 @@ def main() -> None:
     runs = {"bare_forward": bare, "bare_to_site": bare_to_site, "project": projected}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up on one batch
-        fn(prompts[:args.batch_size])
+        fn(prompts[: args.batch_size])
     for _ in range(args.repeats):
         for name, fn in runs.items():
             t0 = time.perf_counter()
@@ -88,10 +122,19 @@ def main() -> None:
     for k, v in med.items():
         print(f"{k:>13}: median {v:7.2f} s over {args.repeats} (min {min(times[k]):.2f})")
     n_tokens = sum(len(ids) for ids, _ in tokenize(hooked.tokenizer, as_prompt_set(prompts)))
-    print(json.dumps({"project_vs_forward": round(med["project"] / med["bare_forward"], 4),
-                      "project_vs_forward_to_site": round(med["project"] / med["bare_to_site"], 4), "prompts": args.prompts,
-                      "tokens": n_tokens, "batch_size": args.batch_size, "model": args.model,
-                      "device": str(hooked.device)}))
+    print(
+        json.dumps(
+            {
+                "project_vs_forward": round(med["project"] / med["bare_forward"], 4),
+                "project_vs_forward_to_site": round(med["project"] / med["bare_to_site"], 4),
+                "prompts": args.prompts,
+                "tokens": n_tokens,
+                "batch_size": args.batch_size,
+                "model": args.model,
+                "device": str(hooked.device),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,15 +18,23 @@ import argparse
 import json
 
 import torch
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 import reftlab
-from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def random_reft(hooked, layer: int, seed: int) -> reftlab.ReftModel:
     torch.manual_seed(seed)
-    cfg = reftlab.ReftConfig(representations=[
-        {"layer": layer, "component": "block_output", "positions": "f1+l1", "intervention": {"kind": "loreft", "rank": 4}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": layer,
+                "component": "block_output",
+                "positions": "f1+l1",
+                "intervention": {"kind": "loreft", "rank": 4},
+            }
+        ]
+    )
     return reftlab.get_reft_model(hooked, cfg).eval()  # random W, b, R: not the identity
 
 
@@ -55,8 +63,13 @@ def main() -> None:
     vocab = hooked.model.config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(args.device)
     mask = torch.ones_like(ids)
-    gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, use_cache=True,
-               pad_token_id=0)
+    gen = {
+        "max_new_tokens": args.new_tokens,
+        "min_new_tokens": args.new_tokens,
+        "do_sample": False,
+        "use_cache": True,
+        "pad_token_id": 0,
+    }
     single = refts["reft0"]
 
     def sequential() -> None:
@@ -72,11 +85,17 @@ def main() -> None:
     med, times = interleaved(runs, args.repeats)
     tokens = args.batch * args.new_tokens
     for k, v in med.items():
-        print(f"{k:>10}: median {v * 1000:8.1f} ms over {args.repeats} ({tokens / v:7.1f} new tokens/s; min {min(times[k]) * 1000:.1f} ms)")
+        print(
+            f"{k:>10}: median {v * 1000:8.1f} ms over {args.repeats} ({tokens / v:7.1f} new tokens/s; min {min(times[k]) * 1000:.1f} ms)"
+        )
     result = {
         "mixed_vs_single": round(med["single"] / med["mixed"], 4),
         "mixed_vs_sequential": round(med["sequential"] / med["mixed"], 4),
-        "model": args.model, "device": args.device, "dtype": args.dtype, "batch": args.batch, "refts": n_refts,
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch": args.batch,
+        "refts": n_refts,
         "new_tokens": args.new_tokens,
     }
     print(json.dumps(result))

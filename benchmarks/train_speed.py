@@ -36,8 +36,14 @@ def main() -> None:
     recipe = Recipe.from_file(args.config)
     hooked = reftlab.load_model(recipe.model, dtype=recipe.dtype)
     reps = recipe.interventions.representations
-    ds = build_dataset(recipe.data.path, hooked.tokenizer, positions=[r.site.positions for r in reps],
-                       num_interventions=len(reps), chat_template=recipe.data.chat_template, model=hooked)
+    ds = build_dataset(
+        recipe.data.path,
+        hooked.tokenizer,
+        positions=[r.site.positions for r in reps],
+        num_interventions=len(reps),
+        chat_template=recipe.data.chat_template,
+        model=hooked,
+    )
     examples = [ds[i] for i in range(len(ds))]
     batch = collator_for(hooked.tokenizer)(examples[: recipe.training.batch_size])
     keys = list(range(len(batch["input_ids"])))
@@ -56,7 +62,9 @@ def main() -> None:
 
     def naive_step() -> float:
         opt_naive.zero_grad()
-        loss = naive_model.run(batch["input_ids"], batch["attention_mask"], positions=positions, labels=batch["labels"]).loss
+        loss = naive_model.run(
+            batch["input_ids"], batch["attention_mask"], positions=positions, labels=batch["labels"]
+        ).loss
         loss.backward()
         opt_naive.step()
         return loss.item()
@@ -75,16 +83,28 @@ def main() -> None:
             t0 = time.perf_counter()
             losses[name].append(fn())
             times[name].append(time.perf_counter() - t0)
-        print(f"step {i + 1}: naive {times['naive'][-1]:.2f}s loss {losses['naive'][-1]:.4f} | "
-              f"reftlab {times['reftlab'][-1]:.2f}s loss {losses['reftlab'][-1]:.4f}", flush=True)
+        print(
+            f"step {i + 1}: naive {times['naive'][-1]:.2f}s loss {losses['naive'][-1]:.4f} | "
+            f"reftlab {times['reftlab'][-1]:.2f}s loss {losses['reftlab'][-1]:.4f}",
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in times.items()}
     n_tokens = int(batch["attention_mask"].sum())
     print(f"batch {tuple(batch['input_ids'].shape)} ({n_tokens} real tokens), one-off cache warm-up {warm_s:.2f}s")
     print(f"median step: naive {med['naive']:.3f}s, reftlab {med['reftlab']:.3f}s")
-    print(json.dumps({"step_ratio_vs_naive": round(med["reftlab"] / med["naive"], 4),
-                      "final_loss": round(losses["reftlab"][-1], 6), "naive_final_loss": round(losses["naive"][-1], 6),
-                      "naive_step_s": round(med["naive"], 4), "reftlab_step_s": round(med["reftlab"], 4),
-                      "steps": args.steps, "config": args.config}))
+    print(
+        json.dumps(
+            {
+                "step_ratio_vs_naive": round(med["reftlab"] / med["naive"], 4),
+                "final_loss": round(losses["reftlab"][-1], 6),
+                "naive_final_loss": round(losses["naive"][-1], 6),
+                "naive_step_s": round(med["naive"], 4),
+                "reftlab_step_s": round(med["reftlab"], 4),
+                "steps": args.steps,
+                "config": args.config,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ skipped. A binding's optional ``rows`` mask limits it to some examples of the ba
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -124,6 +124,12 @@ def attach(
 
 
 def _hook(
-    h: Tensor, hook: object, *, intervention: Intervention, positions: Tensor | None, min_length: int, rows: Tensor | None
+    h: Tensor,
+    hook: object,
+    *,
+    intervention: Intervention,
+    positions: Tensor | None,
+    min_length: int,
+    rows: Tensor | None,
 ) -> Tensor:
     return apply_at_positions(h, intervention, positions, min_length, rows)

@@ -31,20 +31,28 @@ blocks.1.hook_resid_post @ f1: sum rank=4 [a + b]
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from torch import nn
 
 from .config import ReftConfig, Representation
 from .interference import interference
-from .interventions import Intervention, SumOfEdits
+from .interventions import SumOfEdits
 from .models.hooked import HookedModel
 from .reft_model import ReftModel
 from .sites import Positions, Site
 
 Conflict = Literal["error", "sequence", "sum"]
-_STAGE = {"hook_resid_pre": 0, "hook_attn_in": 1, "attn.hook_z": 2, "hook_attn_out": 3, "hook_mlp_in": 4,
-          "hook_mlp_out": 5, "hook_resid_post": 6}
+_STAGE = {
+    "hook_resid_pre": 0,
+    "hook_attn_in": 1,
+    "attn.hook_z": 2,
+    "hook_attn_out": 3,
+    "hook_mlp_in": 4,
+    "hook_mlp_out": 5,
+    "hook_resid_post": 6,
+}
 
 
 def parse_layers(layers: str | int | Sequence[int], n_layers: int | None = None) -> list[int]:
@@ -64,7 +72,7 @@ def parse_layers(layers: str | int | Sequence[int], n_layers: int | None = None)
             raise ValueError(f"layers={layers!r}: use 'all', '3;9;18' or a list of ints") from None
     else:
         out = [layers] if isinstance(layers, int) else [int(x) for x in layers]
-    bad = [L for L in out if L < 0 or (n_layers is not None and L >= n_layers)]
+    bad = [L for L in out if L < 0 or (n_layers is not None and n_layers <= L)]
     if not out or bad:
         raise ValueError(f"layers={layers!r} gives no layers or bad ones {bad}; valid: 0..{(n_layers or 1) - 1}")
     return out
@@ -100,8 +108,12 @@ def for_layers(
     reps = []
     for layer in parse_layers(layers, n_layers):
         for group in groups:
-            rep: dict[str, Any] = {"layer": layer, "component": component, "positions": group,
-                                   "intervention": {"kind": kind, "rank": rank, **intervention_args}}
+            rep: dict[str, Any] = {
+                "layer": layer,
+                "component": component,
+                "positions": group,
+                "intervention": {"kind": kind, "rank": rank, **intervention_args},
+            }
             if share_weights and len(groups) > 1:
                 rep["share"] = f"layer_{layer}"
             reps.append(rep)
@@ -161,7 +173,9 @@ def compose(
                 )
             if on_conflict == "sum":
                 if a != b:
-                    raise ValueError(f"on_conflict='sum' needs identical sites; {entries[i][1]} is at {a}, {entries[j][1]} at {b}")
+                    raise ValueError(
+                        f"on_conflict='sum' needs identical sites; {entries[i][1]} is at {a}, {entries[j][1]} at {b}"
+                    )
                 _join(merged, i, j)
 
     reps, ivs, origins = [], [], []

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .interventions import Intervention, build, intervention_class, kinds
 from .sites import COMPONENTS, Positions, Site
@@ -164,7 +165,9 @@ def _parse(rep: Mapping[str, Any], i: int) -> Representation:
         return Representation(site=site, intervention=iv, share=rep.get("share"))
     if iv is None:
         if "kind" not in rep:
-            raise ValueError(f"{where} needs an 'intervention' (object or spec) or a 'kind'; kinds: {', '.join(kinds())}")
+            raise ValueError(
+                f"{where} needs an 'intervention' (object or spec) or a 'kind'; kinds: {', '.join(kinds())}"
+            )
         iv = {"kind": rep["kind"]}
     if not isinstance(iv, Mapping) or "kind" not in iv:
         raise ValueError(f"{where}.intervention must be an Intervention or a dict with 'kind', got {iv!r}")
@@ -191,7 +194,10 @@ def _name_shared(reps: tuple[Representation, ...]) -> tuple[Representation, ...]
         name = names.pop() if len(names) == 1 else f"shared{n}"
         if names:
             raise ValueError(f"representations {idx} hold one intervention object but different share names")
-        out = [Representation(site=r.site, intervention=r.intervention, share=name) if i in idx else r for i, r in enumerate(out)]
+        out = [
+            Representation(site=r.site, intervention=r.intervention, share=name) if i in idx else r
+            for i, r in enumerate(out)
+        ]
     groups: dict[str, int] = {}
     for i, r in enumerate(out):
         if r.share is None:

@@ -16,8 +16,9 @@ same tokens in a batch as alone (padding is masked, position ids follow the mask
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,7 +74,7 @@ def generate(
     step = batch_size or len(texts)
     out_texts, out_ids, out_prompts = [], [], []
     for lo in range(0, len(texts), step):
-        chunk = texts[lo: lo + step]
+        chunk = texts[lo : lo + step]
         enc = _left_padded(tok, chunk, templated=bool(chat_template), device=hooked.device)
         width = enc["input_ids"].shape[1]
         if interventions and not isinstance(model, HookedModel):
@@ -102,5 +103,5 @@ def _left_padded(tok: Any, texts: Sequence[str], *, templated: bool, device: Any
 
 def _cut(ids: Tensor, eos: int | None, pad: int | None) -> Tensor:
     """The new tokens up to (not including) the first eos, or the first pad after the end."""
-    stops = [i for i, t in enumerate(ids.tolist()) if t == eos or t == pad]
+    stops = [i for i, t in enumerate(ids.tolist()) if t in (eos, pad)]
     return ids[: stops[0]] if stops else ids

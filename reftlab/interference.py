@@ -31,7 +31,9 @@ def principal_angles(a: Float[Tensor, "ra d_model"], b: Float[Tensor, "rb d_mode
     [0.0, 90.0]
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"principal_angles needs two [rank, d_model] matrices of one width, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"principal_angles needs two [rank, d_model] matrices of one width, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     qa, qb = _basis(a), _basis(b)
     cos = torch.linalg.svdvals(qa.T @ qb).clamp(0.0, 1.0)  # descending
     return torch.rad2deg(torch.arccos(cos)).to(torch.float32)

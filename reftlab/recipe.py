@@ -16,9 +16,10 @@ the valid ones, before any model is loaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .config import ReftConfig, _load
 from .train.config import TrainConfig
@@ -34,19 +35,29 @@ def _metrics() -> dict[str, Callable[[str], float]]:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
-    path: str = field(metadata={"help": "a .jsonl, .json or .csv file of prompt/response pairs (relative to the YAML file)"})
+    path: str = field(
+        metadata={"help": "a .jsonl, .json or .csv file of prompt/response pairs (relative to the YAML file)"}
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "column holding the prompts"})
     response_column: str = field(default="response", metadata={"help": "column holding the responses"})
-    chat_template: bool = field(default=False, metadata={"help": "render prompts as a user turn of the tokenizer's chat template"})
-    system_prompt: str | None = field(default=None, metadata={"help": "an optional system message (needs chat_template)"})
+    chat_template: bool = field(
+        default=False, metadata={"help": "render prompts as a user turn of the tokenizer's chat template"}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "an optional system message (needs chat_template)"}
+    )
     nonstop: bool = field(default=False, metadata={"help": "do not append the eos token to responses"})
 
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationSpec:
-    prompts: tuple[str, ...] = field(default=(), metadata={"help": "held-out prompts answered before and after training"})
+    prompts: tuple[str, ...] = field(
+        default=(), metadata={"help": "held-out prompts answered before and after training"}
+    )
     max_new_tokens: int = field(default=32, metadata={"help": "tokens generated per prompt (greedy)"})
-    metrics: tuple[str, ...] = field(default=(), metadata={"help": "text metrics printed per answer, e.g. emoji_fraction"})
+    metrics: tuple[str, ...] = field(
+        default=(), metadata={"help": "text metrics printed per answer, e.g. emoji_fraction"}
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))
@@ -62,18 +73,26 @@ class GenerationSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "'smollm2-135m-instruct' or a local HF folder"})
+    model: str = field(
+        default="smollm2-135m-instruct", metadata={"help": "'smollm2-135m-instruct' or a local HF folder"}
+    )
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
     data: DataSpec = field(metadata={"help": "the training data (see DataSpec)"})
-    interventions: ReftConfig = field(metadata={"help": "list of representations: layer/component or hook, positions, kind, rank"})
+    interventions: ReftConfig = field(
+        metadata={"help": "list of representations: layer/component or hook, positions, kind, rank"}
+    )
     training: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "TrainConfig fields"})
-    generation: GenerationSpec = field(default_factory=GenerationSpec, metadata={"help": "held-out prompts and metrics"})
+    generation: GenerationSpec = field(
+        default_factory=GenerationSpec, metadata={"help": "held-out prompts and metrics"}
+    )
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
     def __post_init__(self) -> None:
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:
-                raise ValueError(f"interventions[{i}] needs 'positions' (e.g. 'l1' or 'f1+l1'): the data are located with them")
+                raise ValueError(
+                    f"interventions[{i}] needs 'positions' (e.g. 'l1' or 'f1+l1'): the data are located with them"
+                )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> "Recipe":
@@ -140,10 +159,16 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
     reps = recipe.interventions.representations
     dataset = build_dataset(
-        recipe.data.path, hooked.tokenizer, positions=[r.site.positions for r in reps], num_interventions=len(reps),
-        chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt,
-        prompt_column=recipe.data.prompt_column, response_column=recipe.data.response_column,
-        nonstop=recipe.data.nonstop, model=hooked,
+        recipe.data.path,
+        hooked.tokenizer,
+        positions=[r.site.positions for r in reps],
+        num_interventions=len(reps),
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        prompt_column=recipe.data.prompt_column,
+        response_column=recipe.data.response_column,
+        nonstop=recipe.data.nonstop,
+        model=hooked,
     )
     log(f"data: {len(dataset)} examples from {recipe.data.path}")
     torch.manual_seed(recipe.training.seed)
@@ -154,8 +179,13 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     def answers(model: Any, label: str) -> list[dict[str, Any]]:
         if not gen.prompts:
             return []
-        out = generate(model, list(gen.prompts), chat_template=recipe.data.chat_template,
-                       system_prompt=recipe.data.system_prompt, max_new_tokens=gen.max_new_tokens)
+        out = generate(
+            model,
+            list(gen.prompts),
+            chat_template=recipe.data.chat_template,
+            system_prompt=recipe.data.system_prompt,
+            max_new_tokens=gen.max_new_tokens,
+        )
         rows = []
         log(f"--- {label} ---")
         for prompt, text in zip(gen.prompts, out.texts):
@@ -167,15 +197,24 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
 
     before = answers(hooked, "before training (base model)")
     result = train(reft_model, dataset, recipe.training)
-    log(f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}")
+    log(
+        f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}"
+    )
     reft_model.eval()
     after = answers(reft_model, "after training (with the interventions)")
     reft_model.save(out_dir)
-    _write_json(out_dir / "run.json", {"losses": result.losses, "before": before, "after": after,
-                                       "seconds": time.perf_counter() - t0})
+    _write_json(
+        out_dir / "run.json",
+        {"losses": result.losses, "before": before, "after": after, "seconds": time.perf_counter() - t0},
+    )
     log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir, model); plus run.json)")
-    return {"losses": result.losses, "before": before, "after": after, "output_dir": str(out_dir),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "losses": result.losses,
+        "before": before,
+        "after": after,
+        "output_dir": str(out_dir),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _write_json(path: Path, data: Any) -> None:

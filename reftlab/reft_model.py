@@ -8,8 +8,9 @@ the model shows every site, kind, rank and parameter count. Every call goes thro
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -73,7 +74,9 @@ class ReftModel(nn.Module):
         ReFT interventions are sourceless and act on their whole subspace.
         """
         if sources is not None or subspaces is not None:
-            raise ValueError("reftlab's ReFT interventions are sourceless and use their whole subspace; pass sources=None, subspaces=None")
+            raise ValueError(
+                "reftlab's ReFT interventions are sourceless and use their whole subspace; pass sources=None, subspaces=None"
+            )
         if base is None:
             base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         if unit_locations is not None:
@@ -158,8 +161,10 @@ class ReftModel(nn.Module):
     ) -> list[Binding]:
         """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
         if getattr(self, "_merged", False):
-            raise RuntimeError("the interventions were merged into the base model (merge_into_base); "
-                               "run reft_model.model (or the returned HF model) directly")
+            raise RuntimeError(
+                "the interventions were merged into the base model (merge_into_base); "
+                "run reft_model.model (or the returned HF model) directly"
+            )
         keys = list(self.interventions)
         per = _per_intervention(positions, keys)
         out = []
@@ -175,7 +180,11 @@ class ReftModel(nn.Module):
                 spec = Positions.parse(pos)
                 # "all" with no prompt bound edits every position, generated tokens included;
                 # edits on padding are invisible (pads are masked keys, their outputs unused).
-                idx = None if spec.all and prompt_lengths is None else resolve_positions(spec, attention_mask, prompt_lengths)
+                idx = (
+                    None
+                    if spec.all and prompt_lengths is None
+                    else resolve_positions(spec, attention_mask, prompt_lengths)
+                )
             else:
                 idx = torch.as_tensor(pos, dtype=torch.long)
                 if idx.ndim != 2:
@@ -198,8 +207,14 @@ class ReftModel(nn.Module):
         return "\n".join(lines)
 
     # --- save, load, share, merge (logic in reftlab.io) ---------------------------------
-    def save(self, save_directory: str | os.PathLike, save_to_hf_hub: bool = False,
-             hf_repo_name: str | None = None, *, format: str = "reftlab") -> Path:
+    def save(
+        self,
+        save_directory: str | os.PathLike,
+        save_to_hf_hub: bool = False,
+        hf_repo_name: str | None = None,
+        *,
+        format: str = "reftlab",
+    ) -> Path:
         """Write a checkpoint folder atomically (``reftlab.io.checkpoint`` documents the format).
 
         ``format="pyreft"`` writes pyreft 0.1.0's layout instead. With ``save_to_hf_hub``
@@ -227,8 +242,15 @@ class ReftModel(nn.Module):
             return upload_folder(folder, repo_id, private=private, token=token)
 
     @staticmethod
-    def load(source: str | os.PathLike, model: nn.Module, strict: bool = False, *, tokenizer: Any = None,
-             revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> "ReftModel":
+    def load(
+        source: str | os.PathLike,
+        model: nn.Module,
+        strict: bool = False,
+        *,
+        tokenizer: Any = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "ReftModel":
         """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
 
         The base model is checked first (architecture, d_model, n_layers, vocab, hooks: errors;
@@ -302,7 +324,9 @@ def get_reft_model(
 def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:
     """pyreft's ``{"sources->base": (None, locs)}`` -> one ``[batch, n]`` tensor per intervention."""
     if set(unit_locations) != {"sources->base"}:
-        raise ValueError(f"unit_locations must be {{'sources->base': (None, locations)}}, got keys {sorted(unit_locations)}")
+        raise ValueError(
+            f"unit_locations must be {{'sources->base': (None, locations)}}, got keys {sorted(unit_locations)}"
+        )
     value = unit_locations["sources->base"]
     locs = value[1] if isinstance(value, tuple) else value
     if isinstance(locs, Tensor):

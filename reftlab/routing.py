@@ -13,7 +13,8 @@ ReFTs gets them in the order ``route`` was given them (a sequence on shared hook
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -49,7 +50,9 @@ class Routed:
     def row_masks(self, routes: Sequence[Any], batch: int) -> dict[str, Bool[Tensor, " batch"]]:
         """``routes`` (one entry per example: None, a name or a list of names) -> a row mask per ReFT."""
         if len(routes) != batch:
-            raise ValueError(f"routes has {len(routes)} entries for a batch of {batch}; give one per example (None: no ReFT)")
+            raise ValueError(
+                f"routes has {len(routes)} entries for a batch of {batch}; give one per example (None: no ReFT)"
+            )
         masks = {name: torch.zeros(batch, dtype=torch.bool) for name in self.refts}
         for i, r in enumerate(routes):
             for name in [] if r is None else [r] if isinstance(r, str) else list(r):

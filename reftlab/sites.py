@@ -12,8 +12,9 @@ tokens of each example, ``"l1"`` its last prompt token, ``"all"`` every position
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -175,7 +176,9 @@ def resolve_positions(
             raise ValueError(f"prompt_lengths has shape {tuple(lengths.shape)}, expected ({batch},)")
         if bool((lengths > attended).any()):
             i = int((lengths > attended).nonzero()[0])
-            raise ValueError(f"example {i}: prompt length {int(lengths[i])} exceeds its {int(attended[i])} attended tokens")
+            raise ValueError(
+                f"example {i}: prompt length {int(lengths[i])} exceeds its {int(attended[i])} attended tokens"
+            )
     if spec.all:
         offsets = torch.arange(seq, device=mask.device).expand(batch, seq)
         valid = offsets < lengths[:, None]

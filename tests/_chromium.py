@@ -9,9 +9,18 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 CONSOLE = re.compile(r":CONSOLE[^\]]*\] (.*)")
 
 
@@ -33,14 +42,28 @@ def render(page: Path, workdir: Path, *, budget_ms: int = 15000, size: str = "12
     """Load ``page`` twice in fresh profiles: once dumping the DOM, once taking a screenshot."""
     url = page.resolve().as_uri()
     base = [chromium(), *FLAGS, f"--virtual-time-budget={budget_ms}"]
-    dom_run = subprocess.run([*base, f"--user-data-dir={workdir / 'profile-dom'}", "--dump-dom", url],
-                             capture_output=True, text=True, timeout=180)
+    dom_run = subprocess.run(
+        [*base, f"--user-data-dir={workdir / 'profile-dom'}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if dom_run.returncode != 0:
         raise RuntimeError(f"chromium --dump-dom failed ({dom_run.returncode}): {dom_run.stderr[-2000:]}")
     shot = workdir / "screenshot.png"
-    shot_run = subprocess.run([*base, f"--user-data-dir={workdir / 'profile-shot'}", f"--window-size={size}",
-                               "--hide-scrollbars", f"--screenshot={shot}", url],
-                              capture_output=True, text=True, timeout=180)
+    shot_run = subprocess.run(
+        [
+            *base,
+            f"--user-data-dir={workdir / 'profile-shot'}",
+            f"--window-size={size}",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if shot_run.returncode != 0 or not shot.is_file():
         raise RuntimeError(f"chromium --screenshot failed ({shot_run.returncode}): {shot_run.stderr[-2000:]}")
     console = [m.group(1) for line in (dom_run.stderr + shot_run.stderr).splitlines() if (m := CONSOLE.search(line))]

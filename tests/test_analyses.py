@@ -3,16 +3,20 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).parents[1]
+from helpers import REPO
 
 
 def test_sentiment_layers_quick_writes_results_and_a_report(tmp_path):
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, str(REPO / "analyses" / "sentiment_layers.py"), "--quick", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, str(REPO / "analyses" / "sentiment_layers.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     assert [r["layer"] for r in result["layers"]] == [0, 2]

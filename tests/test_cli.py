@@ -7,20 +7,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO
 from safetensors.torch import load_file
 
 import reftlab
 from reftlab.cli import main
 from reftlab.recipe import Recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_unknown_keys_are_named_with_the_valid_ones(tmp_path, capsys):
     base = yaml.safe_load((ROOT / "examples" / "emoji.yaml").read_text())
-    for where, patch in [("the recipe", {"epoch": 3}), ("training", {"training": {"epoch": 3}}),
-                         ("data", {"data": {"path": "x.jsonl", "promt_column": "q"}}),
-                         ("generation", {"generation": {"prompt": ["hi"]}})]:
+    for where, patch in [
+        ("the recipe", {"epoch": 3}),
+        ("training", {"training": {"epoch": 3}}),
+        ("data", {"data": {"path": "x.jsonl", "promt_column": "q"}}),
+        ("generation", {"generation": {"prompt": ["hi"]}}),
+    ]:
         cfg = tmp_path / "bad.yaml"
         cfg.write_text(yaml.safe_dump({**base, **patch}))
         assert main(["train", str(cfg), "--output-dir", str(tmp_path / "out")]) == 2
@@ -34,8 +38,12 @@ def test_recipe_paths_and_interventions_parse():
     assert Path(recipe.data.path) == ROOT / "examples" / "emoji.jsonl"
     assert len(recipe.interventions.representations) >= 1 and recipe.data.chat_template
     with pytest.raises(ValueError, match="needs 'positions'"):
-        Recipe.from_mapping({"data": "x.jsonl", "interventions": [{"layer": 1, "component": "block_output",
-                                                                   "kind": "loreft", "rank": 2}]})
+        Recipe.from_mapping(
+            {
+                "data": "x.jsonl",
+                "interventions": [{"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2}],
+            }
+        )
 
 
 def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
@@ -43,18 +51,33 @@ def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
     reftlab.tiny_llama().save_pretrained(model_dir)
     reftlab.tiny_tokenizer().save_pretrained(model_dir)
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n" + json.dumps({"prompt": "yo", "response": ""}) + "\n")
+    data.write_text(
+        json.dumps({"prompt": "hi", "response": "ok"}) + "\n" + json.dumps({"prompt": "yo", "response": ""}) + "\n"
+    )
     cfg = tmp_path / "r.yaml"
-    cfg.write_text(yaml.safe_dump({"model": str(model_dir), "data": {"path": "d.jsonl"},
-                                   "interventions": [{"layer": 1, "component": "block_output", "positions": "l1",
-                                                      "kind": "loreft", "rank": 2}], "output_dir": str(tmp_path / "o")}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(model_dir),
+                "data": {"path": "d.jsonl"},
+                "interventions": [
+                    {"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 2}
+                ],
+                "output_dir": str(tmp_path / "o"),
+            }
+        )
+    )
     assert main(["train", str(cfg)]) == 2
     assert "example 1: the response '' (prompt 'yo') tokenizes to nothing" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     data.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n")
     assert main(["train", str(cfg), "--epochs", "1", "--no-progress"]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["README.md", "interventions.safetensors",
-                                                                  "reftlab_config.json", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "README.md",
+        "interventions.safetensors",
+        "reftlab_config.json",
+        "run.json",
+    ]
     loaded = reftlab.ReftModel.load(tmp_path / "o", reftlab.load_model(model_dir))
     assert [iv.kind for iv in loaded.interventions.values()] == ["loreft"]
 
@@ -63,9 +86,22 @@ def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
 def test_emoji_example_runs_end_to_end_on_a_short_schedule(tmp_path):
     out = tmp_path / "emoji"
     proc = subprocess.run(
-        [sys.executable, "-m", "reftlab", "train", str(ROOT / "examples" / "emoji.yaml"), "--max-steps", "2",
-         "--output-dir", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "reftlab",
+            "train",
+            str(ROOT / "examples" / "emoji.yaml"),
+            "--max-steps",
+            "2",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "before training" in proc.stdout and "after training" in proc.stdout and "emoji_fraction" in proc.stdout

@@ -8,10 +8,10 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
+from composition_helpers import perturb
 from safetensors.torch import load_file, save_file
 
 import reftlab
-from composition_helpers import perturb
 from reftlab.interventions import LoReFT
 
 
@@ -22,8 +22,16 @@ def hooked(tok):
 
 def reft_at(hooked, layer, positions="l1", rank=2, seed=0, kind="loreft"):
     torch.manual_seed(seed)
-    cfg = reftlab.ReftConfig(representations=[{"layer": layer, "component": "block_output", "positions": positions,
-                                               "intervention": {"kind": kind, "rank": rank}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": layer,
+                "component": "block_output",
+                "positions": positions,
+                "intervention": {"kind": kind, "rank": rank},
+            }
+        ]
+    )
     reft = reftlab.get_reft_model(hooked, cfg)
     perturb(reft.interventions, seed=seed + 1)
     return reft
@@ -62,7 +70,11 @@ def test_for_layers_share_weights_counts_and_trains_once(hooked, tok):
     only = []
     for keep in ("layer_0_comp_block_output#0", "layer_0_comp_block_output#1"):
         rh.zero_grad()
-        b = [x for k, x in zip(rh.interventions, rh.bindings(None, enc["attention_mask"])) if k == keep or not k.startswith("layer_0")]
+        b = [
+            x
+            for k, x in zip(rh.interventions, rh.bindings(None, enc["attention_mask"]))
+            if k == keep or not k.startswith("layer_0")
+        ]
         with reftlab.attach(hooked, b):
             hooked.model(**enc, labels=enc["input_ids"]).loss.backward()
         only.append(iv.weight.grad.clone())
@@ -88,7 +100,9 @@ def test_parse_layers():
 
 def test_conflict_is_an_error_naming_both(hooked):
     a, b = reft_at(hooked, 1, "l1", seed=0), reft_at(hooked, 1, "f1+l1", seed=1)
-    with pytest.raises(ValueError, match=r"emoji:layer_1_comp_block_output#0 .* and french:layer_1_comp_block_output#0"):
+    with pytest.raises(
+        ValueError, match=r"emoji:layer_1_comp_block_output#0 .* and french:layer_1_comp_block_output#0"
+    ):
         reftlab.compose({"emoji": a, "french": b}, hooked)
     # first-k and last-k sites, or different hooks, do not collide
     c = reft_at(hooked, 1, "f2", seed=2)
@@ -118,8 +132,12 @@ def test_sequence_follows_order_and_sum_adds_edits(hooked, tok):
         s = reftlab.compose({"a": a, "b": b}, hooked, on_conflict="sum")
     with torch.no_grad():
         run = {name: r.run(enc["input_ids"], mask).logits for name, r in (("ab", ab), ("ba", ba), ("sum", s))}
-    torch.testing.assert_close(run["ab"], logits_with(hooked, a.bindings(None, mask) + b.bindings(None, mask), enc), atol=0, rtol=0)
-    torch.testing.assert_close(run["ba"], logits_with(hooked, b.bindings(None, mask) + a.bindings(None, mask), enc), atol=0, rtol=0)
+    torch.testing.assert_close(
+        run["ab"], logits_with(hooked, a.bindings(None, mask) + b.bindings(None, mask), enc), atol=0, rtol=0
+    )
+    torch.testing.assert_close(
+        run["ba"], logits_with(hooked, b.bindings(None, mask) + a.bindings(None, mask), enc), atol=0, rtol=0
+    )
     assert not torch.allclose(run["ab"], run["ba"])
     ia, ib = a.interventions["layer_1_comp_block_output#0"], b.interventions["layer_1_comp_block_output#0"]
     h = torch.randn(3, 64)
@@ -179,7 +197,9 @@ def rotated(d, angles_deg):
     r = len(angles_deg)
     e = torch.eye(d, dtype=torch.float64)
     a = e[:r]
-    b = torch.stack([math.cos(math.radians(t)) * e[i] + math.sin(math.radians(t)) * e[r + i] for i, t in enumerate(angles_deg)])
+    b = torch.stack(
+        [math.cos(math.radians(t)) * e[i] + math.sin(math.radians(t)) * e[r + i] for i, t in enumerate(angles_deg)]
+    )
     q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]  # a random rotation of the whole space
     return a @ q, b @ q
 
@@ -200,9 +220,16 @@ def test_interference_warns_with_both_names_and_the_angle(hooked):
     with torch.no_grad():
         ia.rotation.copy_(a.float())
         ib.rotation.copy_(b.float())
-    cfg = lambda iv: reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output", "positions": "l1", "intervention": iv}])
+
+    def cfg(iv):
+        return reftlab.ReftConfig(
+            representations=[{"layer": 1, "component": "block_output", "positions": "l1", "intervention": iv}]
+        )
+
     ra, rb = reftlab.get_reft_model(hooked, cfg(ia)), reftlab.get_reft_model(hooked, cfg(ib))
-    with pytest.warns(UserWarning, match=r"layer_1_comp_block_output#0 \[a\] and layer_1_comp_block_output#1 \[b\] .* 12\.0 deg < 30"):
+    with pytest.warns(
+        UserWarning, match=r"layer_1_comp_block_output#0 \[a\] and layer_1_comp_block_output#1 \[b\] .* 12\.0 deg < 30"
+    ):
         both = reftlab.compose({"a": ra, "b": rb}, hooked, on_conflict="sequence")
     report = reftlab.interference(both, warn=False)
     assert len(report) == 1 and abs(report.smallest_angle[0] - 12.0) < 1e-2
@@ -212,21 +239,50 @@ def test_interference_warns_with_both_names_and_the_angle(hooked):
 
 
 def test_nested_specs_in_a_config_need_no_rank(hooked, tok):
-    cfg = reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "l1",
-         "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 2}, {"kind": "direft", "rank": 1}]}},
-        {"layer": 2, "component": "block_output", "positions": "all",
-         "intervention": {"kind": "simgate", "child": {"kind": "lobireft", "rank": 3}}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": 1,
+                "component": "block_output",
+                "positions": "l1",
+                "intervention": {
+                    "kind": "sum",
+                    "children": [{"kind": "loreft", "rank": 2}, {"kind": "direft", "rank": 1}],
+                },
+            },
+            {
+                "layer": 2,
+                "component": "block_output",
+                "positions": "all",
+                "intervention": {"kind": "simgate", "child": {"kind": "lobireft", "rank": 3}},
+            },
+        ]
+    )
     reft = reftlab.get_reft_model(hooked, cfg)
     assert [iv.rank for iv in reft.interventions.values()] == [3, 3]
-    assert reftlab.ReftConfig.from_json(json.loads(json.dumps(reft.config.to_json()))).to_json() == reft.config.to_json()
+    assert (
+        reftlab.ReftConfig.from_json(json.loads(json.dumps(reft.config.to_json()))).to_json() == reft.config.to_json()
+    )
     with pytest.raises(ValueError, match="rank=5 but the children's ranks add up to 3"):
-        reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output",
-            "rank": 5, "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 3}]}}]))
+        reftlab.get_reft_model(
+            hooked,
+            reftlab.ReftConfig(
+                representations=[
+                    {
+                        "layer": 1,
+                        "component": "block_output",
+                        "rank": 5,
+                        "intervention": {"kind": "sum", "children": [{"kind": "loreft", "rank": 3}]},
+                    }
+                ]
+            ),
+        )
 
 
 def test_shared_weights_survive_a_checkpoint(hooked, tok, tmp_path):
-    rm = reftlab.get_reft_model(hooked, reftlab.for_layers("all", n_layers=4, rank=2, positions="f1+l1", share_weights=True))
+    rm = reftlab.get_reft_model(
+        hooked, reftlab.for_layers("all", n_layers=4, rank=2, positions="f1+l1", share_weights=True)
+    )
     perturb(rm.interventions, seed=3)
     rm.save(tmp_path / "shared")
     again = reftlab.ReftModel.load(tmp_path / "shared", hooked)

@@ -4,16 +4,24 @@ import copy
 
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 
 PROMPTS = ["Hi", "Tell me a story about the sea", "abc def"]
 
 
 def reft(hf, tok, positions="l1", layer=1, init="random"):
-    cfg = reftlab.ReftConfig(representations=[{"layer": layer, "component": "block_output", "positions": positions,
-                                               "intervention": {"kind": "loreft", "rank": 4, "init": init}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": layer,
+                "component": "block_output",
+                "positions": positions,
+                "intervention": {"kind": "loreft", "rank": 4, "init": init},
+            }
+        ]
+    )
     rm = reftlab.get_reft_model(reftlab.load_model(hf, tok), cfg)
     with torch.no_grad():  # make the edit large enough to change greedy tokens
         for p in rm.interventions.parameters():
@@ -57,7 +65,7 @@ def test_without_interventions_tokens_equal_the_untouched_hf_model(tok):
     for model in (rm.hooked, rm):  # a plain HookedModel, and a ReftModel whose LoReFT is the identity
         out = reftlab.generate(model, PROMPTS, max_new_tokens=10)
         for i in range(len(PROMPTS)):
-            row = expected[i, enc["input_ids"].shape[1]:]
+            row = expected[i, enc["input_ids"].shape[1] :]
             stop = [j for j, t in enumerate(row.tolist()) if t in (tok.eos_token_id, tok.pad_token_id)]
             assert torch.equal(out.ids[i], row[: stop[0]] if stop else row)
 
@@ -66,9 +74,16 @@ def test_pyreft_generate_call_with_its_exact_kwargs(tok):
     rm = reft(reftlab.tiny_llama(), tok)
     prompt = tok("Which dog breed?", return_tensors="pt")
     loc = prompt["input_ids"].shape[-1] - 1
-    _, ids = rm.generate(prompt, unit_locations={"sources->base": (None, [[[loc]]])}, intervene_on_prompt=True,
-                         max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id, early_stopping=True)
+    _, ids = rm.generate(
+        prompt,
+        unit_locations={"sources->base": (None, [[[loc]]])},
+        intervene_on_prompt=True,
+        max_new_tokens=6,
+        do_sample=False,
+        eos_token_id=tok.eos_token_id,
+        early_stopping=True,
+    )
     assert ids.shape[0] == 1 and ids.shape[1] <= prompt["input_ids"].shape[1] + 6
     native = reftlab.generate(rm, ["Which dog breed?"], max_new_tokens=6, positions="l1")
-    got = ids[0, prompt["input_ids"].shape[1]:]
+    got = ids[0, prompt["input_ids"].shape[1] :]
     assert torch.equal(got[: len(native.ids[0])], native.ids[0])

@@ -6,16 +6,22 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 from reftlab.interventions import kinds
 
 
 def loreft_config(layer=1, rank=4, **kw):
-    return reftlab.ReftConfig(representations={
-        "layer": layer, "component": "block_output", "low_rank_dimension": rank,
-        "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=rank), **kw})
+    return reftlab.ReftConfig(
+        representations={
+            "layer": layer,
+            "component": "block_output",
+            "low_rank_dimension": rank,
+            "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=rank),
+            **kw,
+        }
+    )
 
 
 def enc_left(tok, prompts):
@@ -47,8 +53,9 @@ def test_get_reft_model_accepts_plain_hf_model(tiny_hf, tok):
 def test_pyreft_call_applies_formula_at_positions_only(tiny_hf, tok, kind):
     ref = copy.deepcopy(tiny_hf)
     layer = 2
-    cfg = reftlab.ReftConfig(representations={"layer": layer, "component": "block_output",
-                                              "intervention": {"kind": kind, "rank": 3}})
+    cfg = reftlab.ReftConfig(
+        representations={"layer": layer, "component": "block_output", "intervention": {"kind": kind, "rank": 3}}
+    )
     rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
     iv = next(iter(rm.interventions.values()))
     enc = enc_left(tok, ["short", "a longer prompt here"])
@@ -56,8 +63,10 @@ def test_pyreft_call_applies_formula_at_positions_only(tiny_hf, tok, kind):
     captured = {}
     # The edited residual is read as the next block's input (hooks on the site itself
     # registered earlier would run before the intervention's).
-    hooks = [(f"blocks.{L}.hook_resid_pre", lambda x, hook: captured.__setitem__(hook.name, x.detach().clone()))
-             for L in range(rm.hooked.n_layers)]
+    hooks = [
+        (f"blocks.{L}.hook_resid_pre", lambda x, hook: captured.__setitem__(hook.name, x.detach().clone()))
+        for L in range(rm.hooked.n_layers)
+    ]
     with rm.hooked.hooks(fwd_hooks=hooks):
         _, out = rm(dict(enc), unit_locations={"sources->base": (None, locs)}, labels=enc["input_ids"])
     assert out.loss is not None and out.logits.shape[:2] == enc["input_ids"].shape
@@ -94,8 +103,13 @@ def test_missing_positions_is_a_clear_error(tiny_hooked, tok):
 
 
 def test_eval_turns_dropout_off(tiny_hooked, tok):
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output",
-                                              "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.9}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.9},
+        }
+    )
     rm = reftlab.get_reft_model(tiny_hooked, cfg)
     enc = enc_left(tok, ["hello world"])
     rm.train()
@@ -116,12 +130,19 @@ def test_intervention_follows_model_dtype(tok):
 
 def test_generate_edits_prompt_only_and_is_identity_free_when_detached(tiny_hf, tok):
     ref = copy.deepcopy(tiny_hf)
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output",
-                                              "intervention": {"kind": "loreft", "rank": 4, "init": "identity"}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "intervention": {"kind": "loreft", "rank": 4, "init": "identity"},
+        }
+    )
     rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
     enc = enc_left(tok, ["hello", "the quick brown fox"])
-    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
-    _, out = rm.generate(dict(enc), unit_locations={"sources->base": (None, [[[4], [18]]])}, intervene_on_prompt=True, **kw)
+    kw = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    _, out = rm.generate(
+        dict(enc), unit_locations={"sources->base": (None, [[[4], [18]]])}, intervene_on_prompt=True, **kw
+    )
     assert torch.equal(out, ref.generate(**enc, **kw))  # identity intervention: same tokens
     with torch.no_grad():
         iv = next(iter(rm.interventions.values()))
@@ -140,11 +161,17 @@ def test_exception_inside_forward_leaves_no_hook(tiny_hooked, tok):
 
 
 def test_all_positions_edit_generated_tokens_in_padded_batches_too(tiny_hf, tok):
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "positions": "all",
-                                              "intervention": {"kind": "lobireft", "rank": 4}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "positions": "all",
+            "intervention": {"kind": "lobireft", "rank": 4},
+        }
+    )
     rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok).eval()
     prompts = ["hi", "a much longer prompt"]
-    kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+    kw = {"max_new_tokens": 10, "do_sample": False, "pad_token_id": tok.pad_token_id}
     _, batched = rm.generate(dict(enc_left(tok, prompts)), **kw)
     for i, p in enumerate(prompts):
         _, alone = rm.generate(dict(enc_left(tok, [p])), **kw)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from composition_helpers import perturb
+from helpers import no_hooks_anywhere
 
 import reftlab
-from composition_helpers import perturb
-from conftest import no_hooks_anywhere
 
 PROMPTS = ["hello there", "a much longer prompt, with commas", "hi", "routing test #4", "zz"]
 ROUTES = ["a", None, "b", ["a", "c"], "c"]
@@ -21,9 +21,13 @@ def make_refts(hooked):
                 p.mul_(8.0)
         return r
 
-    site = lambda layer, pos, iv: {"layer": layer, "component": "block_output", "positions": pos, "intervention": iv}
+    def site(layer, pos, iv):
+        return {"layer": layer, "component": "block_output", "positions": pos, "intervention": iv}
+
     a = reft([site(1, "l1", {"kind": "loreft", "rank": 2})], seed=1)
-    b = reft([site(2, "l2", {"kind": "concat_loreft", "rank": 2}), site(0, "all", {"kind": "direft", "rank": 2})], seed=2)
+    b = reft(
+        [site(2, "l2", {"kind": "concat_loreft", "rank": 2}), site(0, "all", {"kind": "direft", "rank": 2})], seed=2
+    )
     c = reft([site(1, "f1+l1", {"kind": "nodireft", "rank": 2})], seed=3)
     return {"a": a, "b": b, "c": c}
 
@@ -63,7 +67,7 @@ def test_greedy_generation_matches_each_prompt_alone(tiny_hooked, tok):
     routed = reftlab.route(refts, tiny_hooked)
     tok.padding_side = "left"
     enc = tok(PROMPTS, return_tensors="pt", padding=True)
-    gen = dict(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    gen = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tok.pad_token_id}
     with torch.no_grad():
         mixed = routed.generate(enc["input_ids"], enc["attention_mask"], routes=ROUTES, **gen)
     assert no_hooks_anywhere(tiny_hooked)

@@ -41,7 +41,7 @@ def test_f3_l3_under_left_and_right_padding_select_the_same_tokens():
     rmask, lmask = torch.zeros(2, T, dtype=torch.long), torch.zeros(2, T, dtype=torch.long)
     for i, t in enumerate(tokens):
         right[i, : len(t)], rmask[i, : len(t)] = t, 1
-        left[i, T - len(t):], lmask[i, T - len(t):] = t, 1
+        left[i, T - len(t) :], lmask[i, T - len(t) :] = t, 1
     for ids, mask in [(right, rmask), (left, lmask)]:
         idx = resolve_positions("f3+l3", mask)
         picked = [[int(ids[i, j]) if j >= 0 else None for j in row] for i, row in enumerate(idx.tolist())]

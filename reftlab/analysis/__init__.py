@@ -17,7 +17,19 @@ from .decode import decode, direction_logits, mean_edit
 from .project import project, unit_directions
 
 __all__ = [
-    "PromptSet", "as_prompt_set", "read_prompts", "project", "unit_directions", "compare", "principal_angles",
-    "overlap", "orthonormal_basis", "subspaces", "mean_difference_direction", "decode", "direction_logits",
-    "mean_edit", "attribute",
+    "PromptSet",
+    "as_prompt_set",
+    "attribute",
+    "compare",
+    "decode",
+    "direction_logits",
+    "mean_difference_direction",
+    "mean_edit",
+    "orthonormal_basis",
+    "overlap",
+    "principal_angles",
+    "project",
+    "read_prompts",
+    "subspaces",
+    "unit_directions",
 ]

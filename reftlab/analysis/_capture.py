@@ -12,9 +12,10 @@ When only the representations are wanted (``stop=True``), the last tap to fill r
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -52,7 +53,9 @@ def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
     columns = _columns(prompts)
     if columns is not None:
         if column not in columns:
-            raise ValueError(f"the prompt set has no {column!r} column; its columns are {sorted(columns)} (pass column=...)")
+            raise ValueError(
+                f"the prompt set has no {column!r} column; its columns are {sorted(columns)} (pass column=...)"
+            )
         texts = [str(x) for x in prompts[column]]
         comp_col = next((c for c in COMPLETION_COLUMNS if c in columns), None)
         comps = tuple(str(x) for x in prompts[comp_col]) if comp_col else None
@@ -118,14 +121,14 @@ def batches(
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         width = len(encoded[rows[0]][0])
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for row, i in enumerate(rows):
             toks = encoded[i][0]
-            ids[row, :len(toks)] = torch.tensor(toks, dtype=torch.long)
-            mask[row, :len(toks)] = 1
+            ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+            mask[row, : len(toks)] = 1
         lengths = torch.tensor([encoded[i][1] for i in rows], dtype=torch.long)
         yield Batch(torch.tensor(rows), ids.to(device), mask.to(device), lengths.to(device))
 

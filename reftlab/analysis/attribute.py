@@ -23,7 +23,8 @@ every direction equals removing the site.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -90,7 +91,7 @@ def attribute(
             iv = reft_model.interventions[k]
             basis = orthonormal_basis(iv.subspace().detach(), what=f"{k}.subspace()").float()
             for i in range(basis.shape[0]):
-                variants.append((f"{k}/dir_{i}", k, i, {k: WithoutDirections(iv, basis[i:i + 1])}, ()))
+                variants.append((f"{k}/dir_{i}", k, i, {k: WithoutDirections(iv, basis[i : i + 1])}, ()))
     prompt_set = as_prompt_set(prompts, column=column)
     encoded = tokenize(hooked.tokenizer, prompt_set)
     has_completion = prompt_set.completions is not None
@@ -108,7 +109,8 @@ def attribute(
                 out, _ = forward_seen(reft_model, batch, (), pos, replace=replace, drop=drop)
                 logits = out.logits.float()  # [batch, pos, vocab]
                 ce = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+                    logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+                )
                 sums[name]["loss"] += float(ce)
                 at_last = logits[torch.arange(logits.shape[0], device=logits.device), last]  # [batch, vocab]
                 for label, t in tids.items():
@@ -120,8 +122,16 @@ def attribute(
         for metric, total in sums[name].items():
             value = total / (n_tokens if metric == "loss" else n_prompts)
             base = sums[NONE][metric] / (n_tokens if metric == "loss" else n_prompts)
-            rows.append({"removed": name, "key": key, "direction": direction, "metric": metric,
-                         "value": value, "delta": value - base})
+            rows.append(
+                {
+                    "removed": name,
+                    "key": key,
+                    "direction": direction,
+                    "metric": metric,
+                    "value": value,
+                    "delta": value - base,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -20,7 +20,8 @@ spanning set works: rows are orthonormalised first (SVD, dropping null direction
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,6 @@ from ._capture import StopForward, Tap
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
 
 
-
-
 def as_subspace(x: Any, what: str = "subspace") -> Float[Tensor, "k d_model"]:
     """A ``[k, d]`` float64 tensor from a tensor/array (``[d]`` is one direction) or an intervention."""
     if hasattr(x, "subspace") and callable(x.subspace):
@@ -44,7 +43,9 @@ def as_subspace(x: Any, what: str = "subspace") -> Float[Tensor, "k d_model"]:
     if t.ndim == 1:
         t = t[None]
     if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected [k, d_model] (one direction per row) or [d_model]")
+        raise ValueError(
+            f"{what} has shape {tuple(t.shape)}; expected [k, d_model] (one direction per row) or [d_model]"
+        )
     return t
 
 
@@ -103,8 +104,13 @@ def compare(subspaces: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for (na, qa), (nb, qb) in itertools.product(bases.items(), repeat=2):
         angles = principal_angles(qa, qb).tolist()
-        row = {"a": na, "b": nb, "rank_a": qa.shape[0], "rank_b": qb.shape[0],
-               "overlap": float(np.mean(np.cos(np.deg2rad(angles)) ** 2))}
+        row = {
+            "a": na,
+            "b": nb,
+            "rank_a": qa.shape[0],
+            "rank_b": qb.shape[0],
+            "overlap": float(np.mean(np.cos(np.deg2rad(angles)) ** 2)),
+        }
         row.update({f"angle_{i}": v for i, v in enumerate(angles)})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -154,9 +160,18 @@ def _mean_at(hooked: Any, prompts: Any, hook: str, positions: str, batch_size: i
             total += tap.value.double().sum(dim=0).cpu()  # tap saw the gathered [N, d_model]
             count += tap.value.shape[0]
     if count == 0:
-        raise ValueError(f"prompts_{name}: positions {positions!r} select no token at {hook}; check the prompts and positions")
+        raise ValueError(
+            f"prompts_{name}: positions {positions!r} select no token at {hook}; check the prompts and positions"
+        )
     return (total / count).float()
 
 
-__all__ = ["as_subspace", "orthonormal_basis", "principal_angles", "overlap", "compare", "subspaces",
-                          "mean_difference_direction"]
+__all__ = [
+    "as_subspace",
+    "compare",
+    "mean_difference_direction",
+    "orthonormal_basis",
+    "overlap",
+    "principal_angles",
+    "subspaces",
+]

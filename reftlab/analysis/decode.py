@@ -20,7 +20,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -33,7 +34,9 @@ from ._prompts import as_prompt_set, batches, pad_id, tokenize
 from .project import unit_directions
 
 
-def direction_logits(hooked: Any, directions: Float[Tensor, "k d_model"] | Float[Tensor, " d_model"]) -> Float[Tensor, "k d_vocab"]:
+def direction_logits(
+    hooked: Any, directions: Float[Tensor, "k d_model"] | Float[Tensor, " d_model"]
+) -> Float[Tensor, "k d_vocab"]:
     """``head(norm(u) - norm(0)) - head(0)`` for each unit-scaled row ``u`` (see the module doc)."""
     u = unit_directions(directions, hooked.d_model, "directions")
     norm = get_module(hooked.hf_model, hooked.arch.final_norm)
@@ -96,12 +99,21 @@ def decode(
             edit = mean_edit(reft_model, prompts, kk, positions=positions, batch_size=batch_size)
             if float(edit.norm()) == 0.0:
                 raise ValueError(f"the mean edit of {kk!r} over these prompts is zero; nothing to decode")
-            dirs, names = torch.cat([dirs, edit[None]]), names + ["edit"]
+            dirs, names = torch.cat([dirs, edit[None]]), [*names, "edit"]
         logits = direction_logits(hooked, dirs)  # [m, vocab]
         kk_ = min(k, logits.shape[1])
         for name, row in zip(names, logits):
             for side, (vals, ids) in (("top", row.topk(kk_)), ("bottom", row.topk(kk_, largest=False))):
                 for rank, (v, t) in enumerate(zip(vals.tolist(), ids.tolist())):
-                    rows.append({"key": kk, "direction": name, "side": side, "rank": rank, "token_id": t,
-                                 "token": hooked.tokenizer.decode([t]), "logit": v})
+                    rows.append(
+                        {
+                            "key": kk,
+                            "direction": name,
+                            "side": side,
+                            "rank": rank,
+                            "token_id": t,
+                            "token": hooked.tokenizer.decode([t]),
+                            "logit": v,
+                        }
+                    )
     return pd.DataFrame(rows)

@@ -22,7 +22,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ def unit_directions(
     norms = s.float().norm(dim=-1, keepdim=True)
     if bool((norms == 0).any()):
         raise ValueError(f"{what} has an all-zero direction (row {int((norms[:, 0] == 0).nonzero()[0])})")
-    return (s.float() / norms)
+    return s.float() / norms
 
 
 def project(
@@ -93,15 +94,17 @@ def project(
                 u = dirs[k].to(device=s.before.device)
                 before = s.before[rows, cols].float()  # [N, d_model]
                 after = s.after[rows, cols].float()
-                parts[k].append({
-                    "prompt_id": batch.index.to(rows.device)[rows].cpu().numpy(),
-                    "position": cols.cpu().numpy(),
-                    "token_id": batch.input_ids[rows, cols].cpu().numpy(),
-                    "intervened": edited[rows, cols].cpu().numpy(),
-                    "edit_norm": (after - before).norm(dim=-1).cpu().numpy(),
-                    "before": (before @ u.T).cpu().numpy(),  # [N, k]
-                    "after": (after @ u.T).cpu().numpy(),
-                })
+                parts[k].append(
+                    {
+                        "prompt_id": batch.index.to(rows.device)[rows].cpu().numpy(),
+                        "position": cols.cpu().numpy(),
+                        "token_id": batch.input_ids[rows, cols].cpu().numpy(),
+                        "intervened": edited[rows, cols].cpu().numpy(),
+                        "edit_norm": (after - before).norm(dim=-1).cpu().numpy(),
+                        "before": (before @ u.T).cpu().numpy(),  # [N, k]
+                        "after": (after @ u.T).cpu().numpy(),
+                    }
+                )
     frames = [_frame(reft_model, k, parts[k], hooked.tokenizer) for k in keys]
     return pd.concat(frames, ignore_index=True)
 
@@ -114,12 +117,18 @@ def _frame(reft_model: Any, key: str, parts: list[dict[str, np.ndarray]], tokeni
             "check the prompts are not empty and the positions (e.g. 'l1', 'f3+l3') fit them"
         )
     site = reft_model.sites[list(reft_model.interventions).index(key)]
-    n, k = cat["before"].shape
+    _n, k = cat["before"].shape
     vocab = {int(t): tokenizer.decode([int(t)]) for t in np.unique(cat["token_id"])}
     base = {
-        "prompt_id": cat["prompt_id"], "key": key, "hook": site.hook, "layer": site.layer,
-        "component": site.component, "position": cat["position"], "token_id": cat["token_id"],
-        "token": [vocab[int(t)] for t in cat["token_id"]], "intervened": cat["intervened"],
+        "prompt_id": cat["prompt_id"],
+        "key": key,
+        "hook": site.hook,
+        "layer": site.layer,
+        "component": site.component,
+        "position": cat["position"],
+        "token_id": cat["token_id"],
+        "token": [vocab[int(t)] for t in cat["token_id"]],
+        "intervened": cat["intervened"],
         "edit_norm": cat["edit_norm"],
     }
     halves = []

@@ -10,7 +10,16 @@ from .pyreft_compat import (
 )
 
 __all__ = [
-    "build_dataset", "encode_examples", "read_pairs", "ReftDataCollator", "IGNORE_INDEX", "context_length",
-    "encode_pair", "format_prompt", "locations_for", "collator_for",
-    "make_last_position_supervised_data_module", "make_multiple_position_supervised_data_module",
+    "IGNORE_INDEX",
+    "ReftDataCollator",
+    "build_dataset",
+    "collator_for",
+    "context_length",
+    "encode_examples",
+    "encode_pair",
+    "format_prompt",
+    "locations_for",
+    "make_last_position_supervised_data_module",
+    "make_multiple_position_supervised_data_module",
+    "read_pairs",
 ]

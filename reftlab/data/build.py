@@ -12,14 +12,17 @@ returned; an error names the example and the fix.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..sites import Positions
 from .encode import context_length, encode_pair, format_prompt, locations_for
 
 
-def read_pairs(source: Any, prompt_column: str = "prompt", response_column: str = "response") -> tuple[list[str], list[str]]:
+def read_pairs(
+    source: Any, prompt_column: str = "prompt", response_column: str = "response"
+) -> tuple[list[str], list[str]]:
     """``(prompts, responses)`` from a ``.jsonl``/``.json``/``.csv`` path, a pandas DataFrame or a ``datasets.Dataset``."""
     import pandas as pd
 
@@ -41,7 +44,9 @@ def read_pairs(source: Any, prompt_column: str = "prompt", response_column: str 
     elif hasattr(source, "column_names") and hasattr(source, "to_pandas"):
         frame, where = source.to_pandas(), "the dataset"
     else:
-        raise TypeError(f"data must be a file path, a pandas DataFrame or a datasets.Dataset, got {type(source).__name__}")
+        raise TypeError(
+            f"data must be a file path, a pandas DataFrame or a datasets.Dataset, got {type(source).__name__}"
+        )
     if len(frame) == 0:
         raise ValueError(f"{where} has no examples; give at least one prompt/response pair")
     missing = [c for c in (prompt_column, response_column) if c not in frame.columns]
@@ -76,8 +81,15 @@ def build_dataset(
     """
     prompts, responses = read_pairs(source, prompt_column, response_column)
     return encode_examples(
-        tokenizer, prompts, responses, positions=positions, num_interventions=num_interventions,
-        share_weights=share_weights, chat_template=chat_template, system_prompt=system_prompt, nonstop=nonstop,
+        tokenizer,
+        prompts,
+        responses,
+        positions=positions,
+        num_interventions=num_interventions,
+        share_weights=share_weights,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        nonstop=nonstop,
         max_length=max_length if max_length is not None else context_length(tokenizer, model),
     )
 
@@ -102,11 +114,14 @@ def encode_examples(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one response per prompt")
     if not prompts:
         raise ValueError("no examples: give at least one prompt/response pair")
-    rows: dict[str, list[Any]] = {k: [] for k in ("input_ids", "labels", "prompt_length", "intervention_locations",
-                                                   "prompt", "response")}
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("input_ids", "labels", "prompt_length", "intervention_locations", "prompt", "response")
+    }
     for i, (p, r) in enumerate(zip(prompts, responses)):
         text = format_prompt(tokenizer, p, chat_template, system_prompt)
-        ex = encode_pair(tokenizer, text, r, index=i, nonstop=nonstop, templated=bool(chat_template), max_length=max_length)
+        ex = encode_pair(
+            tokenizer, text, r, index=i, nonstop=nonstop, templated=bool(chat_template), max_length=max_length
+        )
         locs = locations_for(int(ex["prompt_length"]), positions, num_interventions, share_weights)
         if all(x < 0 for row in locs for x in row):
             raise ValueError(f"example {i}: positions {positions!r} select no token of its prompt {p[:60]!r}")

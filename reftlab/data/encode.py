@@ -12,7 +12,8 @@ prompt token; slots a short prompt cannot fill are -1, never a response token.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -21,7 +22,9 @@ from ..sites import Positions, resolve_positions
 IGNORE_INDEX = -100
 
 
-def format_prompt(tokenizer: Any, prompt: str, chat_template: bool | str | None, system_prompt: str | None = None) -> str:
+def format_prompt(
+    tokenizer: Any, prompt: str, chat_template: bool | str | None, system_prompt: str | None = None
+) -> str:
     """The prompt text the model sees: raw, or rendered through the tokenizer's chat template.
 
     ``chat_template`` True uses the tokenizer's own template; a string is a Jinja template.
@@ -31,7 +34,8 @@ def format_prompt(tokenizer: Any, prompt: str, chat_template: bool | str | None,
             raise ValueError("system_prompt needs chat_template=True (it is a chat message)")
         return prompt
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt is not None else []) + [
-        {"role": "user", "content": prompt}]
+        {"role": "user", "content": prompt}
+    ]
     kwargs = {"chat_template": chat_template} if isinstance(chat_template, str) else {}
     if not isinstance(chat_template, str) and getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("chat_template=True but this tokenizer has no chat template; pass a Jinja template string")

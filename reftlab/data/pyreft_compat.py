@@ -12,7 +12,8 @@ truncation.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .build import encode_examples
 from .collate import ReftDataCollator
@@ -56,13 +57,27 @@ def make_multiple_position_supervised_data_module(
     return _module(tokenizer, model, inputs, outputs, positions, num_interventions, share_weights, nonstop)
 
 
-def _module(tokenizer: Any, model: Any, inputs: Sequence[str], outputs: Sequence[str], positions: str,
-            num_interventions: int, share_weights: bool, nonstop: bool) -> dict[str, Any]:
+def _module(
+    tokenizer: Any,
+    model: Any,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    positions: str,
+    num_interventions: int,
+    share_weights: bool,
+    nonstop: bool,
+) -> dict[str, Any]:
     train = encode_examples(
-        tokenizer, list(inputs), list(outputs), positions=positions, num_interventions=num_interventions,
-        share_weights=share_weights, nonstop=nonstop, max_length=context_length(tokenizer, model),
+        tokenizer,
+        list(inputs),
+        list(outputs),
+        positions=positions,
+        num_interventions=num_interventions,
+        share_weights=share_weights,
+        nonstop=nonstop,
+        max_length=context_length(tokenizer, model),
     )
-    return dict(train_dataset=train, eval_dataset=None, data_collator=collator_for(tokenizer))
+    return {"train_dataset": train, "eval_dataset": None, "data_collator": collator_for(tokenizer)}
 
 
 def collator_for(tokenizer: Any) -> ReftDataCollator:

@@ -8,8 +8,6 @@ from .lobireft import LobiReFT, lobireft_edit
 from .loreft import LoReFT, loreft_edit
 from .nodireft import NodiReFT, nodireft_edit
 from .noreft import NoReFT, noreft_edit
-from .simgate import SimilarityGated, similarity_gate
-from .sum import SumOfEdits
 from .pyreft_names import (
     ConsreftIntervention,
     DireftIntervention,
@@ -18,12 +16,37 @@ from .pyreft_names import (
     NodireftIntervention,
     NoreftIntervention,
 )
+from .simgate import SimilarityGated, similarity_gate
+from .sum import SumOfEdits
 
 __all__ = [
-    "Intervention", "build", "intervention_class", "kinds", "orthonormal_rows", "register",
-    "LoReFT", "NoReFT", "DiReFT", "NodiReFT", "ConsReFT", "LobiReFT", "ConcatLoReFT", "SumOfEdits", "SimilarityGated",
-    "concat_loreft_edit", "similarity_gate",
-    "loreft_edit", "noreft_edit", "direft_edit", "nodireft_edit", "consreft_edit", "lobireft_edit",
-    "LoreftIntervention", "NoreftIntervention", "DireftIntervention", "NodireftIntervention",
-    "ConsreftIntervention", "LobireftIntervention",
+    "ConcatLoReFT",
+    "ConsReFT",
+    "ConsreftIntervention",
+    "DiReFT",
+    "DireftIntervention",
+    "Intervention",
+    "LoReFT",
+    "LobiReFT",
+    "LobireftIntervention",
+    "LoreftIntervention",
+    "NoReFT",
+    "NodiReFT",
+    "NodireftIntervention",
+    "NoreftIntervention",
+    "SimilarityGated",
+    "SumOfEdits",
+    "build",
+    "concat_loreft_edit",
+    "consreft_edit",
+    "direft_edit",
+    "intervention_class",
+    "kinds",
+    "lobireft_edit",
+    "loreft_edit",
+    "nodireft_edit",
+    "noreft_edit",
+    "orthonormal_rows",
+    "register",
+    "similarity_gate",
 ]

@@ -91,7 +91,9 @@ class ConcatLoReFT(Intervention):
 
     def edit(self, h: Float[Tensor, "... k d_model"]) -> Float[Tensor, "... k d_model"]:
         if h.ndim < 2 or h.shape[-2] != self.arity:
-            raise ValueError(f"concat_loreft expects groups of shape [..., {self.arity}, {self.d_model}], got {tuple(h.shape)}")
+            raise ValueError(
+                f"concat_loreft expects groups of shape [..., {self.arity}, {self.d_model}], got {tuple(h.shape)}"
+            )
         f = self.flat
         return concat_loreft_edit(h, f.R, f.weight, f.bias, f.act, None if self.write == "all" else self.write)
 
@@ -104,4 +106,10 @@ class ConcatLoReFT(Intervention):
         return blocks.transpose(0, 1).reshape(-1, self.d_model)
 
     def spec(self) -> dict[str, Any]:
-        return {**self._base_spec(), "arity": self.arity, "write": self.write, "act": self.flat.act, "init": self.flat.init}
+        return {
+            **self._base_spec(),
+            "arity": self.arity,
+            "write": self.write,
+            "act": self.flat.act,
+            "init": self.flat.init,
+        }

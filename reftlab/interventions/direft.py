@@ -67,7 +67,9 @@ class DiReFT(Intervention):
         if init not in ("random", "identity"):
             raise ValueError(f"init={init!r} must be 'random' or 'identity'")
         if init == "identity" and self.act not in ZERO_PRESERVING:
-            raise ValueError(f"init='identity' needs act(0) = 0; act={self.act!r} is not; use one of {sorted(ZERO_PRESERVING)}")
+            raise ValueError(
+                f"init='identity' needs act(0) = 0; act={self.act!r} is not; use one of {sorted(ZERO_PRESERVING)}"
+            )
         self.init = init
         dt = self.requested_dtype
         self.rotation = nn.Parameter(random_orthonormal(rank, d_model, dt))

@@ -14,7 +14,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .base import ACTIVATIONS, Intervention, check_activation, linear_init, orthonormal_rows, random_orthonormal, register
+from .base import (
+    ACTIVATIONS,
+    Intervention,
+    check_activation,
+    linear_init,
+    orthonormal_rows,
+    random_orthonormal,
+    register,
+)
 
 
 def loreft_edit(

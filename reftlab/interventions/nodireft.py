@@ -55,7 +55,9 @@ class NodiReFT(Intervention):
         if init not in ("random", "identity"):
             raise ValueError(f"init={init!r} must be 'random' or 'identity'")
         if init == "identity" and self.act not in ZERO_PRESERVING:
-            raise ValueError(f"init='identity' needs act(0) = 0; act={self.act!r} is not; use one of {sorted(ZERO_PRESERVING)}")
+            raise ValueError(
+                f"init='identity' needs act(0) = 0; act={self.act!r} is not; use one of {sorted(ZERO_PRESERVING)}"
+            )
         self.init = init
         dt = self.requested_dtype
         P, _ = linear_init(rank, d_model, dt)

@@ -29,8 +29,12 @@ def LoreftIntervention(
 ) -> LoReFT:
     """pyreft's ``LoreftIntervention``: h + R^T(act(Wh + b) - Rh)."""
     return LoReFT(
-        d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn,
-        init="identity" if identity_init else "random", dtype=dtype,
+        d_model=embed_dim,
+        rank=low_rank_dimension,
+        dropout=dropout,
+        act=act_fn,
+        init="identity" if identity_init else "random",
+        dtype=dtype,
     )
 
 
@@ -45,8 +49,12 @@ def NoreftIntervention(
 ) -> NoReFT:
     """pyreft's ``NoreftIntervention``: h + P^T(act(Wh + b) - (Ph + c)); ``add_bias`` gives c."""
     return NoReFT(
-        d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn,
-        proj_bias=add_bias, dtype=dtype,
+        d_model=embed_dim,
+        rank=low_rank_dimension,
+        dropout=dropout,
+        act=act_fn,
+        proj_bias=add_bias,
+        dtype=dtype,
     )
 
 

@@ -17,7 +17,8 @@ edited when two other tokens match). Parameters: the child's, plus d for the key
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -77,7 +78,9 @@ class SimilarityGated(Intervention):
         if rank is not None and rank != built.rank:
             raise ValueError(f"simgate: rank={rank} but its child has rank {built.rank}")
         if source not in ("key", "pair"):
-            raise ValueError(f"source={source!r} must be 'key' (learned key, arity 1) or 'pair' (slots 0 and 1 of a group)")
+            raise ValueError(
+                f"source={source!r} must be 'key' (learned key, arity 1) or 'pair' (slots 0 and 1 of a group)"
+            )
         if gate not in ("learned", "threshold"):
             raise ValueError(f"gate={gate!r} must be 'learned' (sigmoid(a*sim+c)) or 'threshold' (1[sim > threshold])")
         arity = (1 if source == "key" else 2) if arity is None else arity
@@ -102,14 +105,19 @@ class SimilarityGated(Intervention):
         if self.source == "key":
             return nn.functional.cosine_similarity(h, self.key.to(h.dtype).expand_as(h), dim=-1)
         if h.ndim < 2 or h.shape[-2] != self.arity:
-            raise ValueError(f"simgate(source='pair') expects groups [..., {self.arity}, {self.d_model}], got {tuple(h.shape)}")
+            raise ValueError(
+                f"simgate(source='pair') expects groups [..., {self.arity}, {self.d_model}], got {tuple(h.shape)}"
+            )
         return nn.functional.cosine_similarity(h[..., 0, :], h[..., 1, :], dim=-1)
 
     def gate(self, h: Tensor) -> Float[Tensor, "..."]:
         """g(sim) per vector (key) or per group (pair), in [0, 1]."""
         learned = self.gate_kind == "learned"
         return similarity_gate(
-            self.similarity(h), self.gate_scale if learned else None, self.gate_bias if learned else None, self.threshold
+            self.similarity(h),
+            self.gate_scale if learned else None,
+            self.gate_bias if learned else None,
+            self.threshold,
         )
 
     def edit(self, h: Tensor) -> Tensor:
@@ -126,7 +134,13 @@ class SimilarityGated(Intervention):
 
     def spec(self) -> dict[str, Any]:
         return {
-            **self._base_spec(), "child": self.child.spec(), "source": self.source, "arity": self.arity,
-            "write": self.write, "gate": self.gate_kind, "threshold": self.threshold,
-            "init_scale": self.init_scale, "init_bias": self.init_bias,
+            **self._base_spec(),
+            "child": self.child.spec(),
+            "source": self.source,
+            "arity": self.arity,
+            "write": self.write,
+            "gate": self.gate_kind,
+            "threshold": self.threshold,
+            "init_scale": self.init_scale,
+            "init_bias": self.init_bias,
         }

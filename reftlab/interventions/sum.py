@@ -10,7 +10,8 @@ Parameters: the sum of the children's.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -19,7 +20,9 @@ from torch import Tensor, nn
 from .base import Intervention, build, register
 
 
-def child_interventions(children: Sequence[Intervention | Mapping[str, Any]], d_model: int, who: str) -> list[Intervention]:
+def child_interventions(
+    children: Sequence[Intervention | Mapping[str, Any]], d_model: int, who: str
+) -> list[Intervention]:
     """Build children given as modules or specs (a spec's missing ``d_model`` is filled in)."""
     built = [c if isinstance(c, Intervention) else build({"d_model": d_model, **c}) for c in children]
     for i, c in enumerate(built):

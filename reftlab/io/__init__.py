@@ -15,8 +15,24 @@ from .merge import affine_parts, merge_into_base, merge_refusal
 from .pyreft_format import PYREFT_KINDS, read_pyreft, write_pyreft
 
 __all__ = [
-    "CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "read_native", "FingerprintMismatch", "ModelIdentity",
-    "identify", "weights_fingerprint", "LoadedReft", "load_reft", "resolve_source", "save_reft", "download",
-    "upload_folder", "affine_parts", "merge_into_base", "merge_refusal", "PYREFT_KINDS", "read_pyreft",
+    "CONFIG_FILE",
+    "FORMAT_VERSION",
+    "PYREFT_KINDS",
+    "WEIGHTS_FILE",
+    "FingerprintMismatch",
+    "LoadedReft",
+    "ModelIdentity",
+    "affine_parts",
+    "download",
+    "identify",
+    "load_reft",
+    "merge_into_base",
+    "merge_refusal",
+    "read_native",
+    "read_pyreft",
+    "resolve_source",
+    "save_reft",
+    "upload_folder",
+    "weights_fingerprint",
     "write_pyreft",
 ]

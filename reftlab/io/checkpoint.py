@@ -19,9 +19,10 @@ unpickles and rejects unknown fields, missing fields and newer format versions.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -54,8 +55,16 @@ class NativeCheckpoint:
     lora: dict[str, str] | None
 
 
-def write_native(folder: Path, *, keys: Sequence[str], config: ReftConfig, interventions: Sequence[Intervention],
-                 identity: ModelIdentity, lora: dict[str, str] | None, version: str) -> None:
+def write_native(
+    folder: Path,
+    *,
+    keys: Sequence[str],
+    config: ReftConfig,
+    interventions: Sequence[Intervention],
+    identity: ModelIdentity,
+    lora: dict[str, str] | None,
+    version: str,
+) -> None:
     """Write ``CONFIG_FILE`` and ``WEIGHTS_FILE`` into ``folder`` (the caller makes it atomic)."""
     owner: dict[int, str] = {}
     reps, tensors = [], {}
@@ -67,8 +76,12 @@ def write_native(folder: Path, *, keys: Sequence[str], config: ReftConfig, inter
                 tensors[f"{PREFIX}{key}.{name}"] = t.detach().to("cpu").contiguous()
         reps.append({"key": key, **rep.site.to_json(), "intervention": iv.spec(), "tied_to": tied})
     data = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "reftlab_version": version,
-        "base_model": identity.to_json(), "representations": reps, "lora": lora,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "reftlab_version": version,
+        "base_model": identity.to_json(),
+        "representations": reps,
+        "lora": lora,
     }
     (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "reftlab_format": FORMAT_NAME})
@@ -110,19 +123,30 @@ def read_native(folder: Path) -> NativeCheckpoint:
     for r in reps:
         if r["tied_to"] is not None and r["tied_to"] not in keys:
             raise ValueError(f"{cfg_path}: {r['key']} is tied_to unknown key {r['tied_to']!r}")
-    config = ReftConfig(representations=[
-        {"hook": r["hook"], "positions": r["positions"], "intervention": r["intervention"]} for r in reps])
+    config = ReftConfig(
+        representations=[
+            {"hook": r["hook"], "positions": r["positions"], "intervention": r["intervention"]} for r in reps
+        ]
+    )
     tensors = _read_tensors(folder / WEIGHTS_FILE, [k for k, r in zip(keys, reps) if r["tied_to"] is None])
     lora = data["lora"]
     if lora is not None and (not isinstance(lora, dict) or set(lora) != {"adapter_config", "weights"}):
         raise ValueError(f"{cfg_path}: 'lora' must be null or {{'adapter_config', 'weights'}}, got {lora!r}")
-    return NativeCheckpoint(folder=folder, reftlab_version=str(data["reftlab_version"]), identity=identity,
-                            config=config, keys=keys, tied_to=tuple(r["tied_to"] for r in reps),
-                            tensors=tensors, lora=lora)
+    return NativeCheckpoint(
+        folder=folder,
+        reftlab_version=str(data["reftlab_version"]),
+        identity=identity,
+        config=config,
+        keys=keys,
+        tied_to=tuple(r["tied_to"] for r in reps),
+        tensors=tensors,
+        lora=lora,
+    )
 
 
-def build_interventions(ckpt: NativeCheckpoint, *, model_dtype: torch.dtype,
-                        device: torch.device) -> list[Intervention]:
+def build_interventions(
+    ckpt: NativeCheckpoint, *, model_dtype: torch.dtype, device: torch.device
+) -> list[Intervention]:
     """Rebuild every intervention from its spec and load its saved parameters exactly."""
     built: dict[str, Intervention] = {}
     out = []
@@ -154,12 +178,16 @@ def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tens
     try:
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again") from None
+        raise ValueError(
+            f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again"
+        ) from None
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for name, t in flat.items():
         key, _, param = name.removeprefix(PREFIX).partition(".")  # keys hold no dots; params may (nested kinds)
         if not name.startswith(PREFIX) or key not in out:
-            raise ValueError(f"{path} holds an unexpected tensor {name!r}; expected keys under {PREFIX}<{'|'.join(keys)}>")
+            raise ValueError(
+                f"{path} holds an unexpected tensor {name!r}; expected keys under {PREFIX}<{'|'.join(keys)}>"
+            )
         out[key][param] = t
     empty = [k for k, v in out.items() if not v]
     if empty:
@@ -172,4 +200,6 @@ def _exact_keys(data: Any, expected: Sequence[str], where: str) -> None:
         raise ValueError(f"{where} must be a JSON object")
     missing, extra = sorted(set(expected) - set(data)), sorted(set(data) - set(expected))
     if missing or extra:
-        raise ValueError(f"{where}: missing fields {missing}, unknown fields {extra}; expected exactly {list(expected)}")
+        raise ValueError(
+            f"{where}: missing fields {missing}, unknown fields {extra}; expected exactly {list(expected)}"
+        )

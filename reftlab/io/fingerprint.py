@@ -31,9 +31,21 @@ from torch import nn
 
 SAMPLES = 16
 WEIGHTS_METHOD = f"sha256-bf16-strided{SAMPLES}"
-_VOLATILE = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures", "_commit_hash",
-             "use_cache", "output_hidden_states", "output_attentions", "return_dict", "_attn_implementation",
-             "_attn_implementation_autoset", "attn_implementation"}
+_VOLATILE = {
+    "_name_or_path",
+    "transformers_version",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+    "_commit_hash",
+    "use_cache",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "attn_implementation",
+}
 _STRICT_FIELDS = ("architecture", "model_type", "d_model", "n_layers", "vocab_size")
 
 
@@ -65,7 +77,9 @@ class ModelIdentity:
             missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
             raise ValueError(f"checkpoint base_model record: missing fields {missing}, unknown fields {extra}")
         if data["weights_method"] != WEIGHTS_METHOD:
-            raise ValueError(f"checkpoint weights fingerprint method {data['weights_method']!r} is not {WEIGHTS_METHOD!r}")
+            raise ValueError(
+                f"checkpoint weights fingerprint method {data['weights_method']!r} is not {WEIGHTS_METHOD!r}"
+            )
         return cls(**{k: data[k] for k in names})
 
 
@@ -124,9 +138,11 @@ def check_identity(saved: ModelIdentity, hooked: Any, *, strict: bool = False) -
             )
     for name, what in (("config_sha256", "config"), ("weights_fingerprint", "weights")):
         if getattr(saved, name) != getattr(current, name):
-            msg = (f"the base model's {what} differ from those the checkpoint was trained on "
-                   f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
-                   "outputs may not match the trained ReFT")
+            msg = (
+                f"the base model's {what} differ from those the checkpoint was trained on "
+                f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
+                "outputs may not match the trained ReFT"
+            )
             if strict:
                 raise ValueError(msg + " (strict=True)")
             warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)

@@ -37,8 +37,9 @@ class LoadedReft:
     identity: ModelIdentity | None
 
 
-def save_reft(reft_model: Any, target: str | os.PathLike, *, format: Format = "reftlab",
-              repo_id: str | None = None, version: str) -> Path:
+def save_reft(
+    reft_model: Any, target: str | os.PathLike, *, format: Format = "reftlab", repo_id: str | None = None, version: str
+) -> Path:
     """Write ``reft_model`` to ``target`` atomically; returns the folder."""
     if format not in ("reftlab", "pyreft"):
         raise ValueError(f"format={format!r}: use 'reftlab' (native) or 'pyreft' (pyreft 0.1.0's layout)")
@@ -48,15 +49,37 @@ def save_reft(reft_model: Any, target: str | os.PathLike, *, format: Format = "r
     with atomic_folder(target) as tmp:
         lora = write_lora(hooked.model, tmp) if is_peft(hooked.model) else None
         if format == "reftlab":
-            write_native(tmp, keys=keys, config=reft_model.config, interventions=ivs, identity=identity,
-                         lora=lora, version=version)
+            write_native(
+                tmp,
+                keys=keys,
+                config=reft_model.config,
+                interventions=ivs,
+                identity=identity,
+                lora=lora,
+                version=version,
+            )
         else:
             write_pyreft(tmp, reft_model.sites, ivs)
-        sites = [{"hook": s.hook, "positions": None if s.positions is None else str(s.positions),
-                  "kind": iv.kind, "rank": iv.rank} for s, iv in zip(reft_model.sites, ivs)]
-        (tmp / CARD_FILE).write_text(model_card(
-            base_model=hub_base_model(identity.name_or_path), architecture=identity.architecture, sites=sites,
-            n_params=reft_model.num_intervention_parameters(), repo_id=repo_id, has_lora=lora is not None, fmt=format))
+        sites = [
+            {
+                "hook": s.hook,
+                "positions": None if s.positions is None else str(s.positions),
+                "kind": iv.kind,
+                "rank": iv.rank,
+            }
+            for s, iv in zip(reft_model.sites, ivs)
+        ]
+        (tmp / CARD_FILE).write_text(
+            model_card(
+                base_model=hub_base_model(identity.name_or_path),
+                architecture=identity.architecture,
+                sites=sites,
+                n_params=reft_model.num_intervention_parameters(),
+                repo_id=repo_id,
+                has_lora=lora is not None,
+                fmt=format,
+            )
+        )
     return Path(target)
 
 
@@ -69,14 +92,17 @@ def hub_base_model(name_or_path: str) -> str:
     return name_or_path if name_or_path and looks_like_repo_id(name_or_path) else ""
 
 
-def resolve_source(source: str | os.PathLike, *, revision: str | None = None,
-                   cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve_source(
+    source: str | os.PathLike, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """A local folder for ``source``: itself, or the Hub snapshot of a repo id."""
     path = Path(source)
     if path.is_dir():
         return path
     if path.exists():
-        raise ValueError(f"{path} is a file; a checkpoint is a folder (reftlab_config.json + interventions.safetensors)")
+        raise ValueError(
+            f"{path} is a file; a checkpoint is a folder (reftlab_config.json + interventions.safetensors)"
+        )
     if looks_like_repo_id(str(source)):
         return download(str(source), revision=revision, cache_dir=cache_dir)
     raise FileNotFoundError(f"no checkpoint folder at {path}, and {str(source)!r} is not a Hub repo id")
@@ -99,8 +125,10 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
         _check_hooks(sites, hooked, folder)
         for i, iv in enumerate(imported.interventions):
             if iv.d_model != hooked.d_model:
-                raise ValueError(f"pyreft checkpoint {folder}: intervention {i} expects d_model={iv.d_model}, "
-                                 f"but this model has d_model={hooked.d_model}")
+                raise ValueError(
+                    f"pyreft checkpoint {folder}: intervention {i} expects d_model={iv.d_model}, "
+                    f"but this model has d_model={hooked.d_model}"
+                )
         ivs = [iv.to(hooked.device) for iv in imported.interventions]
         return LoadedReft(model, sites, ivs, None)
     raise ValueError(
@@ -112,10 +140,14 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
 def _check_hooks(sites: list[Site], hooked: Any, folder: Path) -> None:
     for i, site in enumerate(sites):
         if site.layer is not None and not 0 <= site.layer < hooked.n_layers:
-            raise ValueError(f"checkpoint {folder} representations[{i}] expects layer {site.layer} (hook {site.hook!r}), "
-                             f"but this model has layers 0..{hooked.n_layers - 1}")
+            raise ValueError(
+                f"checkpoint {folder} representations[{i}] expects layer {site.layer} (hook {site.hook!r}), "
+                f"but this model has layers 0..{hooked.n_layers - 1}"
+            )
         try:
             hooked.hook_point(site.hook)
         except ValueError as e:
-            raise ValueError(f"checkpoint {folder} representations[{i}] expects hook point {site.hook!r}, "
-                             f"which this model lacks: {e}") from None
+            raise ValueError(
+                f"checkpoint {folder} representations[{i}] expects hook point {site.hook!r}, "
+                f"which this model lacks: {e}"
+            ) from None

@@ -30,8 +30,12 @@ def upload_folder(folder: Path, repo_id: str, *, private: bool | None = None, to
 
         api = HfApi(token=token)
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 commit_message="Upload ReFT checkpoint (reftlab)")
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message="Upload ReFT checkpoint (reftlab)",
+        )
     except Exception as e:  # network, offline mode, auth, permissions: all end the same way
         raise RuntimeError(
             f"could not upload {folder} to the Hugging Face Hub as {repo_id!r}: {type(e).__name__}: {e}. "
@@ -46,8 +50,14 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=repo_id, repo_type="model", revision=revision,
-                                      cache_dir=None if cache_dir is None else str(cache_dir)))
+        return Path(
+            snapshot_download(
+                repo_id=repo_id,
+                repo_type="model",
+                revision=revision,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
+        )
     except Exception as e:
         raise FileNotFoundError(
             f"{repo_id!r} is not a local folder, and the Hugging Face Hub could not provide it "

@@ -29,8 +29,10 @@ from ..models.arch import get_module
 from ..sites import MODULE_SITE, Site
 
 _MLP_OUT = {"gpt2": "c_proj", "gpt_neox": "dense_4h_to_h"}  # default: down_proj
-_BIAS_FLAGS = {"attn": ("attention_bias", ("q_proj", "k_proj", "v_proj", "o_proj")),
-               "mlp": ("mlp_bias", ("gate_proj", "up_proj", "down_proj"))}
+_BIAS_FLAGS = {
+    "attn": ("attention_bias", ("q_proj", "k_proj", "v_proj", "o_proj")),
+    "mlp": ("mlp_bias", ("gate_proj", "up_proj", "down_proj")),
+}
 
 
 def merge_refusal(site: Site, iv: Intervention, hooked: Any) -> str | None:
@@ -49,18 +51,25 @@ def merge_refusal(site: Site, iv: Intervention, hooked: Any) -> str | None:
     if not _is_linear(target):
         return f"the module writing {site.hook!r} is a {type(target).__name__}, not a linear layer"
     if target.bias is None and group is None:
-        return (f"{site.hook!r} has no bias and no config flag adds one, so the merged bias would not survive "
-                "save_pretrained + from_pretrained")
+        return (
+            f"{site.hook!r} has no bias and no config flag adds one, so the merged bias would not survive "
+            "save_pretrained + from_pretrained"
+        )
     return None
 
 
 def merge_into_base(sites: list[Site], interventions: list[Intervention], hooked: Any) -> nn.Module:
     """Fold every intervention into its module (all or nothing); returns the HF model."""
     if hasattr(hooked.model, "peft_config"):
-        raise ValueError("the model is peft-wrapped: merge the LoRA adapter first (model.merge_and_unload()), "
-                         "then build the ReftModel on the merged model")
-    reasons = [f"{s.hook} ({iv.kind}): {r}" for s, iv in zip(sites, interventions)
-               if (r := merge_refusal(s, iv, hooked)) is not None]
+        raise ValueError(
+            "the model is peft-wrapped: merge the LoRA adapter first (model.merge_and_unload()), "
+            "then build the ReftModel on the merged model"
+        )
+    reasons = [
+        f"{s.hook} ({iv.kind}): {r}"
+        for s, iv in zip(sites, interventions)
+        if (r := merge_refusal(s, iv, hooked)) is not None
+    ]
     if reasons:
         raise ValueError("cannot merge into the base model: " + "; ".join(reasons))
     for site, iv in zip(sites, interventions):
@@ -94,8 +103,10 @@ def _target(site: Site, hooked: Any) -> tuple[nn.Module, str | None]:
     layer, comp = site.layer, site.component
     if layer is None or comp not in ("attention_output", "mlp_output"):
         what = "a residual-stream site" if comp in ("block_input", "block_output") or layer is None else "an input site"
-        raise ValueError(f"{site.hook!r} is {what}: no single linear module writes it; "
-                         "use attention_output (after o_proj) or mlp_output (after down_proj)")
+        raise ValueError(
+            f"{site.hook!r} is {what}: no single linear module writes it; "
+            "use attention_output (after o_proj) or mlp_output (after down_proj)"
+        )
     arch = hooked.arch
     block = get_module(hooked.hf_model, f"{arch.layers}.{layer}")
     if comp == "attention_output":
@@ -131,8 +142,10 @@ def _sync_bias_flags(hooked: Any, group: str) -> None:
     if arch.family in ("gpt2", "gpt_neox") or getattr(config, flag, None) is True:
         return  # these always carry biases
     if not hasattr(config, flag):
-        raise ValueError(f"{config.model_type} has no {flag!r} config flag, so a merged bias would not survive "
-                         "save_pretrained + from_pretrained; merging is not supported for this architecture")
+        raise ValueError(
+            f"{config.model_type} has no {flag!r} config flag, so a merged bias would not survive "
+            "save_pretrained + from_pretrained; merging is not supported for this architecture"
+        )
     setattr(config, flag, True)
     for block in get_module(hooked.hf_model, arch.layers):
         parent = get_module(block, arch.attn if group == "attn" else arch.mlp)
@@ -140,5 +153,6 @@ def _sync_bias_flags(hooked: Any, group: str) -> None:
             mod = getattr(parent, name, None)
             if isinstance(mod, nn.Linear) and mod.bias is None:
                 w = mod.weight
-                mod.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device),
-                                        requires_grad=w.requires_grad)
+                mod.bias = nn.Parameter(
+                    torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), requires_grad=w.requires_grad
+                )

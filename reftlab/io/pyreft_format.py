@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,13 +37,31 @@ from ..config import ReftConfig
 from ..interventions import Intervention, build
 from ..sites import COMPONENTS, Site
 
-PYREFT_KINDS = {"LoreftIntervention": "loreft", "NoreftIntervention": "noreft", "DireftIntervention": "direft",
-                "NodireftIntervention": "nodireft", "ConsreftIntervention": "consreft",
-                "LobireftIntervention": "lobireft"}
+PYREFT_KINDS = {
+    "LoreftIntervention": "loreft",
+    "NoreftIntervention": "noreft",
+    "DireftIntervention": "direft",
+    "NodireftIntervention": "nodireft",
+    "ConsreftIntervention": "consreft",
+    "LobireftIntervention": "lobireft",
+}
 _KIND_CLASS = {v: k for k, v in PYREFT_KINDS.items()}
-_FIELDS = ("layer", "component", "unit", "max_number_of_units", "low_rank_dimension", "intervention_type",
-           "intervention", "subspace_partition", "group_key", "intervention_link_key", "moe_key",
-           "source_representation", "hidden_source_representation", "latent_dim")
+_FIELDS = (
+    "layer",
+    "component",
+    "unit",
+    "max_number_of_units",
+    "low_rank_dimension",
+    "intervention_type",
+    "intervention",
+    "subspace_partition",
+    "group_key",
+    "intervention_link_key",
+    "moe_key",
+    "source_representation",
+    "hidden_source_representation",
+    "latent_dim",
+)
 _CLASS = re.compile(r"^<class '([\w.]+)'>$")
 _ROT = "rotate_layer.parametrizations.weight."
 
@@ -94,8 +113,11 @@ def write_pyreft(folder: Path, sites: Sequence[Site], interventions: Sequence[In
         if iv.kind not in _KIND_CLASS:
             raise ValueError(f"intervention {i} is a {iv.kind!r}, which pyreft has no class for")
         layer, component = _pyreft_component(site, i)
-        proposal = (f"comp_{component.replace('.', '_')}_unit_pos_nunit_1" if "." in component
-                    else f"layer_{layer}_comp_{component}_unit_pos_nunit_1")
+        proposal = (
+            f"comp_{component.replace('.', '_')}_unit_pos_nunit_1"
+            if "." in component
+            else f"layer_{layer}_comp_{component}_unit_pos_nunit_1"
+        )
         counts[proposal] = counts.get(proposal, -1) + 1
         key = f"{proposal}#{counts[proposal]}"
         reps.append([layer, component, "pos", 1, iv.rank] + [None] * 9)
@@ -104,10 +126,15 @@ def write_pyreft(folder: Path, sites: Sequence[Site], interventions: Sequence[In
         torch.save(_to_pyreft(iv), folder / f"intkey_{key}.bin")
     import transformers
 
-    cfg = {"intervention_constant_sources": [True] * len(keys),
-           "intervention_dimensions": [iv.d_model for iv in interventions], "intervention_types": types,
-           "mode": "parallel", "representations": reps, "sorted_keys": keys,
-           "transformers_version": transformers.__version__}
+    cfg = {
+        "intervention_constant_sources": [True] * len(keys),
+        "intervention_dimensions": [iv.d_model for iv in interventions],
+        "intervention_types": types,
+        "mode": "parallel",
+        "representations": reps,
+        "sorted_keys": keys,
+        "transformers_version": transformers.__version__,
+    }
     (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return keys
 
@@ -116,7 +143,9 @@ def _kind_of(type_str: str) -> str:
     m = _CLASS.match(str(type_str))
     name = (m.group(1) if m else str(type_str)).rsplit(".", 1)[-1]
     if name not in PYREFT_KINDS:
-        raise ValueError(f"pyreft intervention type {type_str!r} is not supported; supported: {', '.join(PYREFT_KINDS)}")
+        raise ValueError(
+            f"pyreft intervention type {type_str!r} is not supported; supported: {', '.join(PYREFT_KINDS)}"
+        )
     return PYREFT_KINDS[name]
 
 
@@ -128,7 +157,9 @@ def _site(rep: dict[str, Any]) -> Site:
         return Site.from_pyreft(layer=int(rep["layer"]), component=component)
     if isinstance(component, str) and re.search(r"\.(input|output)$", component):
         return Site(hook=component)
-    raise ValueError(f"pyreft component {component!r} is not supported; use one of {', '.join(COMPONENTS)} or a module path")
+    raise ValueError(
+        f"pyreft component {component!r} is not supported; use one of {', '.join(COMPONENTS)} or a module path"
+    )
 
 
 def _pyreft_component(site: Site, i: int) -> tuple[int, str]:
@@ -150,8 +181,7 @@ def _rotate_from_state(state: dict[str, Tensor]) -> Tensor:
     """R^T (d x r) from pyreft's saved orthogonal parametrization, via torch's own module."""
     original = state[_ROT + "original"]
     holder = _rotation_holder(*original.shape)
-    holder.load_state_dict({k.removeprefix("rotate_layer."): v.float() for k, v in state.items()
-                            if k.startswith(_ROT)})
+    holder.load_state_dict({k.removeprefix("rotate_layer."): v.float() for k, v in state.items() if k.startswith(_ROT)})
     with torch.no_grad():
         return holder.weight.detach().clone()
 
@@ -162,19 +192,25 @@ def _to_reftlab(kind: str, state: dict[str, Tensor], path: Path) -> Intervention
             rot, params = state["rotate_layer"], {"weight": state["weight"], "bias": state["bias"]}
         elif kind in ("direft", "consreft", "lobireft"):
             rot = _rotate_from_state(state)
-            params = ({"weight": state["learned_source.weight"], "bias": state["learned_source.bias"]}
-                      if kind == "direft" else {"bias": state["learned_source"]})
+            params = (
+                {"weight": state["learned_source.weight"], "bias": state["learned_source.bias"]}
+                if kind == "direft"
+                else {"bias": state["learned_source"]}
+            )
         else:
             rot = None
-            params = {"proj": state["proj_layer.weight"], "weight": state["learned_source.weight"],
-                      "bias": state["learned_source.bias"]}
+            params = {
+                "proj": state["proj_layer.weight"],
+                "weight": state["learned_source.weight"],
+                "bias": state["learned_source.bias"],
+            }
             if kind == "noreft" and "proj_layer.bias" in state:
                 params["proj_b"] = state["proj_layer.bias"]
     except KeyError as e:
         raise ValueError(f"{path}: a pyreft {kind} state dict needs tensor {e}; has {sorted(state)}") from None
     if rot is not None:
         params["rotation"] = rot.T
-    d, r = (rot.shape if rot is not None else params["proj"].T.shape)
+    d, r = rot.shape if rot is not None else params["proj"].T.shape
     spec: dict[str, Any] = {"kind": kind, "d_model": int(d), "rank": int(r), "dtype": None}
     if kind == "noreft":
         spec["proj_bias"] = "proj_b" in params
@@ -190,11 +226,19 @@ def _to_pyreft(iv: Intervention) -> dict[str, Tensor]:
     state = {k: v.detach().cpu() for k, v in iv.state_dict().items()}
     dims = {"embed_dim": torch.tensor(iv.d_model), "interchange_dim": torch.tensor(iv.d_model)}
     if iv.kind == "loreft":
-        return {"weight": state["weight"], "bias": state["bias"], "rotate_layer": iv.subspace().detach().cpu().float().T.contiguous()}
+        return {
+            "weight": state["weight"],
+            "bias": state["bias"],
+            "rotate_layer": iv.subspace().detach().cpu().float().T.contiguous(),
+        }
     if iv.kind in ("noreft", "nodireft"):
         proj_b = state.get("proj_b", torch.zeros(iv.rank, dtype=state["proj"].dtype))
-        out = {**dims, "proj_layer.weight": state["proj"], "learned_source.weight": state["weight"],
-               "learned_source.bias": state["bias"]}
+        out = {
+            **dims,
+            "proj_layer.weight": state["proj"],
+            "learned_source.weight": state["weight"],
+            "learned_source.bias": state["bias"],
+        }
         if iv.kind == "nodireft" or "proj_b" in state:
             out["proj_layer.bias"] = proj_b
         return out

@@ -6,6 +6,18 @@ from .loading import EMBEDDED, cache_dir, embedded_model_path, load_model
 from .tiny import TINY_VOCAB, tiny_gpt2, tiny_llama, tiny_tokenizer
 
 __all__ = [
-    "ARCHS", "ArchSpec", "arch_of", "get_module", "HookedModel", "SiteHookPoint", "EMBEDDED", "cache_dir",
-    "embedded_model_path", "load_model", "TINY_VOCAB", "tiny_gpt2", "tiny_llama", "tiny_tokenizer",
+    "ARCHS",
+    "EMBEDDED",
+    "TINY_VOCAB",
+    "ArchSpec",
+    "HookedModel",
+    "SiteHookPoint",
+    "arch_of",
+    "cache_dir",
+    "embedded_model_path",
+    "get_module",
+    "load_model",
+    "tiny_gpt2",
+    "tiny_llama",
+    "tiny_tokenizer",
 ]

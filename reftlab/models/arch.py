@@ -21,15 +21,53 @@ class ArchSpec:
     unembed: str
 
 
-_LLAMA_LIKE = dict(layers="model.layers", attn="self_attn", mlp="mlp", out_proj="o_proj",
-                   embed="model.embed_tokens", final_norm="model.norm", unembed="lm_head")
+_LLAMA_LIKE = {
+    "layers": "model.layers",
+    "attn": "self_attn",
+    "mlp": "mlp",
+    "out_proj": "o_proj",
+    "embed": "model.embed_tokens",
+    "final_norm": "model.norm",
+    "unembed": "lm_head",
+}
 ARCHS: dict[str, ArchSpec] = {
-    **{t: ArchSpec(family=t, **_LLAMA_LIKE) for t in
-       ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "smollm3", "granite", "phi3")},
-    "gpt2": ArchSpec(family="gpt2", layers="transformer.h", attn="attn", mlp="mlp", out_proj="c_proj",
-                     embed="transformer.wte", final_norm="transformer.ln_f", unembed="lm_head"),
-    "gpt_neox": ArchSpec(family="gpt_neox", layers="gpt_neox.layers", attn="attention", mlp="mlp", out_proj="dense",
-                         embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="embed_out"),
+    **{
+        t: ArchSpec(family=t, **_LLAMA_LIKE)
+        for t in (
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "gemma",
+            "gemma2",
+            "gemma3_text",
+            "olmo",
+            "olmo2",
+            "smollm3",
+            "granite",
+            "phi3",
+        )
+    },
+    "gpt2": ArchSpec(
+        family="gpt2",
+        layers="transformer.h",
+        attn="attn",
+        mlp="mlp",
+        out_proj="c_proj",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+    ),
+    "gpt_neox": ArchSpec(
+        family="gpt_neox",
+        layers="gpt_neox.layers",
+        attn="attention",
+        mlp="mlp",
+        out_proj="dense",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="embed_out",
+    ),
 }
 
 

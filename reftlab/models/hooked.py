@@ -128,15 +128,15 @@ class HookedModel(HookedRootModule):
         self.arch = arch_of(hf)
         c = hf.config
         text = c.get_text_config() if hasattr(c, "get_text_config") else c
-        n_heads = int(getattr(text, "num_attention_heads", None) or getattr(text, "n_head"))
+        n_heads = int(getattr(text, "num_attention_heads", None) or text.n_head)
         layers = get_module(hf, self.arch.layers)
-        self.cfg = dict(
-            d_model=int(getattr(text, "hidden_size", None) or getattr(text, "n_embd")),
-            n_layers=len(layers),
-            n_heads=n_heads,
-            d_vocab=int(text.vocab_size),
-            model_type=str(text.model_type),
-        )
+        self.cfg = {
+            "d_model": int(getattr(text, "hidden_size", None) or text.n_embd),
+            "n_layers": len(layers),
+            "n_heads": n_heads,
+            "d_vocab": int(text.vocab_size),
+            "model_type": str(text.model_type),
+        }
         self.hook_embed = SiteHookPoint(get_module(hf, self.arch.embed), "output")
         self.blocks = nn.ModuleList(_BlockHooks(b, self.arch, n_heads) for b in layers)
         self.ln_final = nn.Module()
@@ -194,7 +194,11 @@ class HookedModel(HookedRootModule):
         if not m:
             raise ValueError(f"{name!r} is not a module path ending in '.input' or '.output'")
         path, errors = m["path"], []
-        for root, p in ((self.model, path), (self.hf_model, path), (self.hf_model, path.removeprefix("base_model.model."))):
+        for root, p in (
+            (self.model, path),
+            (self.hf_model, path),
+            (self.hf_model, path.removeprefix("base_model.model.")),
+        ):
             try:
                 module = get_module(root, p)
                 break
@@ -220,6 +224,7 @@ class HookedModel(HookedRootModule):
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"HookedModel({c['model_type']}, d_model={c['d_model']}, n_layers={c['n_layers']}, "
-                f"n_heads={c['n_heads']}, hook points={len(self.hook_dict)})")
-
+        return (
+            f"HookedModel({c['model_type']}, d_model={c['d_model']}, n_layers={c['n_layers']}, "
+            f"n_heads={c['n_heads']}, hook points={len(self.hook_dict)})"
+        )

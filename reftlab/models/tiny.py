@@ -23,7 +23,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token=None,
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token=None,
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     fast.chat_template = (
@@ -50,22 +53,53 @@ def _bytes_to_unicode() -> list[str]:
 _BYTE_CHARS = _bytes_to_unicode()
 
 
-def tiny_llama(*, d_model: int = 64, n_layers: int = 4, n_heads: int = 4, n_kv_heads: int = 2,
-               vocab: int = TINY_VOCAB, seed: int = 0, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+def tiny_llama(
+    *,
+    d_model: int = 64,
+    n_layers: int = 4,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    vocab: int = TINY_VOCAB,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> LlamaForCausalLM:
     """A random Llama (GQA, RoPE, tied embeddings) with the tiny tokenizer's vocabulary."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-        num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, max_position_embeddings=256,
-        tie_word_embeddings=True, pad_token_id=256, eos_token_id=259, bos_token_id=None,
+        vocab_size=vocab,
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=256,
+        eos_token_id=259,
+        bos_token_id=None,
     )
     return LlamaForCausalLM(cfg).to(dtype).eval()
 
 
-def tiny_gpt2(*, d_model: int = 64, n_layers: int = 4, n_heads: int = 4, vocab: int = TINY_VOCAB,
-              seed: int = 0, dtype: torch.dtype = torch.float32) -> GPT2LMHeadModel:
+def tiny_gpt2(
+    *,
+    d_model: int = 64,
+    n_layers: int = 4,
+    n_heads: int = 4,
+    vocab: int = TINY_VOCAB,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> GPT2LMHeadModel:
     """A random GPT-2 (LayerNorm, learned positions) with the tiny tokenizer's vocabulary."""
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_positions=256,
-                     pad_token_id=256, eos_token_id=259, bos_token_id=259)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_embd=d_model,
+        n_layer=n_layers,
+        n_head=n_heads,
+        n_positions=256,
+        pad_token_id=256,
+        eos_token_id=259,
+        bos_token_id=259,
+    )
     return GPT2LMHeadModel(cfg).to(dtype).eval()

@@ -6,5 +6,14 @@ from .fast_forward import FastForward
 from .loop import TrainResult, evaluate, train
 from .loss import plain_loss
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "FastForward", "plain_loss",
-           "save_checkpoint", "load_checkpoint", "list_checkpoints"]
+__all__ = [
+    "FastForward",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "list_checkpoints",
+    "load_checkpoint",
+    "plain_loss",
+    "save_checkpoint",
+    "train",
+]

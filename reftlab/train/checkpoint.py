@@ -91,7 +91,9 @@ def save_checkpoint(
         "scheduler": {"last_epoch": scheduler.last_epoch, "_step_count": getattr(scheduler, "_step_count", 0)},
         "python_random": [py_state[0], list(py_state[1]), py_state[2]],
     }
-    path = write_folder_atomically(Path(directory) / f"{STEP_PREFIX}{step}", {"tensors.safetensors": tensors, "state.json": meta})
+    path = write_folder_atomically(
+        Path(directory) / f"{STEP_PREFIX}{step}", {"tensors.safetensors": tensors, "state.json": meta}
+    )
     if keep:
         for old in list_checkpoints(directory)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -103,8 +105,10 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     d = Path(directory)
     if not d.is_dir():
         return []
-    found = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX):]))
+    found = [
+        p for p in d.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX) :].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -125,7 +129,7 @@ def load_checkpoint(
     folder = resolve_checkpoint(path)
     meta = json.loads((folder / "state.json").read_text())
     tensors = load_file(str(folder / "tensors.safetensors"))
-    ivs = {k[len("intervention."):]: v for k, v in tensors.items() if k.startswith("intervention.")}
+    ivs = {k[len("intervention.") :]: v for k, v in tensors.items() if k.startswith("intervention.")}
     missing, unexpected = reft_model.interventions.load_state_dict(ivs, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -133,9 +137,11 @@ def load_checkpoint(
             "resume with the same ReftConfig"
         )
     params = trainable_model_params(reft_model)
-    saved = {k[len("trainable."):]: v for k, v in tensors.items() if k.startswith("trainable.")}
+    saved = {k[len("trainable.") :]: v for k, v in tensors.items() if k.startswith("trainable.")}
     if set(saved) != set(params):
-        raise ValueError(f"checkpoint {folder} has trainable base parameters {sorted(saved)}, the model {sorted(params)}")
+        raise ValueError(
+            f"checkpoint {folder} has trainable base parameters {sorted(saved)}, the model {sorted(params)}"
+        )
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value)
@@ -156,4 +162,3 @@ def load_checkpoint(
     py = meta["python_random"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     return meta
-

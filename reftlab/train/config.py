@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -21,25 +22,38 @@ class TrainConfig:
     """
 
     epochs: int = field(default=1, metadata={"help": "passes over the training set"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs)"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "stop after this many optimizer steps (overrides epochs)"}
+    )
     batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     lr: float = field(default=4e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay (R stays orthonormal)"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
-    schedule: Literal["linear", "cosine", "constant"] = field(default="linear", metadata={"help": f"lr decay after warmup: {', '.join(SCHEDULES)}"})
+    schedule: Literal["linear", "cosine", "constant"] = field(
+        default="linear", metadata={"help": f"lr decay after warmup: {', '.join(SCHEDULES)}"}
+    )
     warmup_steps: int = field(default=0, metadata={"help": "steps of linear warmup from 0 to lr"})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "warmup as a fraction of all steps (if warmup_steps is 0)"})
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "warmup as a fraction of all steps (if warmup_steps is 0)"}
+    )
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm (None: no clipping)"})
     seed: int = field(default=0, metadata={"help": "seeds data order, dropout and initialisation-free randomness"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the training set every epoch"})
-    fast: bool | None = field(default=None, metadata={"help": "cached/packed fast path: None = when supported, True = required, False = never"})
+    fast: bool | None = field(
+        default=None,
+        metadata={"help": "cached/packed fast path: None = when supported, True = required, False = never"},
+    )
     log_every: int = field(default=10, metadata={"help": "log the mean training loss every N steps (0: never)"})
-    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only at the end, if an eval set is given)"})
+    eval_every: int = field(
+        default=0, metadata={"help": "evaluate every N steps (0: only at the end, if an eval set is given)"}
+    )
     checkpoint_every: int = field(default=0, metadata={"help": "write a resumable checkpoint every N steps (0: never)"})
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (step-N folders)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "how many recent checkpoints to keep (0: all)"})
-    resume_from: str | None = field(default=None, metadata={"help": "a step-N folder, or a checkpoint_dir (its latest step)"})
+    resume_from: str | None = field(
+        default=None, metadata={"help": "a step-N folder, or a checkpoint_dir (its latest step)"}
+    )
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self) -> None:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -130,20 +131,34 @@ class FastForward:
         return h
 
     @torch.no_grad()
-    def _compute(self, ids: Sequence[Tensor], prefixes: Sequence[int]) -> list[tuple[int, Tensor, list[tuple[Tensor, Tensor]]]]:
+    def _compute(
+        self, ids: Sequence[Tensor], prefixes: Sequence[int]
+    ) -> list[tuple[int, Tensor, list[tuple[Tensor, Tensor]]]]:
         """Per example: (prefix length P, input of block ``start`` [T, d], per block >= start the
         prefix's keys/values [kv_heads, P, head_dim])."""
         lengths = [len(x) for x in ids]
         h = self.hf.model.embed_tokens(torch.cat(list(ids))[None].to(self.hf.device))  # [1, N, d]
-        h = self.run_blocks(h, _positions(lengths, [0] * len(lengths)), packed_causal_mask(lengths, [0] * len(lengths), h.dtype, h.device), 0, self.start)
+        h = self.run_blocks(
+            h,
+            _positions(lengths, [0] * len(lengths)),
+            packed_causal_mask(lengths, [0] * len(lengths), h.dtype, h.device),
+            0,
+            self.start,
+        )
         states = list(h[0].split(lengths))
         per_layer: list[list[tuple[Tensor, Tensor]]] = [[] for _ in ids]
         if any(prefixes):
             rec = _PrefixKV(self.start)
             hp = torch.cat([st[:p] for st, p in zip(states, prefixes)])[None]  # [1, sum P, d]
             zeros = [0] * len(prefixes)
-            self.run_blocks(hp, _positions(prefixes, zeros), packed_causal_mask(prefixes, zeros, hp.dtype, hp.device),
-                            self.start, self.n_layers, rec)
+            self.run_blocks(
+                hp,
+                _positions(prefixes, zeros),
+                packed_causal_mask(prefixes, zeros, hp.dtype, hp.device),
+                self.start,
+                self.n_layers,
+                rec,
+            )
             for layer_kv in rec.captured:  # ([1, H, sum P, hd], [1, H, sum P, hd]) per block
                 ks, vs = layer_kv[0][0].split(prefixes, dim=1), layer_kv[1][0].split(prefixes, dim=1)
                 for b in range(len(ids)):
@@ -154,7 +169,11 @@ class FastForward:
         if keys is None:
             return self._compute(ids, prefixes)
         missing = [i for i, k in enumerate(keys) if k not in self._cache or self._cache[k][0] != prefixes[i]]
-        fresh = dict(zip(missing, self._compute([ids[i] for i in missing], [prefixes[i] for i in missing]))) if missing else {}
+        fresh = (
+            dict(zip(missing, self._compute([ids[i] for i in missing], [prefixes[i] for i in missing])))
+            if missing
+            else {}
+        )
         for i, entry in fresh.items():
             size = sum(t.numel() * t.element_size() for t in [entry[1], *[x for kv in entry[2] for x in kv]])
             if keys[i] not in self._cache and self._used + size <= self.cache_bytes:
@@ -171,8 +190,10 @@ class FastForward:
             keys = list(range(lo, min(lo + chunk, len(examples))))
             exs = [examples[k] for k in keys]
             ids = [torch.as_tensor(e["input_ids"]) for e in exs]
-            prefixes = [self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]))
-                        for e in exs]
+            prefixes = [
+                self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]))
+                for e in exs
+            ]
             self._entries(keys, ids, prefixes)
 
     def _prefix_length(self, locs: Int[Tensor, "k n"], labels: Int[Tensor, " T"]) -> int:
@@ -202,9 +223,16 @@ class FastForward:
         h = torch.cat([st[p:] for p, st, _ in entries])[None]  # [1, N_rest, d]
         kv = None
         if any(prefixes):
-            kv = _PrefixKV(self.start, [(torch.cat([e[2][i][0] for e in entries if e[0]], dim=1)[None],
-                                         torch.cat([e[2][i][1] for e in entries if e[0]], dim=1)[None])
-                                        for i in range(self.n_layers - self.start)])
+            kv = _PrefixKV(
+                self.start,
+                [
+                    (
+                        torch.cat([e[2][i][0] for e in entries if e[0]], dim=1)[None],
+                        torch.cat([e[2][i][1] for e in entries if e[0]], dim=1)[None],
+                    )
+                    for i in range(self.n_layers - self.start)
+                ],
+            )
         attn = packed_causal_mask(rest, prefixes, h.dtype, h.device)  # [1, 1, N_rest, sum P + N_rest]
         packed = self._packed_bindings(batch, rest, prefixes)
         for b in packed:
@@ -218,11 +246,14 @@ class FastForward:
     def loss(self, batch: Mapping[str, Tensor], keys: Sequence[Any] | None = None) -> Float[Tensor, ""]:
         """The batch's causal-LM loss (equal to ``loss.plain_loss``); ``keys`` index the cache."""
         h, lengths, prefixes = self.hidden(batch, keys)
-        targets = torch.cat([_row_targets(batch["labels"][b, :t])[p:]
-                             for b, (t, p) in enumerate(zip(lengths, prefixes))])[None]  # [1, N_rest]
+        targets = torch.cat(
+            [_row_targets(batch["labels"][b, :t])[p:] for b, (t, p) in enumerate(zip(lengths, prefixes))]
+        )[None]  # [1, N_rest]
         return scored_ce(self.hf, h, targets)
 
-    def _packed_bindings(self, batch: Mapping[str, Tensor], rest: Sequence[int], prefixes: Sequence[int]) -> list[Binding]:
+    def _packed_bindings(
+        self, batch: Mapping[str, Tensor], rest: Sequence[int], prefixes: Sequence[int]
+    ) -> list[Binding]:
         rm = self.reft_model
         per = batch_positions(batch, len(rm.interventions))
         if per is None:
@@ -270,8 +301,10 @@ def packed_causal_mask(
     [[0, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]]
     """
     seg_q = torch.cat([torch.full((t,), i, device=device) for i, t in enumerate(lengths)])  # [N]
-    seg_p = torch.cat([torch.full((p,), i, device=device) for i, p in enumerate(prefixes)] +
-                      [torch.empty(0, dtype=seg_q.dtype, device=device)])  # [sum P]
+    seg_p = torch.cat(
+        [torch.full((p,), i, device=device) for i, p in enumerate(prefixes)]
+        + [torch.empty(0, dtype=seg_q.dtype, device=device)]
+    )  # [sum P]
     idx = torch.arange(len(seg_q), device=device)
     own = (seg_q[:, None] == seg_q[None, :]) & (idx[None, :] <= idx[:, None])  # [N, N]
     allowed = torch.cat([seg_q[:, None] == seg_p[None, :], own], dim=1)  # [N, sum P + N]

@@ -15,9 +15,10 @@ HF loss). Batches come straight from the data collator; columns are never droppe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 from transformers import Trainer
@@ -28,8 +29,9 @@ from .loss import batch_positions, plain_loss
 class ReftTrainer(Trainer):
     """A ``transformers.Trainer`` for a ``ReftModel`` (abstract: use a subclass below)."""
 
-    def __init__(self, model: Any = None, args: Any = None, *, tokenizer: Any = None,
-                 processing_class: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Any = None, args: Any = None, *, tokenizer: Any = None, processing_class: Any = None, **kwargs: Any
+    ) -> None:
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("give the tokenizer once: tokenizer= (pyreft) or processing_class= (transformers 5)")
         if not hasattr(model, "interventions"):
@@ -52,8 +54,13 @@ class ReftTrainer(Trainer):
             return super().predict(*args, **kwargs)
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=self.data_collator,
-                          num_workers=self.args.dataloader_num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
 
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
@@ -74,8 +81,9 @@ class ReftTrainer(Trainer):
 class ReftTrainerForCausalLM(ReftTrainer):
     """Causal-LM ReFT training: the loss of the response tokens, interventions at the batch's locations."""
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if return_outputs:
             positions = batch_positions(inputs, len(model.interventions))
             out = model.run(inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=inputs["labels"])
@@ -87,8 +95,9 @@ class ReftTrainerForSequenceClassification(ReftTrainer):
     """ReFT on an HF ``*ForSequenceClassification`` model; the loss is the HF head's own
     (regression, single- or multi-label, from ``config.problem_type`` and the labels)."""
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         positions = batch_positions(inputs, len(model.interventions))
         out = model.run(inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=inputs["labels"])
         return (out.loss, out) if return_outputs else out.loss

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -63,7 +64,9 @@ def train(
     """
     cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     examples = check_examples(dataset, len(reft_model.interventions), "training set")
-    evals = check_examples(eval_dataset, len(reft_model.interventions), "eval set") if eval_dataset is not None else None
+    evals = (
+        check_examples(eval_dataset, len(reft_model.interventions), "eval set") if eval_dataset is not None else None
+    )
     collate = collator or _default_collator(reft_model)
     fast = _fast_forward(reft_model, cfg.fast)
     random.seed(cfg.seed)
@@ -121,14 +124,20 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
             if cfg.log_every and done % cfg.log_every == 0:
-                recent = result.losses[-cfg.log_every:]
-                bar.write(f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {scheduler.get_last_lr()[0]:.2e}")
+                recent = result.losses[-cfg.log_every :]
+                bar.write(
+                    f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {scheduler.get_last_lr()[0]:.2e}"
+                )
             if evals is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != total:
                 result.eval_losses.append((done, evaluate(reft_model, evals, collate, cfg.batch_size, fast)))
                 bar.write(f"step {done}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total:
                 path = save_checkpoint(
-                    cfg.checkpoint_dir, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler, step=done,
+                    cfg.checkpoint_dir,
+                    reft_model=reft_model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    step=done,
                     state={"losses": result.losses, "eval_losses": result.eval_losses, "config": cfg.to_json()},
                     keep=cfg.keep_checkpoints,
                 )
@@ -147,15 +156,20 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(reft_model: Any, examples: Sequence[Mapping[str, Any]], collate: Callable, batch_size: int,
-             fast: FastForward | None = None) -> float:
+def evaluate(
+    reft_model: Any,
+    examples: Sequence[Mapping[str, Any]],
+    collate: Callable,
+    batch_size: int,
+    fast: FastForward | None = None,
+) -> float:
     """Token-weighted mean causal-LM loss over ``examples``, interventions in eval mode."""
     was = reft_model.interventions.training
     reft_model.interventions.eval()
     total, count = 0.0, 0
     try:
         for lo in range(0, len(examples), batch_size):
-            batch = collate(list(examples[lo:lo + batch_size]))
+            batch = collate(list(examples[lo : lo + batch_size]))
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             loss = fast.loss(batch) if fast is not None else plain_loss(reft_model, batch)
             total, count = total + loss.item() * n, count + n
@@ -188,11 +202,15 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
     for i, ex in enumerate(examples):
         missing = [k for k in ("input_ids", "labels", "intervention_locations") if k not in ex]
         if missing:
-            raise ValueError(f"{what} example {i} has no {missing}; build it with reftlab.build_dataset or a data module")
+            raise ValueError(
+                f"{what} example {i} has no {missing}; build it with reftlab.build_dataset or a data module"
+            )
         labels = torch.as_tensor(ex["labels"])
         scored = (labels != IGNORE_INDEX).nonzero()
         if len(scored) == 0:
-            raise ValueError(f"{what} example {i} has no response tokens (all labels are -100); drop it or fix its response")
+            raise ValueError(
+                f"{what} example {i} has no response tokens (all labels are -100); drop it or fix its response"
+            )
         prompt_length = int(ex.get("prompt_length", int(scored[0])))
         locs = torch.as_tensor(ex["intervention_locations"])
         if locs.ndim != 2 or locs.shape[0] not in (1, n_interventions):
@@ -245,5 +263,5 @@ def _epoch_order(n: int, seed: int, shuffle: bool) -> torch.Tensor:
 
 def _micro_batches(order: torch.Tensor, slot: int, batch_size: int, grad_accum: int) -> list[list[int]]:
     lo = slot * batch_size * grad_accum
-    chunk = order[lo: lo + batch_size * grad_accum].tolist()
-    return [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
+    chunk = order[lo : lo + batch_size * grad_accum].tolist()
+    return [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]

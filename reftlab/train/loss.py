@@ -8,7 +8,8 @@ materialising ``[batch, pos, vocab]`` logits for prompt and padding tokens.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,8 @@ def logits_need_full_forward(hf_model: Any) -> bool:
     """True for models whose logits are post-processed (soft-capping, scaling) after ``lm_head``."""
     cfg = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
     return bool(getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)) or (
-        hf_model.get_output_embeddings() is None)
+        hf_model.get_output_embeddings() is None
+    )
 
 
 def plain_loss(reft_model: Any, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:

@@ -7,5 +7,15 @@ The only place in reftlab that imports plotly. Every function returns a
 from .dashboard import dashboard_html, dashboard_main, page_html, write_dashboard, write_page
 from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
 
-__all__ = ["projection_heatmap", "projection_shift", "angle_heatmap", "decode_bars", "attribution_bars",
-           "write_dashboard", "dashboard_html", "dashboard_main", "page_html", "write_page"]
+__all__ = [
+    "angle_heatmap",
+    "attribution_bars",
+    "dashboard_html",
+    "dashboard_main",
+    "decode_bars",
+    "page_html",
+    "projection_heatmap",
+    "projection_shift",
+    "write_dashboard",
+    "write_page",
+]

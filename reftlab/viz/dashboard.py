@@ -15,8 +15,9 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.offline
@@ -73,8 +74,9 @@ def dashboard_figures(
     out.append(("Subspace angles", angle_heatmap(table, "angle_0")))
     out.append(("Subspace overlap", angle_heatmap(table, "overlap")))
     n_dirs = sum(iv.rank for iv in reft_model.interventions.values())
-    attr = attribute(reft_model, prompt_set, targets=targets, directions=n_dirs <= 16, batch_size=batch_size,
-                     progress=progress)
+    attr = attribute(
+        reft_model, prompt_set, targets=targets, directions=n_dirs <= 16, batch_size=batch_size, progress=progress
+    )
     out += [(f"Attribution: {m}", attribution_bars(attr, m)) for m in dict.fromkeys(attr["metric"])]
     return out
 
@@ -82,13 +84,24 @@ def dashboard_figures(
 def page_html(figures: Sequence[tuple[str, go.Figure]], *, title: str, intro: str = "") -> str:
     """A self-contained page: ``intro`` (HTML), then each (heading, figure); plotly.js inlined once."""
     parts = [
-        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
-        _STYLE, _ERROR_CATCHER, f"<script>{plotly.offline.get_plotlyjs()}</script>", "</head><body>",
-        f"<h1>{html.escape(title)}</h1>", "<div id='reftlab-errors'></div>", intro,
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        _STYLE,
+        _ERROR_CATCHER,
+        f"<script>{plotly.offline.get_plotlyjs()}</script>",
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<div id='reftlab-errors'></div>",
+        intro,
     ]
     for i, (heading, fig) in enumerate(figures):
-        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"reftlab-fig-{i}",
-                           config={"displaylogo": False, "responsive": True})
+        body = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"reftlab-fig-{i}",
+            config={"displaylogo": False, "responsive": True},
+        )
         parts += [f"<h2>{html.escape(heading)}</h2>", f"<div class='figure'>{body}</div>"]
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -117,11 +130,15 @@ def _html_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def dashboard_html(reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard") -> str:
+def dashboard_html(
+    reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard"
+) -> str:
     """The dashboard page: the ReFT's summary and config, then each figure."""
     config = json.dumps(reft_model.config.to_json(), indent=2)
-    intro = (f"<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
-             f"<h2>Config</h2><pre id='reftlab-config'>{html.escape(config)}</pre>")
+    intro = (
+        f"<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
+        f"<h2>Config</h2><pre id='reftlab-config'>{html.escape(config)}</pre>"
+    )
     return page_html(figures, title=title, intro=intro)
 
 
@@ -143,8 +160,15 @@ def write_dashboard(
     (a probe, a ``mean_difference_direction``) added to the angle heatmaps.
     """
     _html_path(path)  # fail before the analysis runs
-    figures = dashboard_figures(reft_model, prompts, targets=targets, reference=reference, max_prompts=max_prompts,
-                                batch_size=batch_size, progress=progress)
+    figures = dashboard_figures(
+        reft_model,
+        prompts,
+        targets=targets,
+        reference=reference,
+        max_prompts=max_prompts,
+        batch_size=batch_size,
+        progress=progress,
+    )
     return write_page(dashboard_html(reft_model, figures, title=title), path)
 
 

@@ -38,24 +38,48 @@ def projection_heatmap(
     """
     key, sub = _pick_key(df, key)
     if direction not in sub.columns or sub[direction].isna().all():
-        raise ValueError(f"{key!r} has no column {direction!r}; directions: {[c for c in sub.columns if c.startswith('dir_')]}")
+        raise ValueError(
+            f"{key!r} has no column {direction!r}; directions: {[c for c in sub.columns if c.startswith('dir_')]}"
+        )
     sub = sub[(sub["stage"] == stage) & (sub["prompt_id"] < sub["prompt_id"].min() + max_prompts)]
     z = sub.pivot(index="prompt_id", columns="position", values=direction)
     tokens = sub.pivot(index="prompt_id", columns="position", values="token").reindex_like(z)
     limit = float(np.nanmax(np.abs(z.values))) or 1.0
-    fig = go.Figure(go.Heatmap(
-        z=z.values, x=list(z.columns), y=[f"prompt {i}" for i in z.index], text=tokens.fillna("").values,
-        texttemplate="%{text}", textfont={"size": 9}, colorscale="RdBu", zmid=0, zmin=-limit, zmax=limit,
-        hovertemplate="%{y}, position %{x}<br>token %{text!r}<br>" + direction + " = %{z:.3f}<extra></extra>",
-        colorbar={"title": direction}))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.values,
+            x=list(z.columns),
+            y=[f"prompt {i}" for i in z.index],
+            text=tokens.fillna("").values,
+            texttemplate="%{text}",
+            textfont={"size": 9},
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            hovertemplate="%{y}, position %{x}<br>token %{text!r}<br>" + direction + " = %{z:.3f}<extra></extra>",
+            colorbar={"title": direction},
+        )
+    )
     hit = sub[sub["intervened"]]
-    fig.add_trace(go.Scatter(x=hit["position"], y=[f"prompt {i}" for i in hit["prompt_id"]], mode="markers",
-                             marker={"symbol": "square-open", "size": 14, "color": "black"}, name="intervened",
-                             hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=hit["position"],
+            y=[f"prompt {i}" for i in hit["prompt_id"]],
+            mode="markers",
+            marker={"symbol": "square-open", "size": 14, "color": "black"},
+            name="intervened",
+            hoverinfo="skip",
+        )
+    )
     site = f"{sub['hook'].iloc[0]}" if len(sub) else key
-    fig.update_layout(title=f"{key}: projection on {direction} ({stage} the intervention) at {site}",
-                      xaxis_title="position", yaxis={"autorange": "reversed"}, height=max(300, 22 * len(z) + 140),
-                      legend={"orientation": "h", "y": -0.15})
+    fig.update_layout(
+        title=f"{key}: projection on {direction} ({stage} the intervention) at {site}",
+        xaxis_title="position",
+        yaxis={"autorange": "reversed"},
+        height=max(300, 22 * len(z) + 140),
+        legend={"orientation": "h", "y": -0.15},
+    )
     return fig
 
 
@@ -68,10 +92,24 @@ def projection_shift(df: pd.DataFrame, key: str | None = None) -> go.Figure:
     for stage, color in (("before", _BEFORE), ("after", _AFTER)):
         part = sub[sub["stage"] == stage]
         long = part.melt(id_vars=["token"], value_vars=dirs, var_name="direction", value_name="projection")
-        fig.add_trace(go.Box(x=long["direction"], y=long["projection"], name=stage, marker_color=color,
-                             boxpoints="all", jitter=0.4, pointpos=0, text=long["token"]))
-    fig.update_layout(boxmode="group", title=f"{key}: projections at intervened tokens, before vs after",
-                      yaxis_title="projection", height=380)
+        fig.add_trace(
+            go.Box(
+                x=long["direction"],
+                y=long["projection"],
+                name=stage,
+                marker_color=color,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                text=long["token"],
+            )
+        )
+    fig.update_layout(
+        boxmode="group",
+        title=f"{key}: projections at intervened tokens, before vs after",
+        yaxis_title="projection",
+        height=380,
+    )
     return fig
 
 
@@ -82,13 +120,22 @@ def angle_heatmap(table: pd.DataFrame, value: str = "angle_0") -> go.Figure:
     names = list(dict.fromkeys(table["a"]))
     z = table.pivot(index="a", columns="b", values=value).reindex(index=names, columns=names)
     is_angle = value.startswith("angle")
-    fig = go.Figure(go.Heatmap(
-        z=z.values, x=names, y=names, colorscale="Viridis_r" if is_angle else "Viridis",
-        zmin=0, zmax=90 if is_angle else 1, texttemplate="%{z:.1f}" if is_angle else "%{z:.2f}",
-        colorbar={"title": "degrees" if is_angle else "overlap"}))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.values,
+            x=names,
+            y=names,
+            colorscale="Viridis_r" if is_angle else "Viridis",
+            zmin=0,
+            zmax=90 if is_angle else 1,
+            texttemplate="%{z:.1f}" if is_angle else "%{z:.2f}",
+            colorbar={"title": "degrees" if is_angle else "overlap"},
+        )
+    )
     label = "smallest principal angle" if value == "angle_0" else value
-    fig.update_layout(title=f"Subspace comparison: {label}", yaxis={"autorange": "reversed"},
-                      height=max(320, 60 * len(names) + 160))
+    fig.update_layout(
+        title=f"Subspace comparison: {label}", yaxis={"autorange": "reversed"}, height=max(320, 60 * len(names) + 160)
+    )
     return fig
 
 
@@ -96,14 +143,28 @@ def decode_bars(table: pd.DataFrame, key: str | None = None) -> go.Figure:
     """Top (promoted) and bottom (suppressed) tokens of each direction, one row per direction."""
     key, sub = _pick_key(table, key)
     dirs = list(dict.fromkeys(sub["direction"]))
-    fig = make_subplots(rows=len(dirs), cols=2, subplot_titles=[f"{d}: {s}" for d in dirs for s in ("top", "bottom")],
-                        horizontal_spacing=0.18, vertical_spacing=min(0.12, 0.5 / max(len(dirs), 1)))
+    fig = make_subplots(
+        rows=len(dirs),
+        cols=2,
+        subplot_titles=[f"{d}: {s}" for d in dirs for s in ("top", "bottom")],
+        horizontal_spacing=0.18,
+        vertical_spacing=min(0.12, 0.5 / max(len(dirs), 1)),
+    )
     for row, d in enumerate(dirs, start=1):
         for col, side in enumerate(("top", "bottom"), start=1):
             part = sub[(sub["direction"] == d) & (sub["side"] == side)].sort_values("rank", ascending=False)
-            fig.add_trace(go.Bar(x=part["logit"], y=[repr(t) for t in part["token"]], orientation="h", showlegend=False,
-                                 marker_color=_AFTER if side == "top" else _BEFORE,
-                                 hovertemplate="%{y}: %{x:.2f}<extra></extra>"), row=row, col=col)
+            fig.add_trace(
+                go.Bar(
+                    x=part["logit"],
+                    y=[repr(t) for t in part["token"]],
+                    orientation="h",
+                    showlegend=False,
+                    marker_color=_AFTER if side == "top" else _BEFORE,
+                    hovertemplate="%{y}: %{x:.2f}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
     fig.update_layout(title=f"{key}: directions read through the unembedding", height=max(320, 240 * len(dirs)))
     return fig
 
@@ -113,9 +174,19 @@ def attribution_bars(table: pd.DataFrame, metric: str = "loss") -> go.Figure:
     sub = table[(table["metric"] == metric) & (table["removed"] != "none")]
     if sub.empty:
         raise ValueError(f"no ablations for metric {metric!r}; metrics: {sorted(set(table['metric']))}")
-    fig = go.Figure(go.Bar(x=sub["delta"], y=sub["removed"], orientation="h",
-                           marker_color=np.where(sub["delta"] >= 0, _AFTER, _BEFORE),
-                           hovertemplate="%{y}: delta %{x:.4f}<extra></extra>"))
-    fig.update_layout(title=f"Effect of removing each part on {metric} (value - full ReFT)",
-                      xaxis_title=f"delta {metric}", yaxis={"autorange": "reversed"}, height=max(280, 40 * len(sub) + 160))
+    fig = go.Figure(
+        go.Bar(
+            x=sub["delta"],
+            y=sub["removed"],
+            orientation="h",
+            marker_color=np.where(sub["delta"] >= 0, _AFTER, _BEFORE),
+            hovertemplate="%{y}: delta %{x:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Effect of removing each part on {metric} (value - full ReFT)",
+        xaxis_title=f"delta {metric}",
+        yaxis={"autorange": "reversed"},
+        height=max(280, 40 * len(sub) + 160),
+    )
     return fig

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -17,7 +18,7 @@ import reftlab
 from reftlab.interventions import kinds
 from reftlab.io import read_pyreft
 
-FIX = Path(__file__).parent / "fixtures" / "pyreft"
+FIX = FIXTURES / "pyreft"
 REF = json.loads((FIX / "reference.json").read_text())
 LOGITS = load_file(str(FIX / "reference.safetensors"))
 CHECKPOINTS = sorted(p.name.removeprefix("ckpt_") for p in FIX.glob("ckpt_*"))
@@ -41,16 +42,22 @@ def test_pyreft_checkpoint_reproduces_pyreft_logits_and_generation(base, name):
     n = len(rm.interventions)
     ids = torch.tensor(REF["inputs"])
     with torch.no_grad():
-        _, out = rm({"input_ids": ids, "attention_mask": torch.ones_like(ids)},
-                    unit_locations={"sources->base": (None, [REF["positions"]] * n)})
+        _, out = rm(
+            {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+            unit_locations={"sources->base": (None, [REF["positions"]] * n)},
+        )
     torch.testing.assert_close(out.logits, LOGITS[f"logits.{name}"], atol=2e-5, rtol=1e-4)
     assert not torch.allclose(out.logits, LOGITS["logits.base"], atol=1e-3)  # the intervention matters
     prompt = torch.tensor(REF["prompt"])
     with torch.no_grad():
-        _, gen = rm.generate({"input_ids": prompt, "attention_mask": torch.ones_like(prompt)},
-                             unit_locations={"sources->base": (None, [REF["gen_positions"]] * n)},
-                             intervene_on_prompt=True, max_new_tokens=REF["max_new_tokens"], do_sample=False,
-                             pad_token_id=256)
+        _, gen = rm.generate(
+            {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)},
+            unit_locations={"sources->base": (None, [REF["gen_positions"]] * n)},
+            intervene_on_prompt=True,
+            max_new_tokens=REF["max_new_tokens"],
+            do_sample=False,
+            pad_token_id=256,
+        )
     assert gen[0].tolist() == REF["generations"][name]
 
 
@@ -58,7 +65,9 @@ def test_imports_map_pyreft_classes_to_kinds_and_sites():
     assert [iv.kind for iv in read_pyreft(FIX / "ckpt_noreft").interventions] == ["noreft"]
     imported = read_pyreft(FIX / "ckpt_loreft_two")
     assert [r.site.hook for r in imported.config.representations] == [
-        "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+        "blocks.1.hook_resid_post",
+        "blocks.3.hook_resid_post",
+    ]
     assert read_pyreft(FIX / "ckpt_loreft_string").config.representations[0].site.hook == "model.layers[1].output"
 
 
@@ -83,8 +92,16 @@ PYREFT_HAS = ["consreft", "direft", "lobireft", "loreft", "nodireft", "noreft"]
 
 def test_composite_kinds_are_refused_by_the_pyreft_layout(base, tmp_path):
     assert set(kinds()) - set(PYREFT_HAS) == {"concat_loreft", "simgate", "sum"}
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "intervention": {
-        "kind": "sum", "children": [{"kind": "loreft", "rank": 2}, {"kind": "lobireft", "rank": 2}]}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "intervention": {
+                "kind": "sum",
+                "children": [{"kind": "loreft", "rank": 2}, {"kind": "lobireft", "rank": 2}],
+            },
+        }
+    )
     with pytest.raises(ValueError, match="'sum', which pyreft has no class for"):
         reftlab.get_reft_model(base, cfg).save(tmp_path / "p", format="pyreft")
     assert not (tmp_path / "p").exists()
@@ -92,17 +109,24 @@ def test_composite_kinds_are_refused_by_the_pyreft_layout(base, tmp_path):
 
 @pytest.mark.parametrize("kind", PYREFT_HAS)
 def test_export_to_pyreft_layout_loads_back(base, tmp_path, kind):
-    cfg = reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "intervention": {"kind": kind, "rank": 4}},
-        {"layer": 2, "component": "mlp_output", "intervention": {"kind": kind, "rank": 2}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {"layer": 1, "component": "block_output", "intervention": {"kind": kind, "rank": 4}},
+            {"layer": 2, "component": "mlp_output", "intervention": {"kind": kind, "rank": 2}},
+        ]
+    )
     rm = reftlab.get_reft_model(base, cfg)
     with torch.no_grad():
         for p in rm.interventions.parameters():
             p.add_(0.3 * torch.randn_like(p))
     rm.save(tmp_path / "p", format="pyreft")
     names = sorted(p.name for p in (tmp_path / "p").iterdir())
-    assert names == ["README.md", "config.json", "intkey_layer_1_comp_block_output_unit_pos_nunit_1#0.bin",
-                     "intkey_layer_2_comp_mlp_output_unit_pos_nunit_1#0.bin"]
+    assert names == [
+        "README.md",
+        "config.json",
+        "intkey_layer_1_comp_block_output_unit_pos_nunit_1#0.bin",
+        "intkey_layer_2_comp_mlp_output_unit_pos_nunit_1#0.bin",
+    ]
     # the same tensor names as pyreft's own checkpoint of that kind
     ours = torch.load(tmp_path / "p" / names[2], weights_only=True)
     theirs = torch.load(next((FIX / f"ckpt_{kind}").glob("intkey_*.bin")), weights_only=True)
@@ -120,8 +144,9 @@ def test_pyreft_itself_loads_the_export(base, tmp_path):
     """pyreft 0.1.0 loads each exported kind it can reload and computes reftlab's logits."""
     ivs = []
     for kind in ("loreft", "direft", "consreft", "lobireft"):
-        cfg = reftlab.ReftConfig(representations={"layer": 2, "component": "block_output",
-                                                  "intervention": {"kind": kind, "rank": 4}})
+        cfg = reftlab.ReftConfig(
+            representations={"layer": 2, "component": "block_output", "intervention": {"kind": kind, "rank": 4}}
+        )
         rm = reftlab.get_reft_model(base, cfg)
         rm.save(tmp_path / kind, format="pyreft")
         ids = torch.tensor(REF["inputs"])
@@ -130,7 +155,11 @@ def test_pyreft_itself_loads_the_export(base, tmp_path):
         torch.save(logits, tmp_path / kind / "expected.pt")
         ivs.append(kind)
     script = FIX / "check_export.py"
-    res = subprocess.run([str(PYREFT_VENV / "bin" / "python"), str(script), str(FIX / "model"), *[str(tmp_path / k) for k in ivs]],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(PYREFT_VENV / "bin" / "python"), str(script), str(FIX / "model"), *[str(tmp_path / k) for k in ivs]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert res.stdout.count("OK") == len(ivs), res.stdout

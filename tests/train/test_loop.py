@@ -8,12 +8,16 @@ import reftlab
 from reftlab.data import build_dataset
 from reftlab.train import TrainConfig, list_checkpoints
 
-DF = pd.DataFrame({"prompt": ["Hello there", "Hi", "What is up", "Say yes"], "response": ["yo", "hey you", "sky", "yes"]})
+DF = pd.DataFrame(
+    {"prompt": ["Hello there", "Hi", "What is up", "Say yes"], "response": ["yo", "hey you", "sky", "yes"]}
+)
 
 
 def make(tok, hf=None, positions="l1", layers=(1, 2), **kw):
     hooked = reftlab.load_model(hf or reftlab.tiny_llama(), tok)
-    reps = [{"layer": L, "component": "block_output", "intervention": {"kind": "loreft", "rank": 2, **kw}} for L in layers]
+    reps = [
+        {"layer": L, "component": "block_output", "intervention": {"kind": "loreft", "rank": 2, **kw}} for L in layers
+    ]
     rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=reps))
     return rm, build_dataset(DF, tok, positions=positions, num_interventions=len(reps))
 
@@ -30,8 +34,19 @@ def test_loss_goes_down_and_only_interventions_train(tok):
 
 
 def test_resumed_run_reproduces_the_uninterrupted_loss_curve(tok, tmp_path):
-    cfg = TrainConfig(epochs=3, batch_size=2, grad_accum=1, lr=2e-2, warmup_steps=2, progress=False, log_every=0,
-                      checkpoint_every=2, checkpoint_dir=str(tmp_path / "a"), keep_checkpoints=0, seed=3)
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=2,
+        grad_accum=1,
+        lr=2e-2,
+        warmup_steps=2,
+        progress=False,
+        log_every=0,
+        checkpoint_every=2,
+        checkpoint_dir=str(tmp_path / "a"),
+        keep_checkpoints=0,
+        seed=3,
+    )
     torch.manual_seed(0)
     rm, ds = make(tok, dropout=0.1)  # dropout: the restored RNG matters
     full = reftlab.train(rm, ds, cfg)
@@ -60,8 +75,9 @@ def test_grad_accumulation_matches_one_big_batch(tok):
     big = reftlab.train(rm, ds, epochs=2, batch_size=4, progress=False, log_every=0, shuffle=False, max_grad_norm=None)
     torch.manual_seed(0)
     rm2, _ = make(tok)
-    acc = reftlab.train(rm2, ds, epochs=2, batch_size=2, grad_accum=2, progress=False, log_every=0, shuffle=False,
-                        max_grad_norm=None)
+    acc = reftlab.train(
+        rm2, ds, epochs=2, batch_size=2, grad_accum=2, progress=False, log_every=0, shuffle=False, max_grad_norm=None
+    )
     assert acc.losses == pytest.approx(big.losses, abs=1e-5)
 
 
@@ -101,7 +117,9 @@ def test_user_unfrozen_parameters_train_too(tok):
 
 def test_peft_lora_parameters_stay_trainable_and_train(tok):
     peft = pytest.importorskip("peft")
-    hf = peft.get_peft_model(reftlab.tiny_llama(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    hf = peft.get_peft_model(
+        reftlab.tiny_llama(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     rm, ds = make(tok, hf=hf)
     lora = {n: p.detach().clone() for n, p in rm.model.named_parameters() if "lora_" in n}
     assert lora and all(p.requires_grad for n, p in rm.model.named_parameters() if "lora_" in n)
@@ -123,6 +141,14 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(tok, tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        reftlab.train(rm, ds, epochs=2, batch_size=2, progress=False, log_every=0, checkpoint_every=1,
-                      checkpoint_dir=str(tmp_path))
+        reftlab.train(
+            rm,
+            ds,
+            epochs=2,
+            batch_size=2,
+            progress=False,
+            log_every=0,
+            checkpoint_every=1,
+            checkpoint_dir=str(tmp_path),
+        )
     assert list(tmp_path.iterdir()) == []

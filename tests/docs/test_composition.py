@@ -3,9 +3,10 @@
 import contextlib
 import io
 import re
-from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "composition.md"
+from helpers import REPO
+
+DOC = REPO / "docs" / "composition.md"
 
 
 def test_composition_doc_runs_and_its_plan_is_true():

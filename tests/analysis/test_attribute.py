@@ -3,19 +3,29 @@
 import pandas as pd
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 from reftlab.analysis import attribute
 
 PROMPTS = ["hello there", "ok go", "a longer prompt here"]
 
 
 def _reft(hooked, second_identity=True):
-    reft = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "l2", "kind": "loreft", "rank": 2},
-        {"layer": 2, "component": "block_output", "positions": "f1",
-         "intervention": {"kind": "loreft", "rank": 1, "init": "identity" if second_identity else "random"}}]))
+    reft = reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations=[
+                {"layer": 1, "component": "block_output", "positions": "l2", "kind": "loreft", "rank": 2},
+                {
+                    "layer": 2,
+                    "component": "block_output",
+                    "positions": "f1",
+                    "intervention": {"kind": "loreft", "rank": 1, "init": "identity" if second_identity else "random"},
+                },
+            ]
+        ),
+    )
     with torch.no_grad():
         first = next(iter(reft.interventions.values()))
         first.weight.add_(3 * torch.randn_like(first.weight))
@@ -48,8 +58,10 @@ def test_full_and_site_removed_losses_match_direct_runs(tiny_hooked):
     assert loss.loc[k0, "value"] == pytest.approx(base, rel=1e-5)
     assert set(df.metric) == {"loss", "logit['a']", "logit['e']"}
     with torch.no_grad():
-        want = sum(float(reft.run(ids := tiny_hooked.tokenizer(p, return_tensors="pt")["input_ids"]).logits[0, -1, 97])
-                   for p in PROMPTS) / len(PROMPTS)
+        want = sum(
+            float(reft.run(_ids := tiny_hooked.tokenizer(p, return_tensors="pt")["input_ids"]).logits[0, -1, 97])
+            for p in PROMPTS
+        ) / len(PROMPTS)
     got = df[(df.removed == "none") & (df.metric == "logit['a']")].value.iloc[0]
     assert got == pytest.approx(want, rel=1e-5)
     assert no_hooks_anywhere(tiny_hooked)
@@ -76,7 +88,7 @@ def test_completion_tokens_carry_the_loss(tiny_hooked):
         for p, c in zip(data.prompt, data.completion):
             ids = tiny_hooked.tokenizer(p + c, return_tensors="pt")["input_ids"]
             labels = ids.clone()
-            labels[:, :len(p)] = -100
+            labels[:, : len(p)] = -100
             out = reft.run(ids, positions=None, prompt_lengths=[len(p)], labels=labels)
             total += float(out.loss) * len(c)
             n += len(c)

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 
 
 def batch(tok, prompts, side="left"):
@@ -41,7 +41,15 @@ def test_resid_post_equals_hf_hidden_states(tiny_hooked, tok):
 def test_classic_hook_names_and_canonical_aliases(tiny_hooked):
     names = tiny_hooked.hook_dict
     for L in range(tiny_hooked.n_layers):
-        for s in ["hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "hook_attn_in", "hook_mlp_in", "attn.hook_z"]:
+        for s in [
+            "hook_resid_pre",
+            "hook_resid_post",
+            "hook_attn_out",
+            "hook_mlp_out",
+            "hook_attn_in",
+            "hook_mlp_in",
+            "attn.hook_z",
+        ]:
             assert f"blocks.{L}.{s}" in names
         assert tiny_hooked.mod_dict[f"blocks.{L}.hook_out"] is names[f"blocks.{L}.hook_resid_post"]
     with pytest.raises(ValueError, match="no hook point 'blocks.99.hook_resid_post'"):
@@ -62,7 +70,8 @@ def test_run_with_hooks_edits_and_leaves_nothing_behind(tiny_hooked, tok):
     with torch.no_grad():
         clean = tiny_hooked(**enc).logits
         zeroed = tiny_hooked.run_with_hooks(
-            enc["input_ids"], attention_mask=enc["attention_mask"],
+            enc["input_ids"],
+            attention_mask=enc["attention_mask"],
             fwd_hooks=[("blocks.1.hook_mlp_out", lambda x, hook: torch.zeros_like(x))],
         ).logits
         again = tiny_hooked(**enc).logits
@@ -76,7 +85,7 @@ def test_greedy_generation_with_kv_cache_matches_untouched_model(tiny_hf, tok, s
     ref = copy.deepcopy(tiny_hf)
     hooked = reftlab.load_model(tiny_hf, tok)
     enc = batch(tok, PROMPTS if side == "batch" else PROMPTS[1:2])
-    kw = dict(max_new_tokens=32, do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id)
+    kw = {"max_new_tokens": 32, "do_sample": False, "use_cache": True, "pad_token_id": tok.pad_token_id}
     out_ref = ref.generate(**enc, **kw)
     out = hooked.generate(**enc, **kw)
     assert torch.equal(out, out_ref)
@@ -93,7 +102,10 @@ def test_no_hook_survives_an_exception(tiny_hooked, tok):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        tiny_hooked.run_with_hooks(enc["input_ids"], fwd_hooks=[("blocks.2.hook_attn_out", boom), ("blocks.0.hook_resid_pre", lambda x, hook: x)])
+        tiny_hooked.run_with_hooks(
+            enc["input_ids"],
+            fwd_hooks=[("blocks.2.hook_attn_out", boom), ("blocks.0.hook_resid_pre", lambda x, hook: x)],
+        )
     assert tiny_hooked.taps() == []
     assert no_hooks_anywhere(tiny_hooked)
 
@@ -119,4 +131,9 @@ def test_unsupported_architecture_is_named(tok):
     from transformers import BertConfig, BertForMaskedLM
 
     with pytest.raises(ValueError, match="model_type='bert' is not supported; supported: .*llama"):
-        reftlab.load_model(BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)), tok)
+        reftlab.load_model(
+            BertForMaskedLM(
+                BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+            ),
+            tok,
+        )

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 from reftlab.analysis import project
 
 PROMPTS = ["hello there", "ok", "a much longer prompt than the others", "xyz"]
@@ -52,8 +52,10 @@ def test_one_forward_per_batch_stopping_after_the_site_and_padding_does_not_chan
     reft = _reft(tiny_hooked)
     calls, above = [], []
     blocks = get_module(tiny_hooked.hf_model, tiny_hooked.arch.layers)
-    handles = [tiny_hooked.model.register_forward_pre_hook(lambda m, a: calls.append(1)),
-               blocks[2].register_forward_pre_hook(lambda m, a: above.append(1))]
+    handles = [
+        tiny_hooked.model.register_forward_pre_hook(lambda m, a: calls.append(1)),
+        blocks[2].register_forward_pre_hook(lambda m, a: above.append(1)),
+    ]
     try:
         batched = project(reft, PROMPTS * 3, batch_size=5, progress=False)
     finally:
@@ -64,8 +66,12 @@ def test_one_forward_per_batch_stopping_after_the_site_and_padding_does_not_chan
     assert no_hooks_anywhere(tiny_hooked)
     alone = project(reft, PROMPTS, batch_size=1, progress=False)
     cols = ["dir_0", "dir_1", "dir_2", "edit_norm"]
-    torch.testing.assert_close(torch.tensor(batched[batched.prompt_id < 4][cols].values),
-                               torch.tensor(alone[cols].values), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(batched[batched.prompt_id < 4][cols].values),
+        torch.tensor(alone[cols].values),
+        atol=1e-5,
+        rtol=1e-4,
+    )
 
 
 def test_tidy_columns_tokens_and_every_input_kind(tiny_hooked):
@@ -77,8 +83,22 @@ def test_tidy_columns_tokens_and_every_input_kind(tiny_hooked):
     c = project(reft, Dataset.from_dict({"prompt": PROMPTS}), progress=False)
     pd.testing.assert_frame_equal(a, b)
     pd.testing.assert_frame_equal(a, c)
-    assert list(a.columns) == ["prompt_id", "key", "hook", "layer", "component", "position", "token_id", "token",
-                               "intervened", "edit_norm", "stage", "dir_0", "dir_1", "dir_2"]
+    assert list(a.columns) == [
+        "prompt_id",
+        "key",
+        "hook",
+        "layer",
+        "component",
+        "position",
+        "token_id",
+        "token",
+        "intervened",
+        "edit_norm",
+        "stage",
+        "dir_0",
+        "dir_1",
+        "dir_2",
+    ]
     assert "".join(a[(a.prompt_id == 0) & (a.stage == "before")].token) == PROMPTS[0]
     assert set(a.layer) == {1} and set(a.component) == {"block_output"}
     only = project(reft, PROMPTS, only_intervened=True, progress=False)
@@ -86,8 +106,10 @@ def test_tidy_columns_tokens_and_every_input_kind(tiny_hooked):
 
 
 def test_several_interventions_in_one_pass_and_a_user_subspace(tiny_hooked):
-    reps = [{"layer": 0, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1},
-            {"layer": 2, "component": "mlp_output", "positions": "f2", "kind": "noreft", "rank": 2}]
+    reps = [
+        {"layer": 0, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1},
+        {"layer": 2, "component": "mlp_output", "positions": "f2", "kind": "noreft", "rank": 2},
+    ]
     reft = _reft(tiny_hooked, reps)
     df = project(reft, PROMPTS, progress=False)
     assert sorted(df.key.unique()) == sorted(reft.interventions)
@@ -128,9 +150,17 @@ def test_per_prompt_position_tensors_follow_prompts_through_batching(tiny_hooked
 
 
 def test_analysis_runs_without_dropout_and_restores_each_modules_mode(tiny_hooked):
-    reft = reftlab.get_reft_model(tiny_hooked, reftlab.ReftConfig(representations={
-        "layer": 1, "component": "block_output", "positions": "l1",
-        "intervention": {"kind": "loreft", "rank": 2, "dropout": 0.5}}))
+    reft = reftlab.get_reft_model(
+        tiny_hooked,
+        reftlab.ReftConfig(
+            representations={
+                "layer": 1,
+                "component": "block_output",
+                "positions": "l1",
+                "intervention": {"kind": "loreft", "rank": 2, "dropout": 0.5},
+            }
+        ),
+    )
     reft.interventions.train()  # as during training: interventions train, the base model stays in eval
     a = project(reft, PROMPTS, progress=False)
     b = project(reft, PROMPTS, progress=False)

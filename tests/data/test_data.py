@@ -32,7 +32,8 @@ def test_last_position_module_matches_pyreft_shape_and_puts_l1_on_last_prompt_to
 
 def test_short_prompt_f3_l3_gets_empty_slots_never_response_positions(tok):
     dm = reftlab.make_multiple_position_supervised_data_module(
-        tok, None, ["ab", "abcdefgh"], ["xyz", "q"], positions="f3+l3", num_interventions=1, share_weights=True)
+        tok, None, ["ab", "abcdefgh"], ["xyz", "q"], positions="f3+l3", num_interventions=1, share_weights=True
+    )
     batch = dm["data_collator"]([dm["train_dataset"][i] for i in range(2)])
     locs = batch["intervention_locations"]
     assert locs[0, 0].tolist() == [0, 1, -1, -1, 0, 1]
@@ -51,7 +52,9 @@ def test_share_weights_false_splits_first_and_last_positions_like_pyreft(tok):
 def test_prompt_ids_are_a_prefix_and_match_generation_tokenization(tok):
     ds = build_dataset(pd.DataFrame({"prompt": PROMPTS, "response": RESPONSES}), tok, chat_template=True)
     for ex, prompt in zip(ds, PROMPTS):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert ex["input_ids"][: ex["prompt_length"]] == ids
         assert ex["intervention_locations"] == [[len(ids) - 1]]

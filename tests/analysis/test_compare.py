@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import no_hooks_anywhere
 
 import reftlab
-from conftest import no_hooks_anywhere
 from reftlab.analysis import compare, mean_difference_direction, orthonormal_basis, overlap, principal_angles, subspaces
 
 
@@ -18,7 +18,12 @@ def _e(i, d=6):
 
 
 def _known(d=6):
-    c30, s30, c60, s60 = math.cos(math.radians(30)), math.sin(math.radians(30)), math.cos(math.radians(60)), math.sin(math.radians(60))
+    c30, s30, c60, s60 = (
+        math.cos(math.radians(30)),
+        math.sin(math.radians(30)),
+        math.cos(math.radians(60)),
+        math.sin(math.radians(60)),
+    )
     a = torch.stack([_e(0, d), _e(1, d)])
     b = torch.stack([c30 * _e(0, d) + s30 * _e(2, d), c60 * _e(1, d) + s60 * _e(3, d)])
     return a, b
@@ -29,7 +34,9 @@ def test_known_angles_and_overlap():
     torch.testing.assert_close(principal_angles(a, b), torch.tensor([30.0, 60.0], dtype=torch.float64))
     assert overlap(a, b) == pytest.approx((0.75 + 0.25) / 2)
     assert overlap(a, torch.stack([_e(4), _e(5)])) == pytest.approx(0.0, abs=1e-12)
-    torch.testing.assert_close(principal_angles(a, torch.stack([_e(4), _e(5)])), torch.tensor([90.0, 90.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        principal_angles(a, torch.stack([_e(4), _e(5)])), torch.tensor([90.0, 90.0], dtype=torch.float64)
+    )
 
 
 def test_non_orthonormal_and_redundant_spanning_sets_give_the_same_angles():
@@ -75,14 +82,24 @@ def test_wrong_width_and_empty_subspaces_are_clear_errors():
 
 
 def test_two_layers_of_one_reft_compare_through_subspaces(tiny_hooked):
-    reft = reftlab.get_reft_model(tiny_hooked, reftlab.ReftConfig(representations=[
-        {"layer": 0, "component": "block_output", "kind": "loreft", "rank": 2},
-        {"layer": 3, "component": "block_output", "kind": "loreft", "rank": 2}]))
+    reft = reftlab.get_reft_model(
+        tiny_hooked,
+        reftlab.ReftConfig(
+            representations=[
+                {"layer": 0, "component": "block_output", "kind": "loreft", "rank": 2},
+                {"layer": 3, "component": "block_output", "kind": "loreft", "rank": 2},
+            ]
+        ),
+    )
     subs = subspaces(reft, prefix="run1/")
     assert list(subs) == [f"run1/{k}" for k in reft.interventions]
     R = next(iter(reft.interventions.values())).R.detach()
-    torch.testing.assert_close(principal_angles(subs["run1/layer_0_comp_block_output#0"], R),
-                               torch.zeros(2, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        principal_angles(subs["run1/layer_0_comp_block_output#0"], R),
+        torch.zeros(2, dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_mean_difference_direction_matches_a_direct_computation(tiny_hooked):

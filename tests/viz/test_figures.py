@@ -16,9 +16,15 @@ PROMPTS = ["hello there", "ok", "a longer prompt here"]
 def tables():
     torch.manual_seed(0)
     hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
-    reft = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "f1+l1", "kind": "loreft", "rank": 2},
-        {"layer": 2, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}]))
+    reft = reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations=[
+                {"layer": 1, "component": "block_output", "positions": "f1+l1", "kind": "loreft", "rank": 2},
+                {"layer": 2, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1},
+            ]
+        ),
+    )
     return {
         "project": project(reft, PROMPTS, progress=False),
         "decode": decode(reft, k=4, prompts=PROMPTS),
@@ -62,9 +68,13 @@ def test_angle_decode_and_attribution_figures(tables):
     assert len(bars.data) == 3 * 2  # dir_0, dir_1, edit x top/bottom
     assert all(len(b.y) == 4 for b in bars.data)
     attr = attribution_bars(tables["attribute"])
-    assert list(attr.data[0].y) == ["layer_1_comp_block_output#0", "layer_1_comp_block_output#0/dir_0",
-                                    "layer_1_comp_block_output#0/dir_1", "layer_2_comp_block_output#1",
-                                    "layer_2_comp_block_output#1/dir_0"]
+    assert list(attr.data[0].y) == [
+        "layer_1_comp_block_output#0",
+        "layer_1_comp_block_output#0/dir_0",
+        "layer_1_comp_block_output#0/dir_1",
+        "layer_2_comp_block_output#1",
+        "layer_2_comp_block_output#1/dir_0",
+    ]
     logit = attribution_bars(tables["attribute"], "logit['a']")
     assert len(logit.data[0].x) == 5
 

@@ -15,8 +15,14 @@ from reftlab.models import tiny_gpt2, tiny_llama, tiny_tokenizer
 @pytest.fixture
 def saved(tmp_path):
     hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
-    cfg = reftlab.ReftConfig(representations={"layer": 3, "component": "block_output", "positions": "l1",
-                                              "intervention": {"kind": "loreft", "rank": 2}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 3,
+            "component": "block_output",
+            "positions": "l1",
+            "intervention": {"kind": "loreft", "rank": 2},
+        }
+    )
     reftlab.get_reft_model(hooked, cfg).save(tmp_path / "c")
     return tmp_path / "c"
 
@@ -28,12 +34,15 @@ def edit_config(folder, fn):
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("other, field, want, got", [
-    (lambda: tiny_gpt2(), "architecture", "'LlamaForCausalLM'", "'GPT2LMHeadModel'"),
-    (lambda: tiny_llama(d_model=32), "d_model", "64", "32"),
-    (lambda: tiny_llama(n_layers=2), "n_layers", "4", "2"),
-    (lambda: tiny_llama(vocab=300), "vocab_size", "260", "300"),
-])
+@pytest.mark.parametrize(
+    "other, field, want, got",
+    [
+        (lambda: tiny_gpt2(), "architecture", "'LlamaForCausalLM'", "'GPT2LMHeadModel'"),
+        (lambda: tiny_llama(d_model=32), "d_model", "64", "32"),
+        (lambda: tiny_llama(n_layers=2), "n_layers", "4", "2"),
+        (lambda: tiny_llama(vocab=300), "vocab_size", "260", "300"),
+    ],
+)
 def test_mismatched_base_model_names_field_and_expected_value(saved, other, field, want, got):
     with pytest.raises(ValueError, match=f"trained on a model with {field}={want}, but this model has {field}={got}"):
         reftlab.ReftModel.load(saved, other())
@@ -102,16 +111,19 @@ def test_missing_weights_file(saved):
         reftlab.ReftModel.load(saved, tiny_llama())
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.pop("base_model"), r"missing fields \['base_model'\]"),
-    (lambda d: d.update(surprise=1), r"unknown fields \['surprise'\]"),
-    (lambda d: d["representations"][0].pop("positions"), r"representations\[0\]: missing fields \['positions'\]"),
-    (lambda d: d["representations"][0].update(extra=True), r"unknown fields \['extra'\]"),
-    (lambda d: d["base_model"].pop("d_model"), r"base_model record: missing fields \['d_model'\]"),
-    (lambda d: d["representations"][0]["intervention"].update(kind="pickle"), "unknown intervention kind 'pickle'"),
-    (lambda d: d["representations"][0]["intervention"].update(rank=3), "tensors of .* need"),
-    (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version 2.*upgrade reftlab"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("base_model"), r"missing fields \['base_model'\]"),
+        (lambda d: d.update(surprise=1), r"unknown fields \['surprise'\]"),
+        (lambda d: d["representations"][0].pop("positions"), r"representations\[0\]: missing fields \['positions'\]"),
+        (lambda d: d["representations"][0].update(extra=True), r"unknown fields \['extra'\]"),
+        (lambda d: d["base_model"].pop("d_model"), r"base_model record: missing fields \['d_model'\]"),
+        (lambda d: d["representations"][0]["intervention"].update(kind="pickle"), "unknown intervention kind 'pickle'"),
+        (lambda d: d["representations"][0]["intervention"].update(rank=3), "tensors of .* need"),
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version 2.*upgrade reftlab"),
+    ],
+)
 def test_bad_configs_give_clear_errors(saved, edit, message):
     edit_config(saved, edit)
     with pytest.raises(ValueError, match=message):

@@ -18,8 +18,12 @@ def llama():
 
 
 def _reft(hooked, kind="loreft", rank=2):
-    return reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations={
-        "layer": 2, "component": "block_output", "positions": "l1", "kind": kind, "rank": rank}))
+    return reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations={"layer": 2, "component": "block_output", "positions": "l1", "kind": kind, "rank": rank}
+        ),
+    )
 
 
 def test_a_direction_equal_to_a_tokens_unembedding_decodes_to_that_token(llama):
@@ -31,7 +35,15 @@ def test_a_direction_equal_to_a_tokens_unembedding_decodes_to_that_token(llama):
     assert top0.iloc[0].token_id == 65 and top0.iloc[0].token == "A"
     assert bottom1.iloc[0].token_id == 90 and bottom1.iloc[0].token == "Z"
     assert top0.logit.is_monotonic_decreasing and bottom1.logit.is_monotonic_increasing
-    assert len(df) == 2 * 2 * 3 and set(df.columns) == {"key", "direction", "side", "rank", "token_id", "token", "logit"}
+    assert len(df) == 2 * 2 * 3 and set(df.columns) == {
+        "key",
+        "direction",
+        "side",
+        "rank",
+        "token_id",
+        "token",
+        "logit",
+    }
 
 
 def test_the_edit_vector_of_a_constant_edit_decodes_to_its_token(llama):

@@ -35,7 +35,7 @@ def reference(iv, h):
 
 
 def test_registry_has_all_six_kinds_and_the_composable_ones():
-    assert sorted(ALL + ["concat_loreft", "simgate", "sum"]) == kinds()
+    assert sorted([*ALL, "concat_loreft", "simgate", "sum"]) == kinds()
 
 
 @pytest.mark.parametrize("kind", ALL)
@@ -130,8 +130,14 @@ def test_no_d_by_d_buffer_and_parameter_count(kind):
     iv = make(kind)
     assert list(iv.buffers()) == []
     assert all(p.numel() <= R * D for p in iv.parameters())
-    expected = {"loreft": 2 * D * R + R, "noreft": 2 * D * R + 2 * R, "direft": 2 * D * R + R,
-                "nodireft": 2 * D * R + R, "consreft": D * R + R, "lobireft": D * R + R}[kind]
+    expected = {
+        "loreft": 2 * D * R + R,
+        "noreft": 2 * D * R + 2 * R,
+        "direft": 2 * D * R + R,
+        "nodireft": 2 * D * R + R,
+        "consreft": D * R + R,
+        "lobireft": D * R + R,
+    }[kind]
     assert iv.num_parameters() == expected
 
 

@@ -4,9 +4,9 @@ import random
 
 import pytest
 import torch
+from composition_helpers import perturb, rebuild
 
 import reftlab
-from composition_helpers import perturb, rebuild
 from reftlab.interventions import DiReFT, LobiReFT, SimilarityGated
 
 
@@ -33,11 +33,14 @@ def test_pair_gate_writes_only_its_slot():
     assert iv.num_parameters() == child.num_parameters()  # a fixed gate has no parameters
 
 
-@pytest.mark.parametrize("spec", [
-    {"source": "key", "gate": "learned"},
-    {"source": "pair", "gate": "learned", "arity": 2, "write": 0},
-    {"source": "pair", "gate": "threshold", "threshold": 0.2},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"source": "key", "gate": "learned"},
+        {"source": "pair", "gate": "learned", "arity": 2, "write": 0},
+        {"source": "pair", "gate": "threshold", "threshold": 0.2},
+    ],
+)
 def test_round_trip_spec_state_and_safetensors(spec, tmp_path):
     iv = SimilarityGated(d_model=8, child={"kind": "loreft", "rank": 2}, **spec)
     perturb(iv)
@@ -74,8 +77,20 @@ def test_learned_gate_fires_on_the_trigger_only(tok):
     apart, so the right answer is g ~ 1 on '#' and g ~ 0 on every other token."""
     hook = "blocks.0.hook_resid_pre"  # token embeddings: '#' is one fixed vector
     hooked = reftlab.load_model(reftlab.tiny_llama(seed=0), tok)
-    cfg = reftlab.ReftConfig(representations=[{"hook": hook, "positions": "all", "intervention": {
-        "kind": "simgate", "child": {"kind": "lobireft", "rank": 4}, "init_scale": 5.0, "init_bias": 0.0}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "hook": hook,
+                "positions": "all",
+                "intervention": {
+                    "kind": "simgate",
+                    "child": {"kind": "lobireft", "rank": 4},
+                    "init_scale": 5.0,
+                    "init_bias": 0.0,
+                },
+            }
+        ]
+    )
     reft = reftlab.get_reft_model(hooked, cfg)
     iv = reft.interventions[next(iter(reft.interventions))]
     tok.padding_side = "right"

@@ -13,14 +13,29 @@ PROMPTS, RESPONSES = ["Hello there", "Hi", "What is up", "Say yes"], ["yo", "hey
 
 def loreft_model(tok, hf=None):
     hooked = reftlab.load_model(hf or reftlab.tiny_llama(), tok)
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "low_rank_dimension": 2,
-                                              "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=2)})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "low_rank_dimension": 2,
+            "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=2),
+        }
+    )
     return reftlab.get_reft_model(hooked, cfg)
 
 
 def args(tmp_path, **kw):
-    return TrainingArguments(output_dir=str(tmp_path), num_train_epochs=4, per_device_train_batch_size=2,
-                             learning_rate=5e-2, report_to=[], logging_steps=1, save_strategy="no", use_cpu=True, **kw)
+    return TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=4,
+        per_device_train_batch_size=2,
+        learning_rate=5e-2,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("tok_kw", ["tokenizer", "processing_class"])
@@ -51,32 +66,49 @@ def test_causal_lm_trainer_trains_only_interventions_and_keeps_R_orthonormal(tok
 def test_tokenizer_given_twice_differently_is_an_error(tok, tmp_path):
     rm = loreft_model(tok)
     with pytest.raises(ValueError, match="give the tokenizer once"):
-        reftlab.ReftTrainerForCausalLM(model=rm, tokenizer=tok, processing_class=reftlab.tiny_tokenizer(), args=args(tmp_path))
+        reftlab.ReftTrainerForCausalLM(
+            model=rm, tokenizer=tok, processing_class=reftlab.tiny_tokenizer(), args=args(tmp_path)
+        )
 
 
 def test_sequence_classification_trainer_uses_the_heads_loss(tok, tmp_path):
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, pad_token_id=256, num_labels=2)
+    cfg = LlamaConfig(
+        vocab_size=260,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=256,
+        num_labels=2,
+    )
     hf = LlamaForSequenceClassification(cfg).eval()
     rm = loreft_model(tok, hf)
     rm.model.score.weight.requires_grad_(True)  # unfrozen on purpose: trains with the interventions
     head0 = rm.model.score.weight.detach().clone()
     texts = ["good day", "bad day", "very good", "very bad"]
     enc = [tok(t) for t in texts]
-    train = [{"input_ids": e["input_ids"], "labels": [lab], "intervention_locations": [[len(e["input_ids"]) - 1]]}
-             for e, lab in zip(enc, [1, 0, 1, 0])]
+    train = [
+        {"input_ids": e["input_ids"], "labels": [lab], "intervention_locations": [[len(e["input_ids"]) - 1]]}
+        for e, lab in zip(enc, [1, 0, 1, 0])
+    ]
 
     def collate(items):
         out = reftlab.ReftDataCollator(pad_token_id=256)([{k: v for k, v in x.items() if k != "labels"} for x in items])
         out["labels"] = torch.tensor([x["labels"][0] for x in items])
         return out
 
-    trainer = reftlab.ReftTrainerForSequenceClassification(model=rm, tokenizer=tok, args=args(tmp_path),
-                                                           train_dataset=train, data_collator=collate)
+    trainer = reftlab.ReftTrainerForSequenceClassification(
+        model=rm, tokenizer=tok, args=args(tmp_path), train_dataset=train, data_collator=collate
+    )
     trainer.train()
     assert not torch.equal(rm.model.score.weight, head0)
     batch = collate(train)
-    out = rm.run(batch["input_ids"], batch["attention_mask"], positions=batch["intervention_locations"][:, 0],
-                 labels=batch["labels"])
+    out = rm.run(
+        batch["input_ids"],
+        batch["attention_mask"],
+        positions=batch["intervention_locations"][:, 0],
+        labels=batch["labels"],
+    )
     assert out.logits.shape == (4, 2) and torch.isfinite(out.loss)

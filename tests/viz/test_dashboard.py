@@ -9,18 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from _chromium import render, scan_figures
 
 import reftlab
-from _chromium import render, scan_figures
 from reftlab.viz import dashboard_main, write_dashboard
 
 PROMPTS = ["hello there", "ok then", "a longer prompt here", "xyz", "the end"]
 
 
 def _reft(hooked):
-    return reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "f1+l2", "kind": "loreft", "rank": 2},
-        {"layer": 3, "component": "mlp_output", "positions": "l1", "kind": "direft", "rank": 1}]))
+    return reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations=[
+                {"layer": 1, "component": "block_output", "positions": "f1+l2", "kind": "loreft", "rank": 2},
+                {"layer": 3, "component": "mlp_output", "positions": "l1", "kind": "direft", "rank": 1},
+            ]
+        ),
+    )
 
 
 @pytest.fixture
@@ -28,8 +34,9 @@ def dashboard(tmp_path):
     hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
     reft = _reft(hooked)
     probe = torch.randn(hooked.d_model)
-    path = write_dashboard(reft, PROMPTS, tmp_path / "report.html", targets=["a"], reference={"probe": probe},
-                           progress=False)
+    path = write_dashboard(
+        reft, PROMPTS, tmp_path / "report.html", targets=["a"], reference={"probe": probe}, progress=False
+    )
     return reft, path
 
 
@@ -72,8 +79,10 @@ def test_a_broken_figure_is_reported_on_the_page_and_in_the_console(tmp_path):
 
     page = tmp_path / "bad.html"
 
-    page.write_text(f"<html><head>{_ERROR_CATCHER}</head><body><div id='reftlab-errors'></div>"
-                    "<script>Plotly.newPlot('nowhere', [])</script></body></html>")
+    page.write_text(
+        f"<html><head>{_ERROR_CATCHER}</head><body><div id='reftlab-errors'></div>"
+        "<script>Plotly.newPlot('nowhere', [])</script></body></html>"
+    )
     shown = render(page, tmp_path, budget_ms=2000, size="800,600")
     _, errors = scan_figures(shown.dom, "reftlab-fig-")
     assert "Plotly is not defined" in errors
@@ -111,8 +120,18 @@ def test_cli_dashboard_from_a_saved_checkpoint(tmp_path):
     reft.save(tmp_path / "ckpt")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
     out = tmp_path / "report.html"
-    rc = main(["dashboard", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "prompts.txt"),
-               "-o", str(out), "--model", str(tmp_path / "base")])
+    rc = main(
+        [
+            "dashboard",
+            str(tmp_path / "ckpt"),
+            "--prompts",
+            str(tmp_path / "prompts.txt"),
+            "-o",
+            str(out),
+            "--model",
+            str(tmp_path / "base"),
+        ]
+    )
     assert rc == 0 and out.is_file()
     assert "blocks.1.hook_resid_post" in out.read_text() and "blocks.3.hook_mlp_out" in out.read_text()
     assert len(re.findall(r'id="reftlab-fig-\d+"', out.read_text())) >= 8

@@ -11,10 +11,11 @@ import reftlab.io.checkpoint as checkpoint
 from reftlab.interventions import kinds
 from reftlab.models import tiny_llama, tiny_tokenizer
 
-
 COMPOSITE = {  # composite kinds need their children (or, for concat, position pairs)
-    "sum": lambda dt: {"kind": "sum", "children": [{"kind": "loreft", "rank": 3, "dtype": dt},
-                                                   {"kind": "direft", "rank": 2, "dtype": dt}]},
+    "sum": lambda dt: {
+        "kind": "sum",
+        "children": [{"kind": "loreft", "rank": 3, "dtype": dt}, {"kind": "direft", "rank": 2, "dtype": dt}],
+    },
     "simgate": lambda dt: {"kind": "simgate", "child": {"kind": "loreft", "rank": 3, "dtype": dt}},
     "concat_loreft": lambda dt: {"kind": "concat_loreft", "rank": 3, "dtype": dt},
 }
@@ -23,11 +24,16 @@ COMPOSITE = {  # composite kinds need their children (or, for concat, position p
 def two_site_config(kind, dtype=None):
     spec = COMPOSITE[kind](dtype) if kind in COMPOSITE else {"kind": kind, "rank": 3, "dtype": dtype}
     positions = "l2" if kind == "concat_loreft" else "f1+l2"
-    return reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": positions, "intervention": dict(spec)},
-        {"hook": "model.layers[2].mlp.output", "positions": "l2" if kind == "concat_loreft" else "all",
-         "intervention": dict(spec)},
-    ])
+    return reftlab.ReftConfig(
+        representations=[
+            {"layer": 1, "component": "block_output", "positions": positions, "intervention": dict(spec)},
+            {
+                "hook": "model.layers[2].mlp.output",
+                "positions": "l2" if kind == "concat_loreft" else "all",
+                "intervention": dict(spec),
+            },
+        ]
+    )
 
 
 def perturbed(rm):
@@ -53,7 +59,7 @@ def test_round_trip_is_bitwise_for_every_kind_and_dtype(tmp_path, kind, dtype):
         after = loaded.run(ids).logits
     assert after.dtype == dtype and torch.equal(before, after)
     assert list(loaded.interventions) == list(rm.interventions)
-    assert [s for s in loaded.sites] == [s for s in rm.sites]
+    assert list(loaded.sites) == list(rm.sites)
     for a, b in zip(rm.interventions.values(), loaded.interventions.values()):
         assert a.spec() == b.spec()
         for (na, pa), (nb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -62,29 +68,54 @@ def test_round_trip_is_bitwise_for_every_kind_and_dtype(tmp_path, kind, dtype):
 
 def test_config_records_specs_identity_and_raw_r_by_d_parameters(tmp_path):
     hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
-    cfg = reftlab.ReftConfig(representations={"layer": 2, "component": "block_output", "positions": "l1",
-                                              "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.1, "act": "relu"}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 2,
+            "component": "block_output",
+            "positions": "l1",
+            "intervention": {"kind": "loreft", "rank": 4, "dropout": 0.1, "act": "relu"},
+        }
+    )
     rm = reftlab.get_reft_model(hooked, cfg)
     rm.save(tmp_path / "c")
     data = json.loads((tmp_path / "c" / checkpoint.CONFIG_FILE).read_text())
     assert data["format_version"] == checkpoint.FORMAT_VERSION and data["reftlab_version"] == reftlab.__version__
     rep = data["representations"][0]
     assert rep["hook"] == "blocks.2.hook_resid_post" and rep["positions"] == "l1"
-    assert rep["intervention"] == {"kind": "loreft", "d_model": 64, "rank": 4, "dropout": 0.1, "dtype": None,
-                                   "act": "relu", "init": "random"}
+    assert rep["intervention"] == {
+        "kind": "loreft",
+        "d_model": 64,
+        "rank": 4,
+        "dropout": 0.1,
+        "dtype": None,
+        "act": "relu",
+        "init": "random",
+    }
     base = data["base_model"]
-    assert (base["architecture"], base["d_model"], base["n_layers"], base["vocab_size"]) == ("LlamaForCausalLM", 64, 4, 260)
+    assert (base["architecture"], base["d_model"], base["n_layers"], base["vocab_size"]) == (
+        "LlamaForCausalLM",
+        64,
+        4,
+        260,
+    )
     tensors = load_file(str(tmp_path / "c" / checkpoint.WEIGHTS_FILE))
     key = "interventions.layer_2_comp_block_output#0"
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
-        f"{key}.rotation": (4, 64), f"{key}.weight": (4, 64), f"{key}.bias": (4,)}
+        f"{key}.rotation": (4, 64),
+        f"{key}.weight": (4, 64),
+        f"{key}.bias": (4,),
+    }
     assert not list((tmp_path / "c").glob("*.bin"))
 
 
 def test_checkpoint_size_is_parameters_times_width(tmp_path):
     hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
-    rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations={
-        "layer": 1, "component": "block_output", "intervention": {"kind": "loreft", "rank": 4}}))
+    rm = reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations={"layer": 1, "component": "block_output", "intervention": {"kind": "loreft", "rank": 4}}
+        ),
+    )
     rm.save(tmp_path / "c")
     size = (tmp_path / "c" / checkpoint.WEIGHTS_FILE).stat().st_size
     params = rm.num_intervention_parameters()
@@ -94,9 +125,12 @@ def test_checkpoint_size_is_parameters_times_width(tmp_path):
 def test_shared_intervention_is_stored_once_and_stays_shared(tmp_path):
     hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
     iv = reftlab.LoReFT(d_model=64, rank=2)
-    cfg = reftlab.ReftConfig(representations=[
-        {"layer": 1, "component": "block_output", "positions": "l1", "intervention": iv},
-        {"layer": 3, "component": "block_output", "positions": "l1", "intervention": iv}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {"layer": 1, "component": "block_output", "positions": "l1", "intervention": iv},
+            {"layer": 3, "component": "block_output", "positions": "l1", "intervention": iv},
+        ]
+    )
     rm = reftlab.get_reft_model(hooked, cfg)
     rm.save(tmp_path / "c")
     assert len(load_file(str(tmp_path / "c" / checkpoint.WEIGHTS_FILE))) == 3

@@ -25,8 +25,14 @@ def offline(monkeypatch):
 def rm():
     hooked = reftlab.load_model(tiny_llama(), tiny_tokenizer())
     hooked.hf_model.config._name_or_path = "someone/tiny-llama"
-    cfg = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "positions": "f1+l1",
-                                              "intervention": {"kind": "loreft", "rank": 2}})
+    cfg = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "positions": "f1+l1",
+            "intervention": {"kind": "loreft", "rank": 2},
+        }
+    )
     return reftlab.get_reft_model(hooked, cfg)
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from composition_helpers import next_token_batch, perturb, rebuild, train
+from helpers import no_hooks_anywhere
 
 import reftlab
-from composition_helpers import next_token_batch, perturb, rebuild, train
-from conftest import no_hooks_anywhere
 from reftlab.interventions import ConcatLoReFT, loreft_edit
 
 
@@ -56,8 +56,16 @@ def test_round_trip_spec_state_and_safetensors(tmp_path):
 
 def concat_reft(tok, write="all"):
     hooked = reftlab.load_model(reftlab.tiny_llama(seed=0), tok)
-    cfg = reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output", "positions": "l2",
-                                               "intervention": {"kind": "concat_loreft", "rank": 4, "write": write}}])
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": 1,
+                "component": "block_output",
+                "positions": "l2",
+                "intervention": {"kind": "concat_loreft", "rank": 4, "write": write},
+            }
+        ]
+    )
     return reftlab.get_reft_model(hooked, cfg)
 
 

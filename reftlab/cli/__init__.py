@@ -1,0 +1,60 @@
+"""The ``reftlab`` command line (also ``python -m reftlab``).
+
+One module per command in this package; each has ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``. A new command is a new module plus one line in ``COMMANDS``.
+
+Errors a user can fix (bad files, bad settings, a missing package) print one line naming
+the problem and the fix, and exit with code 2; ``REFTLAB_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+# name -> module under reftlab.cli (imported only when its command runs, or to build --help)
+COMMANDS: dict[str, str] = {
+    "train": "train",
+    "dashboard": "dashboard",
+}
+
+# What a user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    PermissionError,
+    RuntimeError,
+    ImportError,
+    KeyError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reftlab", description="Representation finetuning workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"{__name__}.{module}")
+        mod.add_arguments(sub.add_parser(name, help=mod.HELP, description=mod.HELP))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mod = importlib.import_module(f"{__name__}.{COMMANDS[args.command]}")
+    try:
+        return int(mod.run(args))
+    except USER_ERRORS as e:
+        if os.environ.get("REFTLAB_DEBUG"):
+            raise
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"reftlab {args.command}: {message}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reftlab {args.command}: interrupted", file=sys.stderr)
+        return 130
