@@ -6,6 +6,7 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 """
 
 from . import analysis
+from ._version import __version__
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation
@@ -16,7 +17,7 @@ from .data import (
     make_multiple_position_supervised_data_module,
 )
 from .generate import Generation, generate
-from .interference import interference, principal_angles
+from .interference import interference
 from .interventions import (
     ConcatLoReFT,
     ConsReFT,
@@ -41,10 +42,9 @@ from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tin
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
 from .sites import COMPONENTS, Positions, Site, resolve_positions
+from .subspace import principal_angles
 from .train import TrainConfig, TrainResult, train
 from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
-
-__version__ = "0.1.0"
 
 __all__ = [
     "COMPONENTS",

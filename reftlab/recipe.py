@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json
 from .config import ReftConfig, _load
 from .train.config import TrainConfig
 
@@ -203,7 +204,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     reft_model.eval()
     after = answers(reft_model, "after training (with the interventions)")
     reft_model.save(out_dir)
-    _write_json(
+    write_json(
         out_dir / "run.json",
         {"losses": result.losses, "before": before, "after": after, "seconds": time.perf_counter() - t0},
     )
@@ -215,11 +216,3 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         "output_dir": str(out_dir),
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _write_json(path: Path, data: Any) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

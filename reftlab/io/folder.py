@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import atomic_folder
+from ..attach import ReftLike
 from ..interventions import Intervention
 from ..sites import Site
-from .atomic import atomic_folder
 from .checkpoint import build_interventions, is_native, read_native, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
 from .hub import download, looks_like_repo_id
@@ -38,7 +39,12 @@ class LoadedReft:
 
 
 def save_reft(
-    reft_model: Any, target: str | os.PathLike, *, format: Format = "reftlab", repo_id: str | None = None, version: str
+    reft_model: ReftLike,
+    target: str | os.PathLike,
+    *,
+    format: Format = "reftlab",
+    repo_id: str | None = None,
+    version: str,
 ) -> Path:
     """Write ``reft_model`` to ``target`` atomically; returns the folder."""
     if format not in ("reftlab", "pyreft"):
