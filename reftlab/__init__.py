@@ -9,12 +9,21 @@ from . import analysis
 from ._version import __version__
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
-from .config import ReftConfig, Representation
+from .config import ReftConfig, Representation, TaskType
 from .data import (
     ReftDataCollator,
+    ReftDataset,
+    ReftGenerationDataset,
+    ReftPreferenceDataset,
+    ReftRawDataset,
+    ReftRewardCollator,
+    ReftRewardDataset,
+    ReftSupervisedDataset,
     build_dataset,
+    get_intervention_locations,
     make_last_position_supervised_data_module,
     make_multiple_position_supervised_data_module,
+    parse_positions,
 )
 from .generate import Generation, generate
 from .interference import interference
@@ -44,7 +53,10 @@ from .routing import Routed, route
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .subspace import principal_angles
 from .train import TrainConfig, TrainResult, train
-from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.distributed import ReftTrainerForCausalLMDistributed
+from .train.dpo import ReftDPOTrainer
+from .train.hf_trainer import ReftTrainer, ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.reward import ReftTrainerForRewardModelling
 
 __all__ = [
     "COMPONENTS",
@@ -68,15 +80,27 @@ __all__ = [
     "NoreftIntervention",
     "Positions",
     "ReftConfig",
+    "ReftDPOTrainer",
     "ReftDataCollator",
+    "ReftDataset",
+    "ReftGenerationDataset",
     "ReftModel",
+    "ReftPreferenceDataset",
+    "ReftRawDataset",
+    "ReftRewardCollator",
+    "ReftRewardDataset",
+    "ReftSupervisedDataset",
+    "ReftTrainer",
     "ReftTrainerForCausalLM",
+    "ReftTrainerForCausalLMDistributed",
+    "ReftTrainerForRewardModelling",
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
     "SimilarityGated",
     "Site",
     "SumOfEdits",
+    "TaskType",
     "TrainConfig",
     "TrainResult",
     "__version__",
@@ -89,6 +113,7 @@ __all__ = [
     "embedded_model_path",
     "for_layers",
     "generate",
+    "get_intervention_locations",
     "get_reft_model",
     "interference",
     "kinds",
@@ -96,6 +121,7 @@ __all__ = [
     "make_last_position_supervised_data_module",
     "make_multiple_position_supervised_data_module",
     "parse_layers",
+    "parse_positions",
     "positions_overlap",
     "principal_angles",
     "resolve_positions",

@@ -24,13 +24,13 @@ FLOORS: dict[str, int] = {
     "data": 1,
     # the only place hooks are installed; the ReftLike contract
     "attach": 2,
-    # what works on a ReftLike: checkpoints, interference, generation, analysis, training
+    # what works on a ReftLike: checkpoints, interference, generation, analysis
     "io": 3,
     "interference": 3,
     "generate": 3,
     "analysis": 3,
-    "train": 3,
-    # the ReftModel itself
+    # training (saves and resumes through io) and the ReftModel itself (saves through io)
+    "train": 4,
     "reft_model": 4,
     # what builds on ReftModel: composition, routing, recipes, figures and the dashboard
     "compose": 5,
