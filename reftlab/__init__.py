@@ -10,6 +10,7 @@ from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation
 from .data import (
+    PromptFormat,
     ReftDataCollator,
     build_dataset,
     make_last_position_supervised_data_module,
@@ -67,6 +68,7 @@ __all__ = [
     "NodireftIntervention",
     "NoreftIntervention",
     "Positions",
+    "PromptFormat",
     "ReftConfig",
     "ReftDataCollator",
     "ReftModel",

@@ -1,7 +1,8 @@
 """A training recipe: what ``reftlab train CONFIG.yaml`` reads, checks and runs.
 
-    model: smollm2-135m-instruct        # the embedded default, or a local HF folder
-    dtype: float32
+    model: smollm2-135m-instruct        # the embedded default, a local HF folder, or a Hub id
+    revision: null                      # a Hub branch, tag or commit (Hub ids only)
+    dtype: float32                      # or auto (the checkpoint's own), bfloat16, float16
     data: {path: emoji.jsonl, chat_template: true}     # path relative to the YAML file
     interventions:                      # ReftConfig representations (native or pyreft keys)
       - {layer: 6, component: block_output, positions: f1+l1, kind: loreft, rank: 4}
@@ -74,9 +75,13 @@ class GenerationSpec:
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     model: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "'smollm2-135m-instruct' or a local HF folder"}
+        default="smollm2-135m-instruct",
+        metadata={"help": "'smollm2-135m-instruct', a local HF folder, or a Hub id ('org/name')"},
     )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    revision: str | None = field(default=None, metadata={"help": "a Hub branch, tag or commit hash (Hub ids only)"})
+    dtype: str = field(
+        default="float32", metadata={"help": "float32, bfloat16, float16, or auto (the checkpoint's own dtype)"}
+    )
     data: DataSpec = field(metadata={"help": "the training data (see DataSpec)"})
     interventions: ReftConfig = field(
         metadata={"help": "list of representations: layer/component or hook, positions, kind, rank"}
@@ -88,6 +93,13 @@ class Recipe:
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model={self.model!r} must be a model name, a folder or a Hub id")
+        if self.revision is not None and not isinstance(self.revision, str):
+            raise ValueError(f"revision={self.revision!r} must be a string (a branch, tag or commit hash)")
+        from .models.loading import parse_dtype
+
+        parse_dtype(self.dtype)  # a bad dtype fails here, before any model is loaded
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:
                 raise ValueError(
@@ -107,7 +119,7 @@ class Recipe:
         spec = DataSpec(**{**raw_data, "path": str(path if path.is_absolute() else Path(base_dir) / path)})
         gen = data.get("generation") or {}
         _check_keys(gen, GenerationSpec, "generation")
-        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "dtype", "output_dir") if k in data}
+        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "revision", "dtype", "output_dir") if k in data}
         return cls(
             data=spec,
             interventions=ReftConfig(representations=data["interventions"]),
@@ -146,6 +158,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     import torch
 
     from .data.build import build_dataset
+    from .data.prompt_format import PromptFormat
     from .generate import generate
     from .models.loading import load_model
     from .reft_model import get_reft_model
@@ -155,7 +168,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     out_dir = Path(recipe.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "run.json").is_file():
         raise FileExistsError(f"output_dir {out_dir} exists and holds other files; choose an empty or new folder")
-    hooked = load_model(recipe.model, dtype=recipe.dtype)
+    hooked = load_model(recipe.model, revision=recipe.revision, dtype=recipe.dtype)
     log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
     reps = recipe.interventions.representations
     dataset = build_dataset(
@@ -173,6 +186,9 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     log(f"data: {len(dataset)} examples from {recipe.data.path}")
     torch.manual_seed(recipe.training.seed)
     reft_model = get_reft_model(hooked, recipe.interventions)
+    reft_model.prompt_format = PromptFormat(
+        chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt
+    )
     log(repr(reft_model))
     gen = recipe.generation
 
@@ -207,7 +223,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         out_dir / "run.json",
         {"losses": result.losses, "before": before, "after": after, "seconds": time.perf_counter() - t0},
     )
-    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir, model); plus run.json)")
+    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
     return {
         "losses": result.losses,
         "before": before,

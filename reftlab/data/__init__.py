@@ -3,6 +3,7 @@
 from .build import build_dataset, encode_examples, read_pairs
 from .collate import ReftDataCollator
 from .encode import IGNORE_INDEX, context_length, encode_pair, format_prompt, locations_for
+from .prompt_format import PromptFormat
 from .pyreft_compat import (
     collator_for,
     make_last_position_supervised_data_module,
@@ -11,6 +12,7 @@ from .pyreft_compat import (
 
 __all__ = [
     "IGNORE_INDEX",
+    "PromptFormat",
     "ReftDataCollator",
     "build_dataset",
     "collator_for",
