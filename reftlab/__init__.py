@@ -15,6 +15,7 @@ from .data import (
     make_last_position_supervised_data_module,
     make_multiple_position_supervised_data_module,
 )
+from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
 from .interference import interference, principal_angles
 from .interventions import (
@@ -40,6 +41,7 @@ from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
+from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .train import TrainConfig, TrainResult, train
 from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
@@ -54,6 +56,7 @@ __all__ = [
     "ConsreftIntervention",
     "DiReFT",
     "DireftIntervention",
+    "Evaluation",
     "FingerprintMismatch",
     "Generation",
     "HookedModel",
@@ -74,6 +77,7 @@ __all__ = [
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
+    "SearchSpace",
     "SimilarityGated",
     "Site",
     "SumOfEdits",
@@ -87,6 +91,7 @@ __all__ = [
     "compose",
     "describe",
     "embedded_model_path",
+    "evaluate",
     "for_layers",
     "generate",
     "get_reft_model",
@@ -100,6 +105,7 @@ __all__ = [
     "principal_angles",
     "resolve_positions",
     "route",
+    "search",
     "tiny_gpt2",
     "tiny_llama",
     "tiny_tokenizer",
