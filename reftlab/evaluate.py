@@ -12,7 +12,8 @@ What the model produces depends on the task (``reftlab.data.tasks``):
 - ``classification``: one forward pass through the sequence-classification head,
   interventions at their sites; the prediction is the highest-scoring class name.
 - metric ``loss``: the mean cross-entropy of each example's response tokens
-  (teacher-forced); the score is the token-weighted mean, lower is better.
+  (teacher-forced), or for classification of its class; the score is the
+  token-weighted mean, lower is better.
 
 ``score`` is the mean of the per-example scores (for ``loss``: token-weighted).
 ``compare`` runs the same data through other models ("base" = the same model with no
@@ -99,8 +100,6 @@ def evaluate(
     if not examples:
         raise ValueError("no examples to evaluate")
     scorer = get_metric(metric or DEFAULT_METRIC[task])
-    if task == "classification" and scorer.needs == "loss":
-        raise ValueError("metric 'loss' scores response tokens; for classification use 'accuracy'")
     fmt = _prompt_format(model, chat_template, system_prompt)
     models = {"": model, **_compared(model, compare)}
     import pandas as pd
@@ -214,12 +213,15 @@ def _run(
     progress: bool,
 ) -> tuple[list[Any], list[float], float]:
     """(predictions, per-example scores, overall score) of one model."""
+    if scorer.needs == "loss" and task == "classification":
+        predictions, losses = _classify(model, examples, fmt, batch_size)
+        return predictions, losses, sum(losses) / len(losses)
     if scorer.needs == "loss":
         losses, counts = _losses(model, examples, task, fmt, batch_size)
         total = sum(loss * n for loss, n in zip(losses, counts)) / max(1, sum(counts))
         return [None] * len(examples), losses, total
     if task == "classification":
-        predictions = _classify(model, examples, fmt, batch_size)
+        predictions, _ = _classify(model, examples, fmt, batch_size)
     else:
         from .data.tasks import model_prompt
 
@@ -270,19 +272,23 @@ def _pad_id(hooked: HookedModel) -> int:
 
 
 @torch.no_grad()
-def _classify(model: Any, examples: Sequence[Mapping[str, Any]], fmt: Mapping[str, Any], batch_size: int) -> list[str]:
+def _classify(
+    model: Any, examples: Sequence[Mapping[str, Any]], fmt: Mapping[str, Any], batch_size: int
+) -> tuple[list[str], list[float]]:
+    """Per example: the highest-scoring class name, and the cross-entropy of the right class."""
     hooked = model if isinstance(model, HookedModel) else model.hooked
     rows = _rows(model, examples, "classification", fmt)
     names = list(examples[0]["choices"])
-    out = []
+    out, losses = [], []
     for lo in range(0, len(rows), batch_size):
         batch = collate_classification(rows[lo : lo + batch_size], _pad_id(hooked))
         batch = {k: v.to(hooked.device) for k, v in batch.items()}
-        logits = _forward(model, batch).logits  # [batch, classes]
+        logits = _forward(model, batch).logits.float()  # [batch, classes]
         if logits.shape[-1] != len(names):
             raise ValueError(f"the classifier has {logits.shape[-1]} classes, the data name {len(names)}: {names}")
         out += [names[i] for i in logits.argmax(-1).tolist()]
-    return out
+        losses += F.cross_entropy(logits, batch["labels"], reduction="none").tolist()
+    return out, losses
 
 
 def _forward(model: Any, batch: Mapping[str, torch.Tensor]) -> Any:

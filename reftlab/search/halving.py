@@ -17,7 +17,8 @@ resumes from ``OUT/trials.csv`` with the same plan. The budget is kept: a step b
 counts every trial's optimizer steps and never starts a trial that would exceed it; a
 wall-clock budget never starts a trial its measured speed says would not finish, and
 cuts a trial's training at the deadline (that trial is dropped). Ranking: by score
-(``metric.higher_is_better``), then fewer parameters, then earlier trial.
+(``metric.higher_is_better``), then lower held-out loss (a finer signal where a coarse
+metric ties, e.g. exact match 0 for every short run), then fewer parameters, then earlier trial.
 """
 
 from __future__ import annotations
@@ -259,10 +260,10 @@ def _fingerprint(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[str,
     return {"train": len(train), "held_out": len(held), "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def _ranker(higher_is_better: bool) -> Callable[[Mapping[str, Any]], tuple[float, int, int]]:
-    def key(row: Mapping[str, Any]) -> tuple[float, int, int]:
-        score = float(row["score"])
+def _ranker(higher_is_better: bool) -> Callable[[Mapping[str, Any]], tuple[float, float, int, int]]:
+    def key(row: Mapping[str, Any]) -> tuple[float, float, int, int]:
+        score, loss = float(row["score"]), float(row["eval_loss"])
         value = math.inf if math.isnan(score) else (-score if higher_is_better else score)
-        return (value, int(row["params"]), int(row["trial"]))
+        return (value, math.inf if math.isnan(loss) else loss, int(row["params"]), int(row["trial"]))
 
     return key

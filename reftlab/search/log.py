@@ -31,6 +31,7 @@ COLUMNS = (
     "seconds",
     "train_loss",
     "score",
+    "eval_loss",
 )
 TRIALS_FILE = "trials.csv"
 RECORD_FILE = "search.json"
@@ -73,6 +74,7 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
                 "seconds": float(row["seconds"]),
                 "train_loss": float(row["train_loss"]),
                 "score": float(row["score"]),
+                "eval_loss": float(row["eval_loss"]),
             }
         )
     return out

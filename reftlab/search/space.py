@@ -12,7 +12,7 @@ The default space (layers chosen from the model's depth ``L``):
 - layers: ``round(L*f)`` for f = 0.2, 0.4, 0.6 alone, the pair {0.2, 0.6} and the
   four {0.2, 0.4, 0.6, 0.8} (SmolLM2, L=30: 6, 12, 18, "6;18", "6;12;18;24")
 - positions: ``l1``, ``f1+l1``, ``f3+l3``;  kinds: ``loreft``, ``direft``
-- ranks: 1, 2, 4, 8;  lr: 2e-3, 5e-3, 1e-2, 2e-2
+- ranks: 1, 2, 4, 8;  lr: 3e-3, 1e-2, 2e-2, 4e-2
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class SearchSpace:
     positions: tuple[str, ...] = field(default=("l1", "f1+l1", "f3+l3"), metadata={"help": "position specs"})
     kinds: tuple[str, ...] = field(default=("loreft", "direft"), metadata={"help": "intervention kinds"})
     ranks: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata={"help": "ranks"})
-    lrs: tuple[float, ...] = field(default=(2e-3, 5e-3, 1e-2, 2e-2), metadata={"help": "peak learning rates"})
+    lrs: tuple[float, ...] = field(default=(3e-3, 1e-2, 2e-2, 4e-2), metadata={"help": "peak learning rates"})
     component: str = field(default="block_output", metadata={"help": f"site component, one of {', '.join(COMPONENTS)}"})
 
     def __post_init__(self) -> None:

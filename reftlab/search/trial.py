@@ -1,5 +1,8 @@
 """One trial of a search: build a candidate's ReFT, train it for some steps, score it held out.
 
+The score is the search's metric on the held-out examples; the held-out loss (response
+tokens' cross-entropy, or the class's for classification) is recorded too and breaks ties.
+
 ``TrialRunner`` holds what all trials share: the base model, the examples, the
 tokenized rows (built once per positions spec), the classifier head's initial weights
 (restored before each classification trial) and the evaluation settings. Every trial
@@ -120,6 +123,17 @@ class TrialRunner:
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
         )
+        eval_loss = ev.score
+        if self.metric.needs != "loss":  # a finer signal that breaks ties of coarse metrics
+            eval_loss = evaluate(
+                reft_model,
+                self.eval_examples,
+                task=self.task,
+                metric="loss",
+                chat_template=self.chat_template,
+                system_prompt=self.system_prompt,
+                batch_size=self.batch_size,
+            ).score
         tail = result.losses[-max(1, len(result.losses) // 10) :]
         return {
             "key": candidate.key,
@@ -134,4 +148,5 @@ class TrialRunner:
             "train_seconds": t_train,
             "train_loss": round(sum(tail) / len(tail), 6) if tail else float("nan"),
             "score": ev.score,
+            "eval_loss": round(eval_loss, 6),
         }

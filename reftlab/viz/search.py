@@ -4,7 +4,7 @@
 >>> t = pd.DataFrame({"trial": [0, 1, 2], "rung": [0, 0, 1], "key": ["a", "b", "a"], "layers": ["6", "12", "6"],
 ...                   "positions": ["l1"] * 3, "kind": ["loreft"] * 3, "rank": [1, 4, 1], "lr": [1e-2] * 3,
 ...                   "params": [1153, 4612, 1153], "steps": [4, 4, 12], "seconds": [1.0] * 3,
-...                   "train_loss": [1.0, 0.5, 0.2], "score": [0.2, 0.4, 0.6]})
+...                   "train_loss": [1.0, 0.5, 0.2], "score": [0.2, 0.4, 0.6], "eval_loss": [2.0, 1.5, 1.0]})
 >>> [title for title, _ in search_figures(t, metric="accuracy")]
 ['accuracy vs trainable parameters', 'accuracy by rung', 'Effect of layers (first rung)', 'Effect of positions (first rung)', 'Effect of kind (first rung)', 'Effect of rank (first rung)', 'Effect of lr (first rung)']
 """
