@@ -36,7 +36,7 @@ import reftlab
 from reftlab.data.collate import ReftDataCollator
 from reftlab.data.tasks import collate_classification, encode_task_examples, split_held_out
 from reftlab.metrics import get_metric
-from reftlab.recipe import Recipe, load_base, recipe_examples, run_recipe
+from reftlab.recipe import Recipe, evaluate_recipe, load_base, recipe_examples, run_recipe
 from reftlab.search import SearchSettings, search_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,16 +110,7 @@ def lora_run(recipe: Recipe, train: list[dict], held: list[dict], lr: float) -> 
         losses.append(out.loss.item())
     seconds = time.perf_counter() - t0
     model.eval()
-    scored = reftlab.evaluate(
-        reftlab.load_model(model, tok),
-        held,
-        task=recipe.task,
-        metric=recipe.evaluation.metric,
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        max_new_tokens=recipe.evaluation.max_new_tokens,
-        batch_size=recipe.evaluation.batch_size,
-    )
+    scored = evaluate_recipe(recipe, reftlab.load_model(model, tok), held)
     return {
         "lr": lr,
         "score": scored.score,
@@ -156,19 +147,7 @@ def bench(name: str, out: Path, lora_lrs: Sequence[float], budget: str | None) -
     lora = cached(folder / "lora_test.json", lambda: lora_run(recipe, train, test, best_lora["lr"]))
     base = None
     if recipe.task != "classification":
-        base = cached(
-            folder / "base_test.json",
-            lambda: reftlab.evaluate(
-                load_base(recipe),
-                test,
-                task=recipe.task,
-                metric=recipe.evaluation.metric,
-                chat_template=recipe.data.chat_template,
-                system_prompt=recipe.data.system_prompt,
-                max_new_tokens=recipe.evaluation.max_new_tokens,
-                batch_size=recipe.evaluation.batch_size,
-            ).summary(),
-        )
+        base = cached(folder / "base_test.json", lambda: evaluate_recipe(recipe, load_base(recipe), test).summary())
     return {
         "recipe": Path(name).stem,
         "task": recipe.task,

@@ -178,9 +178,11 @@ def _infer_task(model: Any, data: Any) -> str:
 def _prompt_format(model: Any, chat_template: bool | str | None, system_prompt: str | None) -> dict[str, Any]:
     if chat_template is not None:
         return {"chat_template": chat_template, "system_prompt": system_prompt}
-    recorded = getattr(model, "prompt_format", None)
+    recorded = getattr(model, "prompt_format", None)  # a loaded checkpoint's record (None if unknown)
     if isinstance(recorded, Mapping):
         return {"chat_template": recorded.get("chat_template", False), "system_prompt": recorded.get("system_prompt")}
+    if recorded is not None:
+        return {"chat_template": recorded.chat_template, "system_prompt": recorded.system_prompt}
     return {"chat_template": False, "system_prompt": system_prompt}
 
 

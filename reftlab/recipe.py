@@ -311,6 +311,23 @@ def encode_for(recipe: Recipe, hooked: Any, examples: list[dict[str, Any]], conf
     )
 
 
+def evaluate_recipe(recipe: Recipe, model: Any, examples: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """``reftlab.evaluate`` of ``model`` on ``examples`` with the recipe's task, metric and prompt format."""
+    from .evaluate import evaluate
+
+    return evaluate(
+        model,
+        examples,
+        task=recipe.task,
+        metric=recipe.evaluation.metric,
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        max_new_tokens=recipe.evaluation.max_new_tokens,
+        batch_size=recipe.evaluation.batch_size,
+        **kwargs,
+    )
+
+
 def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Load the model, answer the held-out prompts, train, answer them again, evaluate, save.
 
@@ -373,19 +390,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     summary = None
     table = None
     if held_out is not None:
-        from .evaluate import evaluate
-
-        ev = evaluate(
-            reft_model,
-            held_out,
-            task=recipe.task,
-            metric=recipe.evaluation.metric,
-            chat_template=recipe.data.chat_template,
-            system_prompt=recipe.data.system_prompt,
-            max_new_tokens=recipe.evaluation.max_new_tokens,
-            batch_size=recipe.evaluation.batch_size,
-            compare=None if recipe.task == "classification" else "base",
-        )
+        ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
         summary, table = ev.summary(), ev.table
         log(f"held-out {recipe.evaluation.data.describe()}: {json.dumps(summary)}")  # type: ignore[union-attr]
     reft_model.save(out_dir)

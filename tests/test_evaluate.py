@@ -5,8 +5,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import no_hooks_anywhere
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import no_hooks_anywhere, tiny_classifier
 
 import reftlab
 from reftlab.data.tasks import collate_classification, encode_task_examples
@@ -88,18 +87,8 @@ def test_loss_metric_is_the_token_weighted_training_loss(tok):
 
 
 def test_classification_predicts_the_heads_argmax(tok):
-    cfg = LlamaConfig(
-        vocab_size=260,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tok.pad_token_id,
-        num_labels=2,
-    )
     torch.manual_seed(0)
-    hooked = reftlab.load_model(LlamaForSequenceClassification(cfg).eval(), tok)
+    hooked = reftlab.load_model(tiny_classifier(tok), tok)
     rm = reft_of(hooked)
     data = [{"prompt": p, "label": i % 2} for i, p in enumerate(PROMPTS)]
     result = reftlab.evaluate(rm, data, labels=["no", "yes"], batch_size=3)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..compose import parse_layers
 from ..interventions import build, kinds
+from ..recipe import _check_keys
 from ..sites import COMPONENTS, Positions
 
 LAYER_FRACTIONS = ((0.2,), (0.4,), (0.6,), (0.2, 0.6), (0.2, 0.4, 0.6, 0.8))
@@ -146,7 +147,7 @@ class SearchSpace:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "space") -> "SearchSpace":
-        _check(data, cls, where)
+        _check_keys(data, cls, where)
         return cls(**dict(data))
 
 
@@ -219,20 +220,10 @@ class SearchSettings:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "search") -> "SearchSettings":
         data = dict(data or {})
-        _check(data, cls, where)
+        _check_keys(data, cls, where)
         if "space" in data:
             data["space"] = SearchSpace.from_mapping(data["space"] or {}, f"{where}.space")
         return cls(**data)
-
-
-def _check(data: Any, cls: type, where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    known = {f.name: f.metadata.get("help", "") for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
 
 
 def sample(grid: Sequence[Candidate], n: int, seed: int) -> list[Candidate]:

@@ -4,12 +4,10 @@ The archive here is a small one written by the test, laid out like the real ``bi
 sdist (``bigbench-1.0.0/bigbench/benchmark_tasks/{task}[/{subtask}]/task.json``).
 """
 
-import io
-import json
-import tarfile
 import types
 
 import pytest
+from bigbench_helpers import cached_archive, write_archive
 
 from reftlab.data import bigbench
 from reftlab.data.bigbench import BigBenchSource, from_bigbench, load_task
@@ -26,21 +24,11 @@ SPORTS = [
 ]
 
 
-def write_archive(path, tasks):
-    with tarfile.open(path, "w:gz") as tar:
-        for rel, data in tasks.items():
-            blob = json.dumps(data).encode()
-            info = tarfile.TarInfo(f"bigbench-1.0.0/bigbench/benchmark_tasks/{rel}/task.json")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REFTLAB_CACHE", str(tmp_path))
-    (tmp_path / "bigbench").mkdir()
-    write_archive(
-        tmp_path / "bigbench" / bigbench.ARCHIVE,
+    cached_archive(
+        tmp_path,
         {
             "arithmetic": {"name": "arithmetic"},
             "arithmetic/2_digit_addition": {"examples": ADD},

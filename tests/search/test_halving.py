@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from helpers import tiny_classifier
 
 import reftlab
 from reftlab.search import trial as trial_module
@@ -112,18 +112,8 @@ def test_budgets_are_kept(hooked):
 
 
 def test_classification_search_resets_the_head_between_trials(tok):
-    cfg = LlamaConfig(
-        vocab_size=260,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tok.pad_token_id,
-        num_labels=2,
-    )
     torch.manual_seed(0)
-    hooked = reftlab.load_model(LlamaForSequenceClassification(cfg).eval(), tok)
+    hooked = reftlab.load_model(tiny_classifier(tok, n_layers=4), tok)
     data = [{"prompt": f"{w} is {'good' if i % 2 else 'bad'}", "label": i % 2} for i, w in enumerate(WORDS * 2)]
     space = {"layers": ["2"], "positions": ["l1"], "kinds": ["loreft"], "ranks": [1], "lrs": [1e-2, 5e-2]}
     head = hooked.hf_model.score.weight.detach().clone()
