@@ -8,12 +8,21 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 from . import analysis
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
-from .config import ReftConfig, Representation
+from .config import ReftConfig, Representation, TaskType
 from .data import (
     ReftDataCollator,
+    ReftDataset,
+    ReftGenerationDataset,
+    ReftPreferenceDataset,
+    ReftRawDataset,
+    ReftRewardCollator,
+    ReftRewardDataset,
+    ReftSupervisedDataset,
     build_dataset,
+    get_intervention_locations,
     make_last_position_supervised_data_module,
     make_multiple_position_supervised_data_module,
+    parse_positions,
 )
 from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
@@ -44,7 +53,10 @@ from .routing import Routed, route
 from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .train import TrainConfig, TrainResult, train
-from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.distributed import ReftTrainerForCausalLMDistributed
+from .train.dpo import ReftDPOTrainer
+from .train.hf_trainer import ReftTrainer, ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.reward import ReftTrainerForRewardModelling
 
 __version__ = "0.1.0"
 
@@ -71,9 +83,20 @@ __all__ = [
     "NoreftIntervention",
     "Positions",
     "ReftConfig",
+    "ReftDPOTrainer",
     "ReftDataCollator",
+    "ReftDataset",
+    "ReftGenerationDataset",
     "ReftModel",
+    "ReftPreferenceDataset",
+    "ReftRawDataset",
+    "ReftRewardCollator",
+    "ReftRewardDataset",
+    "ReftSupervisedDataset",
+    "ReftTrainer",
     "ReftTrainerForCausalLM",
+    "ReftTrainerForCausalLMDistributed",
+    "ReftTrainerForRewardModelling",
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
@@ -81,6 +104,7 @@ __all__ = [
     "SimilarityGated",
     "Site",
     "SumOfEdits",
+    "TaskType",
     "TrainConfig",
     "TrainResult",
     "__version__",
@@ -94,6 +118,7 @@ __all__ = [
     "evaluate",
     "for_layers",
     "generate",
+    "get_intervention_locations",
     "get_reft_model",
     "interference",
     "kinds",
@@ -101,6 +126,7 @@ __all__ = [
     "make_last_position_supervised_data_module",
     "make_multiple_position_supervised_data_module",
     "parse_layers",
+    "parse_positions",
     "positions_overlap",
     "principal_angles",
     "resolve_positions",
