@@ -21,10 +21,16 @@ import torch
 
 from ..data.prompt_format import PromptFormat
 from ..interventions import Intervention
-from ..models.source import ModelSource, classify
+from ..models.source import classify
 from ..sites import Site
 from .atomic import atomic_folder
-from .base_params import applied, read_base_parameters, trainable_base_parameters, write_base_parameters
+from .base_params import (
+    BASE_FILE,
+    applied,
+    read_base_parameters,
+    trainable_base_parameters,
+    write_base_parameters,
+)
 from .checkpoint import build_interventions, is_native, read_native, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
 from .hub import download
@@ -126,8 +132,8 @@ def resolve_source(
     return download(ref, revision=revision, cache_dir=cache_dir)
 
 
-def base_source(folder: Path) -> tuple[ModelSource, str | None]:
-    """The base model a checkpoint folder records, and its dtype then; errors say what to pass instead."""
+def base_source(folder: Path) -> ModelIdentity:
+    """The base model record of a checkpoint folder that says where its base came from; errors say what to pass."""
     if not is_native(folder):
         kind = "a pyreft checkpoint" if is_pyreft(folder) else "not a reftlab checkpoint"
         raise ValueError(
@@ -140,7 +146,7 @@ def base_source(folder: Path) -> tuple[ModelSource, str | None]:
             f"checkpoint {folder} was trained on an in-memory {identity.architecture} whose source was not "
             "recorded; pass the base model: ReftModel.load(dir, model) (on the command line --model NAME)"
         )
-    return identity.model_source, identity.dtype
+    return identity
 
 
 def load_base(
@@ -152,25 +158,45 @@ def load_base(
 ) -> Any:
     """Load the base model (and its tokenizer) that the checkpoint in ``folder`` records.
 
-    ``dtype`` defaults to the dtype the base had when saved. A base folder that no longer
-    exists, or a Hub id that is not cached offline, is an error naming it and the fix.
+    ``dtype`` defaults to the dtype the base had when saved. A sequence classifier is
+    rebuilt on the recorded body with as many labels as the saved head has (the head's
+    values come in with the checkpoint). A base folder that no longer exists, or a Hub id
+    that is not cached offline, is an error naming it and the fix.
     """
+    from ..models.classifier import load_classifier
     from ..models.loading import load_model
 
-    source, saved_dtype = base_source(folder)
+    identity = base_source(folder)
+    source = identity.model_source
+    options: dict[str, Any] = {
+        "revision": source.revision,
+        "dtype": dtype if dtype is not None else identity.dtype,
+        "cache_dir": cache_dir,
+    }
     try:
-        return load_model(
-            str(source.ref),
-            revision=source.revision,
-            dtype=dtype if dtype is not None else saved_dtype,
-            device=device,
-            cache_dir=cache_dir,
-        )
+        if identity.architecture.endswith("ForSequenceClassification"):
+            hooked = load_classifier(str(source.ref), num_labels=_saved_num_labels(folder), **options)
+            return hooked if device is None else hooked.to(device)
+        return load_model(str(source.ref), device=device, **options)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"checkpoint {folder} records its base model as {source.name!r}, which does not load here: {e}. "
             "Pass the base model yourself: ReftModel.load(dir, model) (on the command line --model NAME)"
         ) from None
+
+
+def _saved_num_labels(folder: Path) -> int:
+    from safetensors.torch import load_file
+
+    path = folder / BASE_FILE
+    heads = load_file(str(path)) if path.is_file() else {}  # a head or two: small
+    for name in ("score.weight", "classifier.weight", "classifier.out_proj.weight"):
+        if name in heads:
+            return int(heads[name].shape[0])
+    raise ValueError(
+        f"checkpoint {folder} was trained on a sequence classifier but holds no head weights ({BASE_FILE}); "
+        "pass the base model: ReftModel.load(dir, model)"
+    )
 
 
 def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:

@@ -117,33 +117,27 @@ def load_model(
     if device is not None and device_map is not None:
         raise ValueError("give device= (move the loaded model) or device_map= (place it while loading), not both")
     want = parse_dtype(dtype)
+    source: ModelSource | None = None
     if isinstance(model, nn.Module):
         if revision is not None or device_map is not None or trust_remote_code:
             raise ValueError(
                 "revision=, device_map= and trust_remote_code= apply when loading by name; "
                 "this model is already in memory (move it with device=)"
             )
-        hf, source = model, None
+        hf = model
         if isinstance(want, torch.dtype):
             hf = hf.to(want)
     else:
-        kind, ref = classify(model)
-        if revision is not None and kind != "hub":
-            raise ValueError(f"revision={revision!r} applies to Hub ids; {str(model)!r} is the {kind} model {ref}")
-        where = str(embedded_model_path()) if kind == "embedded" else ref
-        options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-        if cache_dir is not None:
-            options["cache_dir"] = str(cache_dir)
-        hf = _from_pretrained(
-            where, kind, options, dtype=torch.float32 if want is None else want, device_map=device_map
+        hf, tok, source = load_named(
+            model,
+            revision=revision,
+            dtype=want,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
+            with_tokenizer=tokenizer is None,
         )
-        if kind == "hub":
-            commit = resolved_commit(ref, revision, cache_dir)
-            source = ModelSource(ref=ref, revision=commit or revision, name=ref)
-        else:
-            source = ModelSource(ref=ref, name=EMBEDDED_LABEL if kind == "embedded" else ref)
-        if tokenizer is None:
-            tokenizer = _tokenizer(where, kind, options)
+        tokenizer = tok if tokenizer is None else tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
         tok_kind, tok_ref = classify(tokenizer)
         tok_where = str(embedded_model_path()) if tok_kind == "embedded" else tok_ref
@@ -154,16 +148,49 @@ def load_model(
     return HookedModel(hf, tokenizer, source=source)
 
 
-def _from_pretrained(where: str, kind: str, options: dict[str, Any], *, dtype: Any, device_map: Any) -> nn.Module:
+def load_named(
+    model: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: Any = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    with_tokenizer: bool = True,
+    auto_class: Any = None,
+    **model_kwargs: Any,
+) -> tuple[nn.Module, Any, ModelSource]:
+    """``(hf_model, tokenizer or None, source)`` for a name, folder or Hub id (``load_model``'s path).
+
+    ``auto_class`` defaults to ``AutoModelForCausalLM`` (``load_classifier`` passes the
+    sequence-classification class); ``model_kwargs`` go to its ``from_pretrained``.
+    """
     from transformers import AutoModelForCausalLM
 
-    extra = {"device_map": device_map} if device_map is not None else {}
+    kind, ref = classify(model)
+    if revision is not None and kind != "hub":
+        raise ValueError(f"revision={revision!r} applies to Hub ids; {os.fspath(model)!r} is the {kind} model {ref}")
+    where = str(embedded_model_path()) if kind == "embedded" else ref
+    options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if cache_dir is not None:
+        options["cache_dir"] = str(cache_dir)
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    want = parse_dtype(dtype)
     try:
-        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **options, **extra)
+        hf = (auto_class or AutoModelForCausalLM).from_pretrained(
+            where, dtype=torch.float32 if want is None else want, **options, **model_kwargs
+        )
     except OSError as e:
         if kind == "hub":
-            raise unavailable(where, options.get("revision"), e, options.get("cache_dir")) from None
+            raise unavailable(ref, revision, e, cache_dir) from None
         raise
+    tokenizer = _tokenizer(where, kind, options) if with_tokenizer else None
+    if kind == "hub":
+        source = ModelSource(ref=ref, revision=resolved_commit(ref, revision, cache_dir) or revision, name=ref)
+    else:
+        source = ModelSource(ref=ref, name=EMBEDDED_LABEL if kind == "embedded" else ref)
+    return hf, tokenizer, source
 
 
 def _tokenizer(where: str, kind: str, options: dict[str, Any]) -> Any:
@@ -171,10 +198,11 @@ def _tokenizer(where: str, kind: str, options: dict[str, Any]) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(where, **options)
-    except OSError as e:
-        if kind == "hub":
-            raise unavailable(where, options.get("revision"), e, options.get("cache_dir")) from None
-        raise ValueError(f"{where} has no loadable tokenizer ({e}); pass tokenizer=") from None
+    except (OSError, ValueError, TypeError) as e:
+        if kind == "hub" and isinstance(e, OSError):
+            error = unavailable(where, options.get("revision"), e, options.get("cache_dir"), what="the tokenizer of")
+            raise FileNotFoundError(f"{error} (or pass tokenizer= if the repo has none)") from None
+        raise ValueError(f"{where} has no loadable tokenizer ({type(e).__name__}: {e}); pass tokenizer=") from None
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
