@@ -168,3 +168,19 @@ def test_dataset_argument_accepts_frames_and_records(tok):
         assert len(ds) == 3 and torch.is_tensor(ds[2]["input_ids"])
     with pytest.raises(TypeError, match="datasets.Dataset, a pandas DataFrame or a list of dicts"):
         load_task_dataset("t", None, "train", "not data")
+
+
+def test_the_leading_pad_token_changes_nothing_on_a_rotary_model_and_shifts_gpt2(tok):
+    class NoPad(TextTask):
+        def preprocess(self, kwargs):
+            super().preprocess(kwargs)
+            self.pad_mode = "none"
+
+    rows = datasets.Dataset.from_list(ROWS[:1])
+    kw = {"dataset": rows, "position": "l1", "num_interventions": 1, "text_field": "text"}
+    sink, plain = TextTask("t", None, tok, **kw)[0], NoPad("t", None, tok, **kw)[0]
+    for hf, same in ((reftlab.tiny_llama(seed=0), True), (reftlab.tiny_gpt2(seed=0), False)):
+        with torch.no_grad():
+            a = hf(input_ids=sink["input_ids"][None], attention_mask=sink["attention_mask"][None]).logits[0, 1:]
+            b = hf(input_ids=plain["input_ids"][None], attention_mask=plain["attention_mask"][None]).logits[0]
+        assert torch.allclose(a, b, atol=1e-5) == same
