@@ -24,6 +24,7 @@ from .data import (
     make_multiple_position_supervised_data_module,
     parse_positions,
 )
+from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
 from .interference import interference, principal_angles
 from .interventions import (
@@ -49,6 +50,7 @@ from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
+from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .train import TrainConfig, TrainResult, train
 from .train.distributed import ReftTrainerForCausalLMDistributed
@@ -66,6 +68,7 @@ __all__ = [
     "ConsreftIntervention",
     "DiReFT",
     "DireftIntervention",
+    "Evaluation",
     "FingerprintMismatch",
     "Generation",
     "HookedModel",
@@ -97,6 +100,7 @@ __all__ = [
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
+    "SearchSpace",
     "SimilarityGated",
     "Site",
     "SumOfEdits",
@@ -111,6 +115,7 @@ __all__ = [
     "compose",
     "describe",
     "embedded_model_path",
+    "evaluate",
     "for_layers",
     "generate",
     "get_intervention_locations",
@@ -126,6 +131,7 @@ __all__ = [
     "principal_angles",
     "resolve_positions",
     "route",
+    "search",
     "tiny_gpt2",
     "tiny_llama",
     "tiny_tokenizer",
