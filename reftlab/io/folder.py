@@ -31,7 +31,7 @@ from .base_params import (
     trainable_base_parameters,
     write_base_parameters,
 )
-from .checkpoint import build_interventions, is_native, read_native, write_native
+from .checkpoint import build_interventions, is_native, read_native, read_safetensors, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
 from .hub import download
 from .lora import ADAPTER_CONFIG, attach_lora, is_peft, write_lora
@@ -186,10 +186,8 @@ def load_base(
 
 
 def _saved_num_labels(folder: Path) -> int:
-    from safetensors.torch import load_file
-
     path = folder / BASE_FILE
-    heads = load_file(str(path)) if path.is_file() else {}  # a head or two: small
+    heads = read_safetensors(path) if path.is_file() else {}  # a head or two: small
     for name in ("score.weight", "classifier.weight", "classifier.out_proj.weight"):
         if name in heads:
             return int(heads[name].shape[0])

@@ -150,3 +150,11 @@ def test_fingerprint_samples_stay_in_bounds_for_large_tensors():
     with torch.no_grad():
         big.weight[-1] += 1.0  # the last element is always sampled
     assert weights_fingerprint(big) != a
+
+
+def test_a_missing_relative_checkpoint_path_is_no_such_folder_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ["runs/emoj", "./emoj", "out/runs/emoj"]:
+        with pytest.raises(FileNotFoundError, match=f"no such checkpoint folder: {name} .*looks like a path"):
+            reftlab.ReftModel.load(name, tiny_llama())
