@@ -11,6 +11,7 @@ from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation, TaskType
 from .data import (
+    PromptFormat,
     ReftDataCollator,
     ReftDataset,
     ReftGenerationDataset,
@@ -25,6 +26,7 @@ from .data import (
     make_multiple_position_supervised_data_module,
     parse_positions,
 )
+from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
 from .interference import interference
 from .interventions import (
@@ -50,6 +52,7 @@ from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
+from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .subspace import principal_angles
 from .train import TrainConfig, TrainResult, train
@@ -66,6 +69,7 @@ __all__ = [
     "ConsreftIntervention",
     "DiReFT",
     "DireftIntervention",
+    "Evaluation",
     "FingerprintMismatch",
     "Generation",
     "HookedModel",
@@ -79,6 +83,7 @@ __all__ = [
     "NodireftIntervention",
     "NoreftIntervention",
     "Positions",
+    "PromptFormat",
     "ReftConfig",
     "ReftDPOTrainer",
     "ReftDataCollator",
@@ -97,6 +102,7 @@ __all__ = [
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
+    "SearchSpace",
     "SimilarityGated",
     "Site",
     "SumOfEdits",
@@ -111,6 +117,7 @@ __all__ = [
     "compose",
     "describe",
     "embedded_model_path",
+    "evaluate",
     "for_layers",
     "generate",
     "get_intervention_locations",
@@ -126,6 +133,7 @@ __all__ = [
     "principal_angles",
     "resolve_positions",
     "route",
+    "search",
     "tiny_gpt2",
     "tiny_llama",
     "tiny_tokenizer",

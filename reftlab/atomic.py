@@ -2,8 +2,8 @@
 
 ``atomic_folder(target)`` yields an empty temporary sibling folder; when the block ends
 without an exception it replaces ``target`` (two renames when ``target`` exists: old ->
-backup, new -> target, the backup restored if the second fails). ``write_text`` and
-``write_json`` write a temporary sibling file and rename it over the path. A crash or
+backup, new -> target, the backup restored if the second fails). ``write_bytes``,
+``write_text`` and ``write_json`` write a temporary sibling file and rename it over the path. A crash or
 exception before the rename leaves whatever was at the path as it was, and the
 temporary file or folder is removed.
 """
@@ -44,6 +44,23 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling file and a rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary sibling file and a rename.
 
@@ -52,19 +69,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     >>> p.read_text(), sorted(x.name for x in p.parent.iterdir())
     ('hi', ['a.txt'])
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; give a file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

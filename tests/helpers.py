@@ -37,3 +37,20 @@ def rotated(d: int, angles_deg: list[float]):
     )
     q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]  # a random rotation of the whole space
     return e[:r] @ q, b @ q
+
+
+def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):
+    """A tiny random LlamaForSequenceClassification (d_model 64) whose pad token is the tokenizer's."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    cfg = LlamaConfig(
+        vocab_size=260,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tok.pad_token_id,
+        num_labels=num_labels,
+    )
+    return LlamaForSequenceClassification(cfg).eval()
