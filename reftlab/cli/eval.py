@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..metrics import METRICS
 
@@ -42,7 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
-    from ..models.loading import load_model
     from ..reft_model import ReftModel
 
     if not Path(args.checkpoint).is_dir():
@@ -51,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no data file at {args.data}")
     if args.output and not str(args.output).endswith(".csv"):
         raise ValueError(f"-o {args.output}: the table is written as CSV; give a path ending in .csv")
-    hooked = load_model() if args.model is None else load_model(args.model)
+    task, labels = _recorded_task(Path(args.checkpoint))
+    labels = args.labels.split(",") if args.labels else labels
+    hooked = _base(Path(args.checkpoint), args.model, labels)
     reft_model = ReftModel.load(args.checkpoint, hooked)
+    _mark_trained(reft_model, Path(args.checkpoint))
     compare = None
     if args.compare == "base":
         compare = "base"
@@ -62,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         reft_model,
         args.data,
         metric=args.metric,
-        task=args.task,
-        labels=args.labels.split(",") if args.labels else None,
+        task=args.task or task,
+        labels=labels,
         chat_template=args.chat_template,
         system_prompt=args.system_prompt,
         max_new_tokens=args.max_new_tokens,
@@ -81,3 +84,57 @@ def run(args: argparse.Namespace) -> int:
             print(result.table.head(10).to_string(index=False))
     print(json.dumps(result.summary()))
     return 0
+
+
+def _recorded_task(checkpoint: Path) -> tuple[str | None, list[str] | None]:
+    """The task type and class names a ``reftlab train`` run recorded in ``run.json`` (if any)."""
+    run = checkpoint / "run.json"
+    if not run.is_file():
+        return None, None
+    data = json.loads(run.read_text())
+    return data.get("task"), data.get("labels")
+
+
+def _base(checkpoint: Path, model: str | None, labels: list[str] | None) -> Any:
+    """The base model the checkpoint was trained on: a sequence classifier (its head comes from
+    the checkpoint) when the checkpoint records one, else the causal LM."""
+    from ..io import BASE_FILE, read_native
+    from ..models.classifier import load_classifier
+    from ..models.loading import EMBEDDED, load_model
+
+    name = model or EMBEDDED
+    try:
+        architecture = read_native(checkpoint).identity.architecture
+    except (ValueError, FileNotFoundError, OSError):
+        architecture = ""  # not a native checkpoint: ReftModel.load says what it is
+    if not architecture.endswith("ForSequenceClassification"):
+        return load_model(name)
+    if not (checkpoint / BASE_FILE).is_file():
+        raise ValueError(f"{checkpoint} was trained on a classifier but holds no {BASE_FILE} (its head)")
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / BASE_FILE), "pt") as f:
+        names = list(f.keys())
+        heads = [f.get_slice(k).get_shape()[0] for k in names if k.split(".")[0] in ("score", "classifier")]
+    if not heads:
+        raise ValueError(f"{checkpoint / BASE_FILE} holds no classifier head (score.* or classifier.*)")
+    if labels is None:
+        raise ValueError("a classification checkpoint without a run.json needs --labels (class names in head order)")
+    if len(labels) != heads[0]:
+        raise ValueError(f"--labels names {len(labels)} classes, the checkpoint's head has {heads[0]}")
+    return load_classifier(name, num_labels=heads[0])
+
+
+def _mark_trained(reft_model: Any, checkpoint: Path) -> None:
+    """Flag the base parameters the checkpoint trained (a head) as the ReFT's, so they are counted."""
+    from ..io import BASE_FILE
+
+    if not (checkpoint / BASE_FILE).is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / BASE_FILE), "pt") as f:
+        names = set(f.keys())
+    for name, p in reft_model.model.named_parameters():
+        if name in names:
+            p.requires_grad_(True)
