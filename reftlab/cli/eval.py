@@ -23,7 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=sorted(METRICS), help="default: exact_match, or accuracy for choices/classes")
     p.add_argument("--task", choices=["generation", "multiple_choice", "classification"], help="default: from the data")
     p.add_argument("--labels", help="classification: class names in head order, comma-separated")
-    p.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
+    p.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
     p.add_argument("--compare", help="'base' (no intervention) or another checkpoint folder, on the same data")
     p.add_argument("-o", "--output", help="write the per-example table here (.csv)")
     fmt = p.add_mutually_exclusive_group()
@@ -51,16 +54,25 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no data file at {args.data}")
     if args.output and not str(args.output).endswith(".csv"):
         raise ValueError(f"-o {args.output}: the table is written as CSV; give a path ending in .csv")
-    task, labels = _recorded_task(Path(args.checkpoint))
+    checkpoint = Path(args.checkpoint)
+    task, labels = _recorded_task(checkpoint)
     labels = args.labels.split(",") if args.labels else labels
-    hooked = _base(Path(args.checkpoint), args.model, labels)
-    reft_model = ReftModel.load(args.checkpoint, hooked)
-    _mark_trained(reft_model, Path(args.checkpoint))
+
+    def load(folder: Path) -> Any:  # each on its own base: a classifier's head belongs to its checkpoint
+        if args.model is None:
+            loaded = ReftModel.load(folder)  # onto the base model the checkpoint records
+        else:
+            loaded = ReftModel.load(folder, _base(folder, args.model))
+        _mark_trained(loaded, folder)
+        _check_labels(loaded.hooked, labels)
+        return loaded
+
+    reft_model = load(checkpoint)
     compare = None
     if args.compare == "base":
         compare = "base"
     elif args.compare:
-        compare = {Path(args.compare).name or "other": ReftModel.load(args.compare, hooked)}
+        compare = {Path(args.compare).name or "other": load(Path(args.compare))}
     result = evaluate(
         reft_model,
         args.data,
@@ -95,34 +107,34 @@ def _recorded_task(checkpoint: Path) -> tuple[str | None, list[str] | None]:
     return data.get("task"), data.get("labels")
 
 
-def _base(checkpoint: Path, model: str | None, labels: list[str] | None) -> Any:
-    """The base model the checkpoint was trained on: a sequence classifier (its head comes from
-    the checkpoint) when the checkpoint records one, else the causal LM."""
-    from ..io import BASE_FILE, read_native
+def _base(checkpoint: Path, model: str) -> Any:
+    """``--model`` as the base: a sequence classifier (head size from the checkpoint) when the
+    checkpoint was trained on one, else the causal LM."""
+    from ..io import read_native
+    from ..io.folder import _saved_num_labels
     from ..models.classifier import load_classifier
-    from ..models.loading import EMBEDDED, load_model
+    from ..models.loading import load_model
 
-    name = model or EMBEDDED
     try:
         architecture = read_native(checkpoint).identity.architecture
     except (ValueError, FileNotFoundError, OSError):
         architecture = ""  # not a native checkpoint: ReftModel.load says what it is
-    if not architecture.endswith("ForSequenceClassification"):
-        return load_model(name)
-    if not (checkpoint / BASE_FILE).is_file():
-        raise ValueError(f"{checkpoint} was trained on a classifier but holds no {BASE_FILE} (its head)")
-    from safetensors import safe_open
+    if architecture.endswith("ForSequenceClassification"):
+        return load_classifier(model, num_labels=_saved_num_labels(checkpoint))
+    return load_model(model)
 
-    with safe_open(str(checkpoint / BASE_FILE), "pt") as f:
-        names = list(f.keys())
-        heads = [f.get_slice(k).get_shape()[0] for k in names if k.split(".")[0] in ("score", "classifier")]
-    if not heads:
-        raise ValueError(f"{checkpoint / BASE_FILE} holds no classifier head (score.* or classifier.*)")
+
+def _check_labels(hooked: Any, labels: list[str] | None) -> None:
+    """A classifier's class names must be known (run.json or --labels) and match its head."""
+    if not type(hooked.hf_model).__name__.endswith("ForSequenceClassification"):
+        return
+    n = int(hooked.hf_model.config.num_labels)
     if labels is None:
-        raise ValueError("a classification checkpoint without a run.json needs --labels (class names in head order)")
-    if len(labels) != heads[0]:
-        raise ValueError(f"--labels names {len(labels)} classes, the checkpoint's head has {heads[0]}")
-    return load_classifier(name, num_labels=heads[0])
+        raise ValueError(
+            f"a classification checkpoint without a run.json needs --labels (its {n} class names in head order)"
+        )
+    if len(labels) != n:
+        raise ValueError(f"--labels names {len(labels)} classes, the checkpoint's head has {n}")
 
 
 def _mark_trained(reft_model: Any, checkpoint: Path) -> None:
