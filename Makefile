@@ -27,10 +27,12 @@ $(CHROMIUM):
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	mkdir -p $(VENV) && touch $(CHROMIUM)
 
-# Fast checks, run by .ci/run before the tests: ruff lint and ruff format (pyproject.toml).
+# Fast checks, run by .ci/run before the tests: ruff lint and format, mypy (all in pyproject.toml;
+# mypy keeps its cache in .mypy_cache, so a warm run takes seconds).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
@@ -40,4 +42,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -18,7 +18,7 @@ skipped. A binding's optional ``rows`` mask limits it to some examples of the ba
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from .config import ReftConfig
 from .interventions import InterventionDict
@@ -137,7 +138,7 @@ def attach(
 
     Bindings on the same hook run in the order given (a sequential composition).
     """
-    hooks = []
+    hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []  # HookedRootModule.hooks' type
     for b in bindings:
         model.hook_point(b.hook)  # a clear error for a bad name, before anything is installed
         fn = partial(_hook, intervention=b.intervention, positions=b.positions, min_length=min_length, rows=b.rows)
@@ -172,7 +173,7 @@ class ReftLike(Protocol):
         """The base model with its hook points."""
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> PreTrainedModel:
         """What runs: the HF model, or its peft wrapper (``hooked.model``)."""
 
     @property

@@ -132,13 +132,13 @@ class ReftConfig:
             raise ValueError("ReftConfig file has no 'representations' list")
         return cls(representations=data["representations"])
 
-    def to_file(self, path: str | os.PathLike) -> None:
+    def to_file(self, path: str | os.PathLike[str]) -> None:
         """Write JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
         path = Path(path)
         write_text(path, _dump(self.to_json(), path))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ReftConfig":
+    def from_file(cls, path: str | os.PathLike[str]) -> "ReftConfig":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no config file at {path}")

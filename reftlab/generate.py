@@ -80,9 +80,9 @@ def generate(
         if interventions and not isinstance(model, HookedModel):
             bindings = model.bindings(positions, enc["attention_mask"])
             with attach(hooked, bindings, min_length=width):
-                seqs = hooked.model.generate(**enc, **kwargs)
+                seqs = hooked.generate(**enc, **kwargs)
         else:
-            seqs = hooked.model.generate(**enc, **kwargs)
+            seqs = hooked.generate(**enc, **kwargs)
         for b in range(len(chunk)):
             new = _cut(seqs[b, width:], eos, pad)
             out_ids.append(new.cpu())

@@ -316,7 +316,7 @@ def encode_for(recipe: Recipe, hooked: Any, examples: list[dict[str, Any]], conf
         hooked.tokenizer,
         examples,
         recipe.task,
-        positions=[r.site.positions for r in reps],
+        positions=[r.site.positions for r in reps if r.site.positions is not None],  # checked: each has some
         num_interventions=len(reps),
         chat_template=recipe.data.chat_template,
         system_prompt=recipe.data.system_prompt,
@@ -365,7 +365,8 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "run.json").is_file():
         raise FileExistsError(f"output_dir {out_dir} exists and holds other files; choose an empty or new folder")
     examples = recipe_examples(recipe)
-    held_out = recipe_examples(recipe, recipe.evaluation.data) if recipe.evaluation.data is not None else None
+    held_out_data = recipe.evaluation.data
+    held_out = recipe_examples(recipe, held_out_data) if held_out_data is not None else None
     n_labels = len(examples[0]["choices"]) if recipe.task == "classification" else 0
     hooked = load_base(recipe, n_labels)
     log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
@@ -407,10 +408,10 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     after = answers(reft_model, "after training (with the interventions)")
     summary = None
     table = None
-    if held_out is not None:
+    if held_out_data is not None and held_out is not None:
         ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
         summary, table = ev.summary(), ev.table
-        log(f"held-out {recipe.evaluation.data.describe()}: {json.dumps(summary)}")  # type: ignore[union-attr]
+        log(f"held-out {held_out_data.describe()}: {json.dumps(summary)}")
     reft_model.save(out_dir)
     if table is not None:
         write_text(out_dir / "eval.csv", table.to_csv(index=False))

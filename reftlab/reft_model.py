@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from ._version import __version__
 from .attach import Binding, attach
 from .config import ReftConfig
 from .data.prompt_format import PromptFormat
 from .interventions import Intervention, InterventionDict
+from .io.folder import Format
 from .models.hooked import HookedModel
 from .sites import MODULE_SITE, Positions, Site, resolve_positions
 
@@ -73,7 +75,7 @@ class ReftModel(nn.Module):
 
     # --- pyreft-compatible surface -------------------------------------------------
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> PreTrainedModel:
         return self.hooked.model
 
     @property
@@ -157,7 +159,7 @@ class ReftModel(nn.Module):
             base["attention_mask"] = mask
         bindings = self.bindings(positions, mask)
         with attach(self.hooked, bindings, min_length=input_ids.shape[1]):
-            out = self.model.generate(**base, **generate_kwargs)
+            out = self.hooked.generate(**base, **generate_kwargs)
         return None, out
 
     def print_trainable_parameters(self) -> None:
@@ -253,7 +255,7 @@ class ReftModel(nn.Module):
         save_to_hf_hub: bool = False,
         hf_repo_name: str | None = None,
         *,
-        format: str = "reftlab",
+        format: Format = "reftlab",
         prompt_format: PromptFormat | Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a checkpoint folder atomically (``reftlab.io.checkpoint`` documents the format).
@@ -277,8 +279,8 @@ class ReftModel(nn.Module):
             version=__version__,
             prompt_format=fmt,
         )
-        if save_to_hf_hub:
-            upload_folder(folder, hf_repo_name)  # type: ignore[arg-type]
+        if save_to_hf_hub and hf_repo_name:  # checked on entry: uploading needs a repo name
+            upload_folder(folder, hf_repo_name)
         return folder
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from .attach import Binding, attach
 from .models.hooked import HookedModel
@@ -42,7 +43,7 @@ class Routed:
         self.refts = dict(refts)
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> PreTrainedModel:
         return self.hooked.model
 
     def row_masks(self, routes: Sequence[Any], batch: int) -> dict[str, Bool[Tensor, " batch"]]:
@@ -115,7 +116,8 @@ class Routed:
             attention_mask = torch.ones_like(input_ids)
         bindings = self.bindings(routes, attention_mask, positions)
         with attach(self.hooked, bindings, min_length=input_ids.shape[1]):
-            return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+            out: Tensor = self.hooked.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+            return out
 
     def __repr__(self) -> str:
         lines = [f"Routed over {self.hooked!r}"]

@@ -88,13 +88,13 @@ def project(
             pos = batch_positions(positions, batch, len(encoded))
             _, seen = forward_seen(reft_model, batch, keys, pos, stop=True)
             valid = batch.attention_mask.bool()
-            for k, s in seen.items():
-                edited = position_mask(s, batch.attention_mask) & valid
+            for k, saw in seen.items():
+                edited = position_mask(saw, batch.attention_mask) & valid
                 keep = edited if only_intervened else valid
                 rows, cols = keep.nonzero(as_tuple=True)  # [N], [N]
-                u = dirs[k].to(device=s.before.device)
-                before = s.before[rows, cols].float()  # [N, d_model]
-                after = s.after[rows, cols].float()
+                u = dirs[k].to(device=saw.before.device)
+                before = saw.before[rows, cols].float()  # [N, d_model]
+                after = saw.after[rows, cols].float()
                 parts[k].append(
                     {
                         "prompt_id": batch.index.to(rows.device)[rows].cpu().numpy(),

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return loaded
 
     reft_model = load(checkpoint)
-    compare = None
+    compare: str | dict[str, ReftModel] | None = None
     if args.compare == "base":
         compare = "base"
     elif args.compare:

@@ -97,7 +97,7 @@ def load_task(task: str, subtask: str | None = None, *, download: bool = True) -
 
 def _extract(archive: Path, suffix: str) -> tuple[bytes | None, list[str]]:
     """One pass over the archive: the member ending in ``suffix``, and every task name seen."""
-    names = []
+    names: list[str] = []
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             name = member.name
@@ -203,18 +203,21 @@ def from_bigbench(ex: Mapping[str, Any], task_type: str, index: int = 0) -> dict
     text = str(ex["input"]).strip()
     prompt = f"{prefix}\n{text}" if prefix else text
     scores = ex.get("target_scores")
-    choices = [str(c) for c in scores] if isinstance(scores, Mapping) and scores else None
-    answer = None
-    if choices is not None:
-        values = [float(v) for v in scores.values()]  # type: ignore[union-attr]
+    choices: list[str] | None = None
+    answer: int | None = None
+    best: str | None = None  # the best-scored choice
+    if isinstance(scores, Mapping) and scores:
+        choices = [str(c) for c in scores]
+        values = [float(v) for v in scores.values()]
         answer = values.index(max(values))
+        best = choices[answer]
     target = ex.get("target")
     if isinstance(target, Sequence) and not isinstance(target, str):
         target = target[0] if target else None
     if task_type == "generation":
-        if target is None and choices is None:
+        response = str(target) if target is not None else best
+        if response is None:
             raise ValueError(f"BIG-bench example {index} has neither 'target' nor 'target_scores'")
-        response = str(target) if target is not None else choices[answer]  # type: ignore[index]
         return {"prompt": prompt, "response": response, "choices": None, "answer": None}
     if choices is None or answer is None:
         raise ValueError(f"BIG-bench example {index} has no 'target_scores' (choices); use task: generation")

@@ -13,7 +13,7 @@ prompt token; slots a short prompt cannot fill are -1, never a response token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -56,6 +56,14 @@ def context_length(tokenizer: Any, model: Any = None) -> int | None:
     return int(limit) if isinstance(limit, int) and limit < 10**8 else None
 
 
+class EncodedPair(TypedDict):
+    """One prompt + response example: token ids, labels (-100 on the prompt) and the prompt's length."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+
+
 def encode_pair(
     tokenizer: Any,
     prompt: str,
@@ -65,7 +73,7 @@ def encode_pair(
     nonstop: bool = False,
     templated: bool = False,
     max_length: int | None = None,
-) -> dict[str, list[int] | int]:
+) -> EncodedPair:
     """``{"input_ids", "labels", "prompt_length"}`` for one example; errors name ``index``.
 
     ``templated``: the prompt was rendered by a chat template (it carries its own special

@@ -17,7 +17,7 @@ error naming the example.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -26,6 +26,8 @@ from torch.utils.data import Dataset
 from .build import TABLE_SUFFIXES
 from .encode import IGNORE_INDEX, context_length, encode_pair
 from .reft_dataset import ReftDataset, get_intervention_locations
+
+_Labels = TypeVar("_Labels", list[int], None)  # fit() returns labels as it got them: a list, or None
 
 
 def alpaca_prompt(instruction: str, context: str | None = None) -> str:
@@ -70,7 +72,7 @@ class _TaskDataset(ReftDataset):
         """``input_ids``/``labels``/``attention_mask`` of prompt + response (+ eos), and the prompt length."""
         index = self.current_index
         ex = encode_pair(self.tokenizer, prompt, response, index=index, nonstop=nonstop)
-        ids, labels, n = list(ex["input_ids"]), list(ex["labels"]), int(ex["prompt_length"])  # type: ignore[arg-type]
+        ids, labels, n = list(ex["input_ids"]), list(ex["labels"]), ex["prompt_length"]
         ids, labels = self.fit(ids, n, labels)
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": _ones(ids)}, n
 
@@ -81,7 +83,7 @@ class _TaskDataset(ReftDataset):
         ids, _ = self.fit(ids, len(ids), None)
         return {"input_ids": torch.tensor(ids), "attention_mask": _ones(ids)}, len(ids)
 
-    def fit(self, ids: list[int], prompt_length: int, labels: list[int] | None) -> tuple[list[int], list[int] | None]:
+    def fit(self, ids: list[int], prompt_length: int, labels: _Labels) -> tuple[list[int], _Labels]:
         """Cut the response so ``ids`` fits ``limit()``; a prompt that alone does not fit is an error."""
         limit = self.limit()
         if limit is None or len(ids) <= limit:
@@ -92,7 +94,7 @@ class _TaskDataset(ReftDataset):
                 f"the tokenizer's model_max_length allows {limit}; raise model_max_length or drop the example"
             )
         self.n_truncated += 1
-        return ids[:limit], None if labels is None else labels[:limit]
+        return ids[:limit], labels if labels is None else labels[:limit]
 
 
 class ReftSupervisedDataset(_TaskDataset):
@@ -182,6 +184,8 @@ class ReftRewardDataset(_TaskDataset):
         self.prompt_field = kwargs.get("prompt_field")
         self.conv_A_reward_field = kwargs.get("conv_A_reward_field")
         self.conv_B_reward_field = kwargs.get("conv_B_reward_field")
+        if (self.conv_A_reward_field is None) != (self.conv_B_reward_field is None):
+            raise ValueError("ReftRewardDataset: give both conv_A_reward_field= and conv_B_reward_field=, or neither")
         self.fields_to_pad = ["chosen_output", "rejected_output"]
         self.fields_to_mask = ["chosen_output", "rejected_output"]
 
@@ -192,7 +196,7 @@ class ReftRewardDataset(_TaskDataset):
             a = [{"role": "user", "content": prompt}, {"role": "assistant", "content": a}]
             b = [{"role": "user", "content": prompt}, {"role": "assistant", "content": b}]
         result: dict[str, Any] = {}
-        if self.conv_A_reward_field is not None:
+        if self.conv_A_reward_field is not None and self.conv_B_reward_field is not None:
             ra = float(self.field(data_item, self.conv_A_reward_field))
             rb = float(self.field(data_item, self.conv_B_reward_field))
             if ra < rb:

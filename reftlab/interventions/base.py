@@ -107,7 +107,9 @@ def orthonormal_rows(basis: Float[Tensor, "rank d_model"]) -> Float[Tensor, "ran
     precision by construction. QR runs in at least fp32 (no bf16 QR kernels).
     """
     work = basis.float() if basis.dtype in (torch.float16, torch.bfloat16) else basis
-    q, r = torch.linalg.qr(work.T)  # q: [d_model, rank], r: [rank, rank]
+    q: Tensor  # [d_model, rank]
+    r: Tensor  # [rank, rank]
+    q, r = torch.linalg.qr(work.T)  # (torch types linalg.qr's result as Any)
     signs = torch.sign(torch.diagonal(r))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return (q * signs).T.to(basis.dtype)
@@ -169,9 +171,13 @@ class Intervention(nn.Module, abc.ABC):
             raise ValueError(
                 f"{self.kind} expects representations of width d_model={self.d_model}, got shape {tuple(h.shape)}"
             )
-        param_dtype = self.param_dtype
-        delta = self.edit(h.to(param_dtype))
-        return h + self.dropout(delta).to(h.dtype)
+        delta = self.edit(h.to(self.param_dtype))
+        return h + self.drop(delta).to(h.dtype)
+
+    def drop(self, delta: Tensor) -> Tensor:
+        """Dropout on an edit (``forward`` and composites apply it to the edit only)."""
+        out: Tensor = self.dropout(delta)  # nn.Module.__call__ is typed as returning Any
+        return out
 
     @property
     def param_dtype(self) -> torch.dtype:

@@ -42,7 +42,7 @@ def concat_loreft_edit(
     True
     """
     x = h.flatten(-2)  # [..., k * d_model]
-    e = loreft_edit(x, R, W, b, act).unflatten(-1, h.shape[-2:])  # [..., k, d_model]
+    e = torch.unflatten(loreft_edit(x, R, W, b, act), -1, h.shape[-2:])  # [..., k, d_model]
     if write is None:
         return e
     keep = torch.zeros(h.shape[-2], 1, dtype=e.dtype, device=e.device)
@@ -99,7 +99,7 @@ class ConcatLoReFT(Intervention):
     def subspace(self) -> Float[Tensor, "rows d_model"]:
         """Rows spanning the edit at every written position: R's block for slot ``write``
         (r x d), or all k blocks stacked (k r x d) when ``write="all"``."""
-        blocks = self.R.unflatten(1, (self.arity, self.d_model))  # [rank, k, d_model]
+        blocks = torch.unflatten(self.R, 1, (self.arity, self.d_model))  # [rank, k, d_model]
         if self.write != "all":
             return blocks[:, self.write]
         return blocks.transpose(0, 1).reshape(-1, self.d_model)

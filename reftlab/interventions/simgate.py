@@ -31,12 +31,12 @@ from .sum import child_interventions
 def similarity_gate(
     sim: Float[Tensor, "..."], scale: Tensor | None, bias: Tensor | None, threshold: float
 ) -> Float[Tensor, "..."]:
-    """sigmoid(scale * sim + bias), or the step 1[sim > threshold] when scale is None.
+    """sigmoid(scale * sim + bias), or the step 1[sim > threshold] when scale and bias are None.
 
     >>> similarity_gate(torch.tensor([0.2, 0.9]), None, None, 0.5).tolist()
     [0.0, 1.0]
     """
-    if scale is None:
+    if scale is None or bias is None:
         return (sim > threshold).to(sim.dtype)
     return torch.sigmoid(scale * sim + bias)
 
@@ -122,8 +122,8 @@ class SimilarityGated(Intervention):
     def edit(self, h: Tensor) -> Tensor:
         g = self.gate(h)
         if self.source == "key":
-            return g[..., None] * self.child.dropout(self.child.edit(h))
-        delta = g[..., None] * self.child.dropout(self.child.edit(h[..., self.write, :]))  # [..., d_model]
+            return g[..., None] * self.child.drop(self.child.edit(h))
+        delta = g[..., None] * self.child.drop(self.child.edit(h[..., self.write, :]))  # [..., d_model]
         slot = torch.zeros(self.arity, 1, dtype=h.dtype, device=h.device)
         slot[self.write] = 1
         return slot * delta[..., None, :]  # [..., arity, d_model], zero outside slot ``write``

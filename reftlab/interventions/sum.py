@@ -74,7 +74,7 @@ class SumOfEdits(Intervention):
         return [cast(Intervention, c) for c in self.parts]  # built from interventions only
 
     def edit(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        edits = [c.dropout(c.edit(h.to(c.param_dtype))).to(h.dtype) for c in self.members]
+        edits = [c.drop(c.edit(h.to(c.param_dtype))).to(h.dtype) for c in self.members]
         return torch.stack(edits).sum(dim=0)
 
     def subspace(self) -> Float[Tensor, "rank d_model"]:

@@ -175,7 +175,7 @@ def build_interventions(
             out.append(built[tied])
             continue
         with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the RNG alone
-            iv = build(dict(rep.intervention))
+            iv = build(rep.spec())
         state = ckpt.tensors[key]
         saved_dtype = next(iter(state.values())).dtype if state else model_dtype
         iv = iv.to(dtype=iv.requested_dtype or saved_dtype)
@@ -184,7 +184,7 @@ def build_interventions(
         if expected != got:
             raise ValueError(
                 f"{ckpt.folder / WEIGHTS_FILE}: tensors of {key!r} are {got}, but its spec "
-                f"{dict(rep.intervention)} needs {expected}; the checkpoint is inconsistent"
+                f"{rep.spec()} needs {expected}; the checkpoint is inconsistent"
             )
         iv.load_state_dict(state, strict=True)
         built[key] = iv.to(device)

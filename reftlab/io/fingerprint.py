@@ -159,7 +159,7 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def _base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         if "lora_" in name:
             continue

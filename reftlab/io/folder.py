@@ -243,7 +243,7 @@ def load_into(reft_model: ReftLike, folder: str | os.PathLike, *, strict: bool =
     saved = read_native(folder)
     keys = list(reft_model.interventions)
     ours = [(k, s.hook, iv.spec()) for k, s, iv in zip(keys, reft_model.sites, reft_model.interventions.values())]
-    theirs = [(k, r.site.hook, dict(r.intervention)) for k, r in zip(saved.keys, saved.config.representations)]
+    theirs = [(k, r.site.hook, r.spec()) for k, r in zip(saved.keys, saved.config.representations)]
     if ours != theirs:
         raise ValueError(
             f"checkpoint {folder} holds interventions {[t[:2] for t in theirs]}, the model has "

@@ -9,6 +9,7 @@ are Hub ids and which are paths: ``reftlab.models.source``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -34,7 +35,7 @@ def upload_folder(folder: Path, repo_id: str, *, private: bool | None = None, to
     return str(getattr(info, "commit_url", info))
 
 
-def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+def download(repo_id: str, *, revision: str | None = None, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The local folder of ``repo_id`` (downloaded, or from the hub client's cache)."""
     from ..models.hub import unavailable
 

@@ -9,9 +9,12 @@ weights into a peft model that already has a matching adapter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
+
+if TYPE_CHECKING:  # peft takes seconds to import; the functions import it when they need it
+    from peft import PeftModel
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
@@ -22,10 +25,11 @@ def is_peft(model: nn.Module) -> bool:
 
 def write_lora(model: nn.Module, folder: Path) -> dict[str, str]:
     """Save the peft adapter of ``model`` into ``folder``; returns the file record for the config."""
-    adapters = list(model.peft_config)  # type: ignore[attr-defined]
+    peft_model = cast("PeftModel", model)  # the caller checked is_peft(model)
+    adapters = list(peft_model.peft_config)
     if adapters != ["default"]:
         raise ValueError(f"reftlab saves one peft adapter named 'default'; this model has {adapters}")
-    model.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[operator]
+    peft_model.save_pretrained(str(folder), safe_serialization=True)
     (folder / "README.md").unlink(missing_ok=True)  # peft's card; reftlab writes its own
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (folder / name).is_file():
@@ -41,7 +45,7 @@ def attach_lora(model: nn.Module, folder: Path) -> nn.Module:
     if not is_peft(model):
         return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
     saved = LoraConfig.from_pretrained(str(folder))
-    have = model.peft_config.get("default")  # type: ignore[attr-defined]
+    have = cast(PeftModel, model).peft_config.get("default")  # is_peft(model) holds here
     for field in ("r", "lora_alpha", "target_modules", "layers_to_transform", "use_rslora"):
         if have is None or _norm(getattr(saved, field)) != _norm(getattr(have, field)):
             raise ValueError(
@@ -49,8 +53,9 @@ def attach_lora(model: nn.Module, folder: Path) -> nn.Module:
                 f"{getattr(have, field, None)!r}; pass the plain base model and let ReftModel.load wrap it"
             )
     result = set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
-    if getattr(result, "unexpected_keys", None):
-        raise ValueError(f"LoRA weights in {folder} do not fit the model: unexpected {result.unexpected_keys[:4]}")
+    unexpected = list(getattr(result, "unexpected_keys", None) or [])  # torch's load result (peft types it loosely)
+    if unexpected:
+        raise ValueError(f"LoRA weights in {folder} do not fit the model: unexpected {unexpected[:4]}")
     return model
 
 

@@ -19,7 +19,7 @@ a residual-stream or input site, a peft-wrapped module.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -119,20 +119,22 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def _fold(module: nn.Module, A: Tensor, c: Tensor) -> None:
-    W = module.weight
+    # module is an nn.Linear or transformers' Conv1D (_is_linear): both own `weight` and an optional `bias`
+    W = cast(nn.Parameter, module.weight)
+    bias = cast("nn.Parameter | None", module.bias)
     M = torch.eye(A.shape[0], dtype=torch.float64) + A.to(torch.float64)  # [out, out]
     if isinstance(module, nn.Linear):  # y = x W^T + b, W: [out, in]
         new_w = M @ W.detach().double().cpu()
     else:  # Conv1D: y = x W + b, W: [in, out]
         new_w = W.detach().double().cpu() @ M.T
-    b = module.bias.detach().double().cpu() if module.bias is not None else torch.zeros(M.shape[0], dtype=torch.float64)
+    b = bias.detach().double().cpu() if bias is not None else torch.zeros(M.shape[0], dtype=torch.float64)
     new_b = M @ b + c.double().cpu()
     with torch.no_grad():
         W.copy_(new_w.to(W.dtype))
-        if module.bias is None:
+        if bias is None:
             module.bias = nn.Parameter(new_b.to(device=W.device, dtype=W.dtype), requires_grad=W.requires_grad)
         else:
-            module.bias.copy_(new_b.to(module.bias.dtype))
+            bias.copy_(new_b.to(bias.dtype))
 
 
 def _sync_bias_flags(hooked: Any, group: str) -> None:
@@ -147,7 +149,7 @@ def _sync_bias_flags(hooked: Any, group: str) -> None:
             "save_pretrained + from_pretrained; merging is not supported for this architecture"
         )
     setattr(config, flag, True)
-    for block in get_module(hooked.hf_model, arch.layers):
+    for block in cast(nn.ModuleList, get_module(hooked.hf_model, arch.layers)):  # ArchSpec.layers: a ModuleList
         parent = get_module(block, arch.attn if group == "attn" else arch.mlp)
         for name in names:
             mod = getattr(parent, name, None)

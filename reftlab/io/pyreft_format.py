@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +85,8 @@ def read_pyreft(folder: Path) -> PyreftImport:
     reps, types, keys = cfg["representations"], cfg["intervention_types"], cfg["sorted_keys"]
     if not (len(reps) == len(types) == len(keys)):
         raise ValueError(f"{folder / 'config.json'}: {len(reps)} representations, {len(types)} types, {len(keys)} keys")
-    sites, ivs, links = [], [], {}
+    sites, ivs = [], []
+    links: dict[Any, Intervention] = {}  # pyreft's intervention_link_key -> the shared intervention
     for rep, type_str, key in zip(reps, types, keys):
         rep = dict(zip(_FIELDS, rep)) if isinstance(rep, list) else dict(rep)
         kind = _kind_of(type_str)
@@ -108,7 +109,8 @@ def read_pyreft(folder: Path) -> PyreftImport:
 
 def write_pyreft(folder: Path, sites: Sequence[Site], interventions: Sequence[Intervention]) -> list[str]:
     """Write pyreft's ``config.json`` and ``intkey_*.bin`` files; returns the pyreft keys."""
-    reps, types, keys, counts = [], [], [], {}
+    reps, types, keys = [], [], []
+    counts: dict[str, int] = {}
     for i, (site, iv) in enumerate(zip(sites, interventions)):
         if iv.kind not in _KIND_CLASS:
             raise ValueError(f"intervention {i} is a {iv.kind!r}, which pyreft has no class for")
@@ -183,7 +185,8 @@ def _rotate_from_state(state: dict[str, Tensor]) -> Tensor:
     holder = _rotation_holder(*original.shape)
     holder.load_state_dict({k.removeprefix("rotate_layer."): v.float() for k, v in state.items() if k.startswith(_ROT)})
     with torch.no_grad():
-        return holder.weight.detach().clone()
+        weight = cast(Tensor, holder.weight)  # the parametrization computes it as a plain Tensor
+        return weight.detach().clone()
 
 
 def _to_reftlab(kind: str, state: dict[str, Tensor], path: Path) -> Intervention:

@@ -13,12 +13,14 @@ only while it carries at least one TransformerLens hook, so:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
+from transformers import GenerationMixin, PreTrainedModel
 
 from ..sites import MODULE_SITE
 from .arch import ArchSpec, arch_of, get_module
@@ -30,19 +32,22 @@ TapKind = Literal["output", "input", "input_heads"]
 class SiteHookPoint(HookPoint):
     """A HookPoint fed by a tap on an HF module, installed only while hooks are present."""
 
+    _target: nn.Module
+    _tap_handle: RemovableHandle | None
+
     def __init__(self, module: nn.Module, tap: TapKind, n_heads: int = 0) -> None:
         super().__init__()
         # Not a registered submodule: the HF model owns it.
         object.__setattr__(self, "_target", module)
         self._tap_kind, self._n_heads = tap, n_heads
-        self._tap_handle: Any = None
+        self._tap_handle = None
 
-    def add_hook(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def add_hook(self, *args: Any, **kwargs: Any) -> Any:
         handle = super().add_hook(*args, **kwargs)
         self._sync_tap()
         return handle
 
-    def remove_hooks(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def remove_hooks(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().remove_hooks(*args, **kwargs)
         finally:
@@ -60,8 +65,8 @@ class SiteHookPoint(HookPoint):
             self._tap_handle.remove()
             self._tap_handle = None
 
-    def _install(self):
-        target: nn.Module = self._target
+    def _install(self) -> RemovableHandle:
+        target = self._target
         # prepend: run before transformers' own output-capturing hooks, so that
         # `output_hidden_states` reports the edited representations.
         if self._tap_kind == "output":
@@ -122,19 +127,26 @@ class HookedModel(HookedRootModule):
     """
 
     source: ModelSource | None
+    model: PreTrainedModel
+    hf_model: PreTrainedModel
+    cfg: dict[str, Any]
 
     def __init__(self, model: nn.Module, tokenizer: Any = None, *, source: ModelSource | None = None) -> None:
         super().__init__()
-        self.model = model
+        # What runs is a PreTrainedModel or a peft model around one; peft forwards every attribute
+        # it lacks (generate, config, ...) to the model it wraps, so PreTrainedModel is the honest
+        # static type of both. arch_of below refuses anything that is not an HF causal LM.
+        self.model = cast(PreTrainedModel, model)
         self.source = source
-        hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+        get_base = getattr(model, "get_base_model", None)  # a peft model's PreTrainedModel
+        hf = cast(PreTrainedModel, get_base() if callable(get_base) else model)
         object.__setattr__(self, "hf_model", hf)  # same modules as `model`; not registered twice
         self.tokenizer = tokenizer
         self.arch = arch_of(hf)
         c = hf.config
         text = c.get_text_config() if hasattr(c, "get_text_config") else c
         n_heads = int(getattr(text, "num_attention_heads", None) or text.n_head)
-        layers = get_module(hf, self.arch.layers)
+        layers = cast(nn.ModuleList, get_module(hf, self.arch.layers))  # ArchSpec.layers names a ModuleList
         self.cfg = {
             "d_model": int(getattr(text, "hidden_size", None) or text.n_embd),
             "n_layers": len(layers),
@@ -163,11 +175,11 @@ class HookedModel(HookedRootModule):
 
     @property
     def d_model(self) -> int:
-        return self.cfg["d_model"]
+        return int(self.cfg["d_model"])
 
     @property
     def n_layers(self) -> int:
-        return self.cfg["n_layers"]
+        return int(self.cfg["n_layers"])
 
     @property
     def device(self) -> torch.device:
@@ -179,8 +191,9 @@ class HookedModel(HookedRootModule):
 
     def hook_point(self, name: str) -> HookPoint:
         """The hook point called ``name``; the error lists close valid names."""
-        if name in self.mod_dict and isinstance(self.mod_dict[name], HookPoint):
-            return self.mod_dict[name]  # type: ignore[return-value]
+        found = self.mod_dict.get(name)
+        if isinstance(found, HookPoint):
+            return found
         if MODULE_SITE.match(name):
             return self.module_hook_point(name)
         suffix = name.rsplit(".", 1)[-1]
@@ -193,8 +206,9 @@ class HookedModel(HookedRootModule):
         The path resolves on ``model`` (e.g. ``base_model.model.model.layers[15]`` under peft),
         else on the HF model (``model.layers[15]``), also with a peft prefix stripped.
         """
-        if name in self.hook_dict:
-            return self.hook_dict[name]  # type: ignore[return-value]
+        found = self.hook_dict.get(name)
+        if isinstance(found, SiteHookPoint):
+            return found
         m = MODULE_SITE.match(name)
         if not m:
             raise ValueError(f"{name!r} is not a module path ending in '.input' or '.output'")
@@ -211,7 +225,7 @@ class HookedModel(HookedRootModule):
                 errors.append(str(e))
         else:
             raise ValueError(f"no hook point {name!r}: {errors[0]}")
-        hp = SiteHookPoint(module, m["tap"])  # type: ignore[arg-type]
+        hp = SiteHookPoint(module, cast(TapKind, m["tap"]))  # MODULE_SITE admits only "input" / "output"
         hp.name = name
         self.mod_dict[name] = self.hook_dict[name] = hp
         return hp
@@ -221,7 +235,9 @@ class HookedModel(HookedRootModule):
         return self.model(input_ids=input_ids, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model.generate(*args, **kwargs)
+        """The HF model's ``generate`` (no interventions unless ``attach`` is active)."""
+        # A causal LM (what arch_of admits) mixes in GenerationMixin; PreTrainedModel alone does not.
+        return cast(GenerationMixin, self.model).generate(*args, **kwargs)
 
     def taps(self) -> list[str]:
         """Names of hook points whose tap is installed on the HF model right now."""

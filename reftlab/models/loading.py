@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from .hooked import HookedModel
 from .hub import resolved_commit, unavailable
@@ -159,7 +160,7 @@ def load_named(
     with_tokenizer: bool = True,
     auto_class: Any = None,
     **model_kwargs: Any,
-) -> tuple[nn.Module, Any, ModelSource]:
+) -> tuple[PreTrainedModel, Any, ModelSource]:
     """``(hf_model, tokenizer or None, source)`` for a name, folder or Hub id (``load_model``'s path).
 
     ``auto_class`` defaults to ``AutoModelForCausalLM`` (``load_classifier`` passes the

@@ -78,7 +78,7 @@ def tiny_llama(
         eos_token_id=259,
         bos_token_id=None,
     )
-    return LlamaForCausalLM(cfg).to(dtype).eval()
+    return LlamaForCausalLM(cfg).to(dtype=dtype).eval()  # type: ignore[call-arg]  # transformers types .to without self
 
 
 def tiny_gpt2(
@@ -102,4 +102,4 @@ def tiny_gpt2(
         eos_token_id=259,
         bos_token_id=259,
     )
-    return GPT2LMHeadModel(cfg).to(dtype).eval()
+    return GPT2LMHeadModel(cfg).to(dtype=dtype).eval()  # type: ignore[call-arg]  # transformers types .to without self

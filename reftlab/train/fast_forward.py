@@ -101,7 +101,10 @@ class FastForward:
             raise ValueError(f"the fast path does not apply: {reason}")
         self.reft_model = reft_model
         self.hf = reft_model.hooked.hf_model
-        self.start, self.boundary = start_block([s.hook for s in reft_model.sites])  # type: ignore[misc]
+        found = start_block([s.hook for s in reft_model.sites])
+        if found is None:  # why_not said so already; this keeps the types honest
+            raise ValueError("the fast path does not apply: an intervention sits outside the transformer blocks")
+        self.start, self.boundary = found
         self.n_layers = len(self.hf.model.layers)
         self.reuse_prefix = reuse_prefix
         self.cache_bytes = cache_bytes

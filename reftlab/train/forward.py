@@ -17,24 +17,25 @@ from torch import Tensor, nn
 from .loss import batch_positions
 
 
-def unwrap(model: nn.Module) -> Any:
+def unwrap(model: object) -> Any:
     """The ReftModel inside a DDP (or similar ``.module``) wrapper; the model itself otherwise."""
-    while not hasattr(model, "interventions") and isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module
+    while not hasattr(model, "interventions") and isinstance(inner := getattr(model, "module", None), nn.Module):
+        model = inner
     if not hasattr(model, "interventions"):
         raise TypeError(f"expected a ReftModel (or a wrapper around one), got {type(model).__name__}")
     return model
 
 
-def is_wrapped(model: nn.Module) -> bool:
+def is_wrapped(model: object) -> bool:
     return unwrap(model) is not model
 
 
 def run_batch(model: nn.Module, inputs: Mapping[str, Tensor], *, labels: Tensor | None = None) -> Any:
     """The HF model's output for ``inputs`` with the interventions attached (no KV cache)."""
     reft = unwrap(model)
+    wrapped = reft is not model  # (an `is` test would narrow reft to nn.Module for the type checker)
     positions = batch_positions(inputs, len(reft.interventions))
-    if reft is model:
+    if not wrapped:
         return reft.run(
             inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=labels, use_cache=False
         )

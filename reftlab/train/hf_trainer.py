@@ -90,14 +90,20 @@ class ReftTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # A subfolder: the Trainer writes its own files (optimizer, state) beside it.
+        folder = output_dir or self.args.output_dir
+        if folder is None:
+            raise ValueError("the Trainer has no output_dir to save to; set TrainingArguments(output_dir=...)")
         if self.args.should_save:
-            unwrap(self.model).save(Path(output_dir or self.args.output_dir) / "reft")
+            unwrap(self.model).save(Path(folder) / "reft")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         load_into(unwrap(model if model is not None else self.model), Path(resume_from_checkpoint) / "reft")
 
     def _load_best_model(self) -> None:
-        load_into(unwrap(self.model), Path(self.state.best_model_checkpoint) / "reft")
+        best = self.state.best_model_checkpoint
+        if best is None:
+            raise ValueError("load_best_model_at_end: no best checkpoint was recorded (set metric_for_best_model)")
+        load_into(unwrap(self.model), Path(best) / "reft")
 
 
 class ReftTrainerForCausalLM(ReftTrainer):
@@ -127,7 +133,7 @@ def _accept_pyreft_compute_loss(trainer: Trainer) -> None:
     def compute_loss(model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
         return pyreft_loss(model, inputs, return_outputs=return_outputs)
 
-    trainer.compute_loss = compute_loss  # type: ignore[method-assign]
+    trainer.compute_loss = compute_loss  # type: ignore[method-assign]  # an instance-level adapter is the point
 
 
 class _WritableView:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..attach import ReftLike
@@ -84,7 +85,7 @@ def train(
         meta = load_checkpoint(cfg.resume_from, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
         start = int(meta["step"])
         result.losses = list(meta["losses"])
-        result.eval_losses = [tuple(x) for x in meta["eval_losses"]]  # type: ignore[misc]
+        result.eval_losses = [(int(s), float(v)) for s, v in meta["eval_losses"]]
     if fast is not None:
         fast.warm(examples)
 
@@ -132,7 +133,7 @@ def train(
             if evals is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != total:
                 result.eval_losses.append((done, evaluate(reft_model, evals, collate, cfg.batch_size, fast)))
                 bar.write(f"step {done}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total:
+            if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total:
                 path = save_checkpoint(
                     cfg.checkpoint_dir,
                     reft_model=reft_model,
@@ -160,7 +161,7 @@ def train(
 def evaluate(
     reft_model: ReftLike,
     examples: Sequence[Mapping[str, Any]],
-    collate: Callable,
+    collate: Callable[[list[Mapping[str, Any]]], dict[str, Tensor]],
     batch_size: int,
     fast: FastForward | None = None,
 ) -> float:

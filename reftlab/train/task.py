@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..attach import ReftLike
 from .config import TrainConfig
 from .loop import TrainResult, train
 
 
 def train_task(
-    reft_model: Any,
+    reft_model: ReftLike,
     rows: Sequence[dict[str, Any]],
     task: str,
     config: TrainConfig,
@@ -34,7 +35,10 @@ def train_task(
 
 
 def _train_classifier(
-    reft_model: Any, rows: Sequence[dict[str, Any]], config: TrainConfig, on_step: Callable[[int, float], None] | None
+    reft_model: ReftLike,
+    rows: Sequence[dict[str, Any]],
+    config: TrainConfig,
+    on_step: Callable[[int, float], None] | None,
 ) -> TrainResult:
     from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
