@@ -115,6 +115,7 @@ def _train(
         fast.warm(examples)
 
     per_epoch = plan.steps_per_epoch(len(examples))
+    device = reft_model.get_device()
     was_training = reft_model.interventions.training
     reft_model.interventions.train()
     t0 = time.perf_counter()
@@ -130,7 +131,7 @@ def _train(
             micro = _micro_batches(order, slot, plan.batch_size, cfg.grad_accum)
             if ranks.active:
                 micro = ddp.shard(micro, ranks, cfg.batch_size)
-            batches = [(idx, collate([examples[i] for i in idx])) for idx in micro]
+            batches = [(idx, _on(device, collate([examples[i] for i in idx]))) for idx in micro]
             # Weight micro-batches by scored tokens: the step's loss is the mean over all of
             # them, exactly as if the group were one batch.
             counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches]
@@ -219,7 +220,7 @@ def evaluate(
     total, count = 0.0, 0
     try:
         for lo in range(0, len(mine), batch_size):
-            batch = collate(mine[lo : lo + batch_size])
+            batch = _on(reft_model.get_device(), collate(mine[lo : lo + batch_size]))
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             loss = fast.loss(batch) if fast is not None else plain_loss(reft_model, batch)
             total, count = total + loss.item() * n, count + n
@@ -275,6 +276,11 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 "tokens; interventions act on prompt tokens only (use positions like 'l1' or 'f3+l3', or fix the locations)"
             )
     return examples
+
+
+def _on(device: torch.device, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch's tensors on the model's input device (the collator builds them on the CPU)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _silent(message: str) -> None:
