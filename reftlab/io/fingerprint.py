@@ -215,25 +215,23 @@ def check_identity(saved: ModelIdentity, hooked: Any, *, strict: bool = False) -
                 f"checkpoint was trained on a model with {name}={want!r}, but this model has {name}={got!r}; "
                 f"load it onto the base model it was trained on ({saved.name or saved.name_or_path or saved.architecture})"
             )
-    checks = [("config_sha256", "config"), ("weights_fingerprint", "weights")]
+    mismatches = []
     if saved.quantization != current.quantization:
         before, now = saved.quantization or "full-precision", current.quantization or "full-precision"
-        msg = (
+        mismatches.append(
             f"the checkpoint was trained on the {before} base and this base is {now}"
             f"{' (a quantized copy)' if current.quantization else ''}: its weights are not the ones trained on, "
             "so outputs will differ a little from training (the weights fingerprint cannot be compared)"
         )
+    checks = [("config_sha256", "config")] + ([("weights_fingerprint", "weights")] if not mismatches else [])
+    mismatches += [
+        f"the base model's {what} differ from those the checkpoint was trained on "
+        f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
+        "outputs may not match the trained ReFT"
+        for name, what in checks
+        if getattr(saved, name) != getattr(current, name)
+    ]
+    for msg in mismatches:
         if strict:
             raise ValueError(msg + " (strict=True)")
         warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)
-        checks = checks[:1]
-    for name, what in checks:
-        if getattr(saved, name) != getattr(current, name):
-            msg = (
-                f"the base model's {what} differ from those the checkpoint was trained on "
-                f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
-                "outputs may not match the trained ReFT"
-            )
-            if strict:
-                raise ValueError(msg + " (strict=True)")
-            warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)
