@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..attach import ReftLike
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
 from . import ddp
@@ -54,7 +55,7 @@ class TrainResult:
 
 
 def train(
-    reft_model: Any,
+    reft_model: ReftLike,
     dataset: Any,
     config: TrainConfig | None = None,
     *,
@@ -76,12 +77,12 @@ def train(
         check_examples(eval_dataset, len(reft_model.interventions), "eval set") if eval_dataset is not None else None
     )
     collate = collator or _default_collator(reft_model)
-    with ddp.process_group(reft_model.get_device()) as ranks:
+    with ddp.process_group(reft_model.hooked.device) as ranks:
         return _train(reft_model, examples, evals, collate, cfg, ranks, on_step)
 
 
 def _train(
-    reft_model: Any,
+    reft_model: ReftLike,
     examples: list[dict[str, Any]],
     evals: list[dict[str, Any]] | None,
     collate: Callable,
@@ -115,7 +116,7 @@ def _train(
         fast.warm(examples)
 
     per_epoch = plan.steps_per_epoch(len(examples))
-    device = reft_model.get_device()
+    device = reft_model.hooked.device
     was_training = reft_model.interventions.training
     reft_model.interventions.train()
     t0 = time.perf_counter()
@@ -201,7 +202,7 @@ def _train(
 
 @torch.no_grad()
 def evaluate(
-    reft_model: Any,
+    reft_model: ReftLike,
     examples: Sequence[Mapping[str, Any]],
     collate: Callable,
     batch_size: int,
@@ -220,13 +221,13 @@ def evaluate(
     total, count = 0.0, 0
     try:
         for lo in range(0, len(mine), batch_size):
-            batch = _on(reft_model.get_device(), collate(mine[lo : lo + batch_size]))
+            batch = _on(reft_model.hooked.device, collate(mine[lo : lo + batch_size]))
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             loss = fast.loss(batch) if fast is not None else plain_loss(reft_model, batch)
             total, count = total + loss.item() * n, count + n
     finally:
         reft_model.interventions.train(was)
-    total, count = ddp.reduce_sum([total, count], ranks, reft_model.get_device())
+    total, count = ddp.reduce_sum([total, count], ranks, reft_model.hooked.device)
     return total / count
 
 
@@ -287,7 +288,7 @@ def _silent(message: str) -> None:
     """Logging on ranks other than 0: nothing."""
 
 
-def _fast_forward(reft_model: Any, wanted: bool | None) -> FastForward | None:
+def _fast_forward(reft_model: ReftLike, wanted: bool | None) -> FastForward | None:
     if wanted is False:
         return None
     reason = why_not(reft_model)
@@ -298,7 +299,7 @@ def _fast_forward(reft_model: Any, wanted: bool | None) -> FastForward | None:
     return FastForward(reft_model)
 
 
-def _trainable(reft_model: Any) -> list[torch.nn.Parameter]:
+def _trainable(reft_model: ReftLike) -> list[torch.nn.Parameter]:
     seen: set[int] = set()
     params = []
     for p in reft_model.parameters():
@@ -310,7 +311,7 @@ def _trainable(reft_model: Any) -> list[torch.nn.Parameter]:
     return params
 
 
-def _default_collator(reft_model: Any) -> ReftDataCollator:
+def _default_collator(reft_model: ReftLike) -> ReftDataCollator:
     tok = reft_model.tokenizer
     pad = None if tok is None else (tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     return ReftDataCollator(pad_token_id=int(pad) if pad is not None else 0)
