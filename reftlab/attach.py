@@ -126,13 +126,13 @@ def _apply_grouped(
     return h.index_put((rows, cols), edited)
 
 
-def _call(intervention: Intervention, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
+def _call(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
     """``intervention(x)`` on the intervention's device, returned on ``x``'s.
 
     On a dispatched base a module's *input* arrives from the previous module's device
     (accelerate moves it only inside the module's forward): the vectors travel, not the weights.
     """
-    first = next(intervention.parameters(), None)
+    first = next(intervention.parameters(), None) if isinstance(intervention, nn.Module) else None
     if first is None or first.device == x.device:
         return intervention(x)
     return intervention(x.to(first.device)).to(x.device)
