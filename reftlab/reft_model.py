@@ -20,7 +20,7 @@ from .attach import Binding, attach
 from .config import ReftConfig
 from .interventions import Intervention
 from .models.hooked import HookedModel
-from .sites import MODULE_SITE, Positions, Site, resolve_positions
+from .sites import MODULE_SITE, Positions, Site, as_position_tensor, check_positions, resolve_positions
 
 PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
 
@@ -144,7 +144,9 @@ class ReftModel(nn.Module):
         """Forward with every intervention attached; returns the HF model's output.
 
         ``positions``: None (each site's own default), a spec such as ``"l1"``, a
-        ``[batch, n]`` index tensor, or a list/dict of those per intervention.
+        ``[batch, n]`` index tensor, or a list/dict of those per intervention. An index
+        tensor holds absolute indices into the padded input; -1 is an empty slot (never
+        "the last token"); an index below -1, past the input or on padding is an error.
         ``prompt_lengths`` bounds ``f``/``l`` specs to each example's prompt.
         """
         if attention_mask is None:
@@ -158,8 +160,14 @@ class ReftModel(nn.Module):
         positions: Any,
         attention_mask: Tensor,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+        *,
+        allow_empty: bool = False,
     ) -> list[Binding]:
-        """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
+        """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention.
+
+        Index tensors are checked (``reftlab.sites.check_positions``); ``allow_empty``
+        accepts one that is -1 everywhere (a batch of a prompt set checked as a whole).
+        """
         if getattr(self, "_merged", False):
             raise RuntimeError(
                 "the interventions were merged into the base model (merge_into_base); "
@@ -186,9 +194,8 @@ class ReftModel(nn.Module):
                     else resolve_positions(spec, attention_mask, prompt_lengths)
                 )
             else:
-                idx = torch.as_tensor(pos, dtype=torch.long)
-                if idx.ndim != 2:
-                    raise ValueError(f"positions for {key!r} must be [batch, n], got shape {tuple(idx.shape)}")
+                what = f"positions for {key!r}"
+                idx = check_positions(as_position_tensor(pos, what), attention_mask, what, allow_empty=allow_empty)
             out.append(Binding(site.hook, self.interventions[key], idx))
         return out
 
@@ -331,13 +338,18 @@ def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventio
     locs = value[1] if isinstance(value, tuple) else value
     if isinstance(locs, Tensor):
         per = [locs[i] for i in range(locs.shape[0])]
+    elif isinstance(locs, (list, tuple)):
+        per = [as_position_tensor(x, f"unit_locations[{i}]") for i, x in enumerate(locs)]
     else:
-        per = [torch.as_tensor(x, dtype=torch.long) for x in locs]
+        raise TypeError(
+            "unit_locations must be {'sources->base': (None, locations)} with locations "
+            f"[num_interventions][batch][n] (a nested list or tensor), got {type(locs).__name__}"
+        )
     if len(per) == 1 and n_interventions > 1:
         per = per * n_interventions
     if len(per) != n_interventions:
         raise ValueError(f"unit_locations give {len(per)} location lists for {n_interventions} interventions")
-    return [p.long() for p in per]
+    return [as_position_tensor(p, 'unit_locations') for p in per]
 
 
 def _per_intervention(positions: Any, keys: list[str]) -> list[Any]:
@@ -352,7 +364,7 @@ def _per_intervention(positions: Any, keys: list[str]) -> list[Any]:
         return [positions.get(k) for k in keys]
     items = list(positions)
     if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
-        return [torch.as_tensor(items, dtype=torch.long)] * len(keys)
+        return [as_position_tensor(items)] * len(keys)
     if len(items) != len(keys):
         raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
     return items

@@ -97,7 +97,8 @@ def forward_seen(
     projected out); ``drop`` removes interventions. ``stop``: end the pass once every
     key's site was seen (the output is then None).
     """
-    bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths)
+    # One batch of a prompt set may have no position at all; callers check the whole set.
+    bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths, allow_empty=True)
     taps: dict[str, tuple[Tap, Tap, Tensor | None]] = {}
     group: list[Tap] | None = [] if stop and keys else None
     wired: list[Binding] = []

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
+from ..sites import as_position_tensor
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .fast_forward import FastForward, why_not
@@ -212,11 +213,16 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 f"{what} example {i} has no response tokens (all labels are -100); drop it or fix its response"
             )
         prompt_length = int(ex.get("prompt_length", int(scored[0])))
-        locs = torch.as_tensor(ex["intervention_locations"])
+        locs = as_position_tensor(ex["intervention_locations"], f"{what} example {i}: intervention_locations")
         if locs.ndim != 2 or locs.shape[0] not in (1, n_interventions):
             raise ValueError(
                 f"{what} example {i}: intervention_locations has shape {tuple(locs.shape)}, expected "
                 f"[{n_interventions}, n] (one row per intervention)"
+            )
+        if bool((locs < -1).any()):
+            raise ValueError(
+                f"{what} example {i}: intervention location {int(locs.min())} is below -1; locations are absolute "
+                "prompt positions and -1 marks an empty slot (not the last token)"
             )
         if bool((locs >= prompt_length).any()):
             raise ValueError(

@@ -134,7 +134,7 @@ def test_bad_inputs_get_clear_errors_and_leave_no_hook(tiny_hooked):
         project(reft, pd.DataFrame({"text": PROMPTS}))
     with pytest.raises(ValueError, match="edits no token of any prompt"):
         project(reft, PROMPTS, positions=torch.full((len(PROMPTS), 2), -1), progress=False)
-    with pytest.raises(ValueError, match="beyond the sequence length"):
+    with pytest.raises(ValueError, match="beyond its sequence"):
         project(reft, PROMPTS, positions=torch.full((len(PROMPTS), 1), 99), progress=False)
     assert no_hooks_anywhere(tiny_hooked)
 
