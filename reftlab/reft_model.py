@@ -349,7 +349,7 @@ def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventio
         per = per * n_interventions
     if len(per) != n_interventions:
         raise ValueError(f"unit_locations give {len(per)} location lists for {n_interventions} interventions")
-    return [as_position_tensor(p, 'unit_locations') for p in per]
+    return [as_position_tensor(p, "unit_locations") for p in per]
 
 
 def _per_intervention(positions: Any, keys: list[str]) -> list[Any]:

@@ -221,7 +221,9 @@ def as_position_tensor(positions: Any, what: str = "positions") -> Int[Tensor, "
                 raise ValueError(
                     f"{what} is a ragged list (rows of different lengths); pad short rows with -1 (an empty slot)"
                 ) from None
-            raise TypeError(f"{what} must be integer indices (a tensor or nested list of ints), got {positions!r}") from e
+            raise TypeError(
+                f"{what} must be integer indices (a tensor or nested list of ints), got {positions!r}"
+            ) from e
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise TypeError(f"{what} must hold integer indices, got dtype {t.dtype}; {POSITIONS_RULES}")
     return t.long()

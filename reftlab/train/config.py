@@ -9,6 +9,16 @@ from typing import Any, Literal
 
 SCHEDULES = ("linear", "cosine", "constant")
 
+# Fields a resumed run may change: they alter logging, saving and speed, never a loss value
+# (the fast path computes the plain forward's numbers). Every other field changes the run
+# (a new field too, until it is listed here), so resuming with a different value is refused.
+HARMLESS_ON_RESUME = frozenset(
+    {"fast", "log_every", "eval_every", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "progress"}
+)
+# The run's length: with a constant lr and no warmup ratio, every step's lr is independent of
+# the total, so a longer (or shorter) run continues the saved one exactly.
+LENGTH_FIELDS = ("epochs", "max_steps")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
@@ -52,7 +62,11 @@ class TrainConfig:
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (step-N folders)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "how many recent checkpoints to keep (0: all)"})
     resume_from: str | None = field(
-        default=None, metadata={"help": "a step-N folder, or a checkpoint_dir (its latest step)"}
+        default=None,
+        metadata={
+            "help": "a step-N folder, or a checkpoint_dir (its latest step); same data and settings "
+            "(only fast, logging, eval, checkpointing and progress may change)"
+        },
     )
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
@@ -84,6 +98,45 @@ class TrainConfig:
         if self.checkpoint_every and not self.checkpoint_dir:
             bad("checkpoint_every", "needs checkpoint_dir (where to write step-N folders)")
 
+    def resume_check(self, saved: Mapping[str, Any]) -> list[str]:
+        """Compare with the TrainConfig a checkpoint was written with (its ``to_json()``).
+
+        Raises ValueError naming every field that would change the run (lr, batch_size,
+        seed, schedule, ...); returns one note per harmless change (``HARMLESS_ON_RESUME``),
+        for the caller to warn about. ``epochs``/``max_steps`` may change only with
+        ``schedule="constant"`` and ``warmup_ratio=0`` (the lr of each step then does not
+        depend on the run's length).
+
+        >>> TrainConfig(log_every=5).resume_check(TrainConfig().to_json())
+        ['log_every: 10 -> 5']
+        >>> TrainConfig(lr=1e-3).resume_check(TrainConfig().to_json())
+        Traceback (most recent call last):
+        ValueError: cannot resume: the checkpoint was trained with lr=0.004, this TrainConfig has lr=0.001; resuming with a different value would change the run. Restore the saved value, or start a fresh run without resume_from
+        """
+        now = self.to_json()
+        known = {f.name for f in fields(self)} - {"resume_from"}
+        unknown = sorted(set(saved) - known - {"resume_from"})
+        if unknown:
+            raise ValueError(
+                f"cannot resume: the checkpoint's TrainConfig has fields {unknown} that this reftlab does not know; "
+                "resume with the reftlab version that wrote it"
+            )
+        changed = [name for name in sorted(known & set(saved)) if _json_value(saved[name]) != _json_value(now[name])]
+        length_ok = self.schedule == "constant" and self.warmup_ratio == 0 and saved.get("warmup_ratio", 0) == 0
+        refused = [n for n in changed if n not in HARMLESS_ON_RESUME and not (n in LENGTH_FIELDS and length_ok)]
+        if refused:
+            what = "; ".join(f"{n}={saved[n]!r}, this TrainConfig has {n}={now[n]!r}" for n in refused)
+            why = (
+                " (the run's length sets the lr schedule unless schedule='constant' and warmup_ratio=0)"
+                if set(refused) & set(LENGTH_FIELDS)
+                else ""
+            )
+            raise ValueError(
+                f"cannot resume: the checkpoint was trained with {what}; resuming with a different value would change "
+                f"the run{why}. Restore the saved value, or start a fresh run without resume_from"
+            )
+        return [f"{n}: {saved[n]!r} -> {now[n]!r}" for n in changed]
+
     def steps_per_epoch(self, n_examples: int) -> int:
         batches = -(-n_examples // self.batch_size)
         return -(-batches // self.grad_accum)
@@ -108,3 +161,8 @@ class TrainConfig:
             valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
             raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
         return cls(**dict(data))
+
+
+def _json_value(x: Any) -> Any:
+    """Tuples and lists compare equal (JSON has only lists)."""
+    return [_json_value(v) for v in x] if isinstance(x, (list, tuple)) else x

@@ -10,14 +10,20 @@ clip, step, log, evaluate, checkpoint.
 
 The data order of epoch ``e`` is a permutation seeded by ``seed + e``, so a run resumed
 from ``step-N`` draws the same batches, and with the restored optimizer, scheduler and
-RNG it produces the same loss curve as an uninterrupted run.
+RNG it produces the same loss curve as an uninterrupted run. A resume is refused (before
+anything is loaded) when the data or a setting that shapes the run differ from the
+checkpoint's (``TrainConfig.resume_check``); logging, evaluation, checkpointing, progress
+and ``fast`` may change, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +34,7 @@ from tqdm.auto import tqdm
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
 from ..sites import as_position_tensor
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .fast_forward import FastForward, why_not
 from .loss import plain_loss
@@ -80,7 +86,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
     result = TrainResult(fast=fast is not None)
     start = 0
+    data_sha = examples_fingerprint(examples)
     if cfg.resume_from:
+        _check_resume(cfg, data_sha, len(examples))  # before anything of the model is overwritten
         meta = load_checkpoint(cfg.resume_from, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
         start = int(meta["step"])
         result.losses = list(meta["losses"])
@@ -139,7 +147,13 @@ def train(
                     optimizer=optimizer,
                     scheduler=scheduler,
                     step=done,
-                    state={"losses": result.losses, "eval_losses": result.eval_losses, "config": cfg.to_json()},
+                    state={
+                        "losses": result.losses,
+                        "eval_losses": result.eval_losses,
+                        "config": cfg.to_json(),
+                        "n_examples": len(examples),
+                        "data_sha256": data_sha,
+                    },
                     keep=cfg.keep_checkpoints,
                 )
                 result.checkpoints.append(str(path))
@@ -230,6 +244,35 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 "tokens; interventions act on prompt tokens only (use positions like 'l1' or 'f3+l3', or fix the locations)"
             )
     return examples
+
+
+def _check_resume(cfg: TrainConfig, data_sha: str, n_examples: int) -> None:
+    """Refuse to resume a different run (settings or data); warn about harmless changes."""
+    folder = resolve_checkpoint(cfg.resume_from)  # type: ignore[arg-type]
+    saved = json.loads((folder / "state.json").read_text())
+    try:
+        notes = cfg.resume_check(saved.get("config", {}))
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from None
+    for note in notes:
+        warnings.warn(f"resuming from {folder} with a changed setting: {note}", stacklevel=3)
+    if saved.get("data_sha256", data_sha) != data_sha:
+        raise ValueError(
+            f"cannot resume from {folder}: the training set differs from the one it was trained on "
+            f"({saved.get('n_examples', '?')} examples then, {n_examples} now, or different tokens); "
+            "resume with the same data, or start a fresh run without resume_from"
+        )
+
+
+def examples_fingerprint(examples: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of every example's ``input_ids``, ``labels`` and ``intervention_locations``, in order."""
+    h = hashlib.sha256()
+    for ex in examples:
+        for name in ("input_ids", "labels", "intervention_locations"):
+            h.update(torch.as_tensor(ex[name], dtype=torch.long).numpy().tobytes())
+            h.update(b"|")
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def _fast_forward(reft_model: Any, wanted: bool | None) -> FastForward | None:
