@@ -61,8 +61,13 @@ def generate(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
-    if not prompts:
-        raise ValueError("no prompts given")
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    bad = next((p for p in prompts if not isinstance(p, str)), None)
+    if bad is not None:
+        raise TypeError(f"prompts must be strings; got a {type(bad).__name__}: {bad!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be None (one batch) or an int >= 1")
     hooked: HookedModel = model if isinstance(model, HookedModel) else model.hooked
     tok = tokenizer or hooked.tokenizer
     if tok is None:

@@ -48,6 +48,22 @@ class DataSpec:
     )
     nonstop: bool = field(default=False, metadata={"help": "do not append the eos token to responses"})
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError(f"data.path={self.path!r} must be a file name (relative to the YAML file)")
+        for name in ("prompt_column", "response_column"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"data.{name}={getattr(self, name)!r} must be a column name (a string)")
+        ct = self.chat_template
+        if not isinstance(ct, bool) and not (isinstance(ct, str) and ("{{" in ct or "{%" in ct)):
+            raise ValueError(
+                f"data.chat_template={ct!r} must be true (the tokenizer's template), false, or a Jinja template string"
+            )
+        if self.system_prompt is not None and (not isinstance(self.system_prompt, str) or ct is False):
+            raise ValueError("data.system_prompt must be a string and needs data.chat_template (it is a chat message)")
+        if not isinstance(self.nonstop, bool):
+            raise ValueError(f"data.nonstop={self.nonstop!r} must be true or false")
+
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationSpec:
@@ -60,6 +76,9 @@ class GenerationSpec:
     )
 
     def __post_init__(self) -> None:
+        for name in ("prompts", "metrics"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"generation.{name}={getattr(self, name)!r} must be a list")
         object.__setattr__(self, "prompts", tuple(self.prompts))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if not all(isinstance(p, str) and p for p in self.prompts):
@@ -88,6 +107,12 @@ class Recipe:
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
     def __post_init__(self) -> None:
+        from .models.loading import _dtype
+
+        for name in ("model", "output_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a non-empty string")
+        _dtype(self.dtype)  # a bad dtype fails here, before any model is loaded
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:
                 raise ValueError(
@@ -103,6 +128,8 @@ class Recipe:
             raise ValueError("the recipe needs a 'data' section (path: ...) and an 'interventions' list")
         raw_data = data["data"] if isinstance(data["data"], Mapping) else {"path": data["data"]}
         _check_keys(raw_data, DataSpec, "data")
+        if not isinstance(raw_data.get("path"), str) or not raw_data["path"]:
+            raise ValueError(f"data.path={raw_data.get('path')!r}: the data section needs a file name (path: ...)")
         path = Path(raw_data["path"])
         spec = DataSpec(**{**raw_data, "path": str(path if path.is_absolute() else Path(base_dir) / path)})
         gen = data.get("generation") or {}

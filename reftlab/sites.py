@@ -164,6 +164,9 @@ def resolve_positions(
     [[1, 3], [0, 3]]
     """
     spec = Positions.parse(positions)
+    if not isinstance(attention_mask, Tensor) or attention_mask.ndim != 2:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be [batch, pos], got {shape}")
     mask = attention_mask.bool()
     batch, seq = mask.shape
     attended = mask.sum(dim=1)

@@ -64,8 +64,38 @@ def check_keys(reft_model: Any, key: str | Sequence[str] | None) -> list[str]:
     keys = known if key is None else [key] if isinstance(key, str) else list(key)
     unknown = [k for k in keys if k not in known]
     if unknown or not keys:
-        raise KeyError(f"no intervention {unknown[0] if unknown else key!r}; this ReftModel has {known}")
+        raise ValueError(f"no intervention {unknown[0] if unknown else key!r}; this ReftModel has {known}")
     return keys
+
+
+def positions_used(reft_model: Any, positions: Any, keys: Sequence[str], where: str) -> dict[str, str]:
+    """What each of ``keys`` will edit, as text (``"f1+l1 (site default)"``); checked before any work.
+
+    A site saved without positions (pyreft's way: positions per call) needs ``positions=``:
+    the error names the intervention and says how to give them.
+    """
+    from ..reft_model import positions_per_intervention
+    from ..sites import Positions
+
+    all_keys = list(reft_model.interventions)
+    per = dict(zip(all_keys, positions_per_intervention(positions, all_keys)))
+    out = {}
+    for k in keys:
+        site = reft_model.sites[all_keys.index(k)]
+        given = per[k]
+        if given is None and site.positions is None:
+            raise ValueError(
+                f"{where}: intervention {k!r} at {site.hook} has no positions of its own (a checkpoint saved "
+                "pyreft's way records none); pass positions= (a spec such as 'l1' or 'f1+l1' for every "
+                "intervention, a list with one per intervention, or a dict by key)"
+            )
+        if given is None:
+            out[k] = f"{site.positions} (site default)"
+        elif isinstance(given, (str, Positions)):
+            out[k] = f"{Positions.parse(given)} (given)"
+        else:
+            out[k] = "explicit indices (given)"
+    return out
 
 
 @contextmanager

@@ -8,7 +8,6 @@ tokenizer is never mutated and prompt lengths are exact.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
+
+from ..data.files import SUFFIXES, read_rows
 
 PROMPT_COLUMN = "prompt"
 COMPLETION_COLUMNS = ("completion", "output")
@@ -60,6 +61,10 @@ def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
         comp_col = next((c for c in COMPLETION_COLUMNS if c in columns), None)
         comps = tuple(str(x) for x in prompts[comp_col]) if comp_col else None
     else:
+        if not isinstance(prompts, (list, tuple)):
+            raise TypeError(
+                f"prompts must be a list of strings, a datasets.Dataset or a pandas.DataFrame, got a {type(prompts).__name__}"
+            )
         texts = list(prompts)
         if not all(isinstance(t, str) for t in texts):
             bad = next(t for t in texts if not isinstance(t, str))
@@ -71,23 +76,24 @@ def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
 
 
 def read_prompts(path: str | os.PathLike) -> PromptSet:
-    """Read a prompt file: ``.txt`` (one prompt per line), ``.jsonl``, ``.json`` (list) or ``.csv``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no prompt file at {path}")
-    if path.suffix == ".txt":
-        return as_prompt_set([line for line in path.read_text().splitlines() if line.strip()])
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return _from_rows(rows, path)
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text())
-        return as_prompt_set(rows) if rows and isinstance(rows[0], str) else _from_rows(rows, path)
-    if path.suffix == ".csv":
-        import pandas as pd
+    """Read a prompt file: ``.txt`` (one prompt per line), ``.jsonl``, ``.json`` (list) or ``.csv``.
 
-        return as_prompt_set(pd.read_csv(path))
-    raise ValueError(f"prompt file {path} must end in .txt, .jsonl, .json or .csv")
+    JSON rows are strings or objects with a ``prompt`` field (and optionally ``completion``).
+    """
+    path = Path(path)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise FileNotFoundError(f"no prompt file at {path}")
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"prompt file {path} is empty; write one prompt per line")
+        return as_prompt_set(lines)
+    rows = read_rows(path, "prompt file", (".txt", *SUFFIXES))
+    if not rows:
+        raise ValueError(f"prompt file {path} has no rows; give at least one prompt")
+    if all(isinstance(r, str) for r in rows):
+        return as_prompt_set(rows)
+    return _from_rows(rows, path)
 
 
 def tokenize(tokenizer: Any, prompt_set: PromptSet) -> list[tuple[list[int], int]]:
@@ -134,6 +140,8 @@ def batches(
 
 
 def n_batches(n: int, batch_size: int) -> int:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     return -(-n // batch_size)
 
 
@@ -152,12 +160,17 @@ def _columns(prompts: Any) -> set[str] | None:
     return None if names is None else set(map(str, names))
 
 
-def _from_rows(rows: Any, path: Path) -> PromptSet:
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected a list of strings or of objects with a 'prompt' field")
-    missing = [i for i, r in enumerate(rows) if PROMPT_COLUMN not in r]
-    if missing:
-        raise ValueError(f"{path}: row {missing[0]} has no 'prompt' field")
+def _from_rows(rows: list[Any], path: Path) -> PromptSet:
+    if all(isinstance(r, dict) and PROMPT_COLUMN not in r for r in rows):
+        raise ValueError(f"{path} has no {PROMPT_COLUMN!r} column; its columns are {sorted(rows[0])}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(
+                f"{path}: row {i} is a {type(r).__name__}; rows must all be strings or objects with a 'prompt' field"
+            )
+        if not isinstance(r.get(PROMPT_COLUMN), str):
+            got = "no 'prompt' field" if PROMPT_COLUMN not in r else f"'prompt' = {r[PROMPT_COLUMN]!r}, not a string"
+            raise ValueError(f"{path}: row {i} has {got}")
     import pandas as pd
 
     return as_prompt_set(pd.DataFrame(rows))

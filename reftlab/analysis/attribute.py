@@ -32,7 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from ._capture import batch_positions, eval_mode, forward_seen
+from ._capture import batch_positions, eval_mode, forward_seen, positions_used
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 from .compare import orthonormal_basis
 
@@ -51,13 +51,19 @@ class WithoutDirections:
         return h + delta - (delta @ q.T) @ q
 
 
-def target_ids(tokenizer: Any, targets: Sequence[str | int]) -> dict[str, int]:
-    """``{label: token id}``; each string target must be exactly one token."""
+def target_ids(tokenizer: Any, targets: Sequence[str | int], vocab_size: int | None = None) -> dict[str, int]:
+    """``{label: token id}``; each string target must be exactly one token, each id below ``vocab_size``."""
+    if isinstance(targets, (str, int)):
+        raise TypeError(f"targets must be a list of tokens or token ids, got {targets!r}; wrap it: [{targets!r}]")
     out = {}
     for t in targets:
-        if isinstance(t, int):
+        if isinstance(t, int) and not isinstance(t, bool):
+            if t < 0 or (vocab_size is not None and t >= vocab_size):
+                raise ValueError(f"target id {t} is outside the vocabulary 0..{(vocab_size or 1) - 1}")
             out[repr(tokenizer.decode([t]))] = t
             continue
+        if not isinstance(t, str):
+            raise TypeError(f"a target must be a single-token string or a token id, got {t!r}")
         ids = tokenizer(t, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise ValueError(f"target {t!r} is {len(ids)} tokens ({ids}); give single-token strings or token ids")
@@ -83,7 +89,8 @@ def attribute(
     """
     hooked = reft_model.hooked
     keys = list(reft_model.interventions)
-    tids = target_ids(hooked.tokenizer, targets)
+    positions_used(reft_model, positions, keys, "attribute")
+    tids = target_ids(hooked.tokenizer, targets, hooked.cfg["d_vocab"])
     variants: list[tuple[str, str | None, int | None, dict, tuple]] = [(NONE, None, None, {}, ())]
     for k in keys:
         variants.append((k, k, None, {}, (k,)))

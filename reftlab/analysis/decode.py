@@ -29,7 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..models.arch import get_module
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
 from .project import unit_directions
 
@@ -54,6 +54,7 @@ def mean_edit(
 ) -> Float[Tensor, " d_model"]:
     """Mean of phi(h) - h over every position the intervention ``key`` edits, over the prompts."""
     (key,) = check_keys(reft_model, key)
+    positions_used(reft_model, positions, [key], "mean_edit")
     hooked = reft_model.hooked
     encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts, column=column))
     total, count = torch.zeros(hooked.d_model, dtype=torch.float64), 0
@@ -90,6 +91,8 @@ def decode(
         raise ValueError(f"k={k!r} must be a positive int")
     hooked = reft_model.hooked
     keys = check_keys(reft_model, key)
+    if prompts is not None:
+        positions_used(reft_model, positions, keys, "decode")
     rows = []
     for kk in keys:
         dirs = directions if directions is not None else reft_model.interventions[kk].subspace().detach()

@@ -32,7 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 
 
@@ -72,6 +72,7 @@ def project(
     layer, component, position, token_id, token, intervened, stage, edit_norm, dir_0..``.
     """
     keys = check_keys(reft_model, key)
+    positions_used(reft_model, positions, keys, "project")
     hooked = reft_model.hooked
     dirs = {}
     for k in keys:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..sites import Positions
 from .encode import context_length, encode_pair, format_prompt, locations_for
+from .files import read_rows
 
 
 def read_pairs(
@@ -27,18 +27,20 @@ def read_pairs(
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no data file at {path}")
-        if path.suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif path.suffix == ".json":
-            frame = pd.read_json(path, dtype=False)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise ValueError(f"data file {path} must end in .jsonl, .json or .csv")
-        where = str(path)
+        rows = read_rows(source)
+        where = str(source)
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise ValueError(
+                f"{where}: row {bad} is a {type(rows[bad]).__name__}; each row must be an object with "
+                f"{prompt_column!r} and {response_column!r}"
+            )
+        lacking = next(
+            ((i, c) for i, r in enumerate(rows) for c in (prompt_column, response_column) if c not in r), None
+        )
+        if lacking is not None and len(rows) > 1 and any(lacking[1] in r for r in rows):
+            raise ValueError(f"{where}: row {lacking[0]} has no {lacking[1]!r} field")
+        frame = pd.DataFrame(rows)
     elif isinstance(source, pd.DataFrame):
         frame, where = source, "the DataFrame"
     elif hasattr(source, "column_names") and hasattr(source, "to_pandas"):
@@ -110,6 +112,10 @@ def encode_examples(
     """The shared core of ``build_dataset`` and the pyreft-style data modules."""
     import datasets
 
+    if tokenizer is None or not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer (e.g. model.tokenizer), got {tokenizer!r}")
+    if positions is None:
+        raise ValueError("positions=None: training data need positions, e.g. positions='l1' or 'f1+l1'")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one response per prompt")
     if not prompts:
@@ -135,5 +141,8 @@ def encode_examples(
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"prompt/response values must be strings, got {type(value).__name__} ({value!r})")
+        raise TypeError(
+            f"prompt/response values must be strings, got {type(value).__name__} ({value!r}); "
+            "check for empty or missing fields"
+        )
     return value

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .device import check_device
 from .hooked import HookedModel
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -114,13 +115,13 @@ def load_model(
     if dtype is not None:
         hf = hf.to(_dtype(dtype))
     if device is not None:
-        hf = hf.to(device)
+        hf = hf.to(check_device(device))
     hf.eval()
     return HookedModel(hf, tokenizer)
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         return dtype
     try:
         return {
@@ -130,6 +131,6 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
             "bf16": torch.bfloat16,
             "float16": torch.float16,
             "fp16": torch.float16,
-        }[dtype]
-    except KeyError:
+        }[dtype]  # type: ignore[index]
+    except (KeyError, TypeError):
         raise ValueError(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16") from None

@@ -82,6 +82,14 @@ class TrainConfig:
                 bad(name, "must be an int >= 0")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             bad("max_steps", "must be None or an int >= 1")
+        for name in ("lr", "weight_decay", "warmup_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad(name, "must be a number")
+        if self.max_grad_norm is not None and (
+            isinstance(self.max_grad_norm, bool) or not isinstance(self.max_grad_norm, (int, float))
+        ):
+            bad("max_grad_norm", "must be None or a number")
         if not self.lr > 0:
             bad("lr", "must be > 0")
         if self.weight_decay < 0:
@@ -145,6 +153,7 @@ class TrainConfig:
         return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch(n_examples)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        _check_names(changes, "TrainConfig")
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -155,12 +164,18 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "training") -> "TrainConfig":
         """Build from a dict (e.g. a YAML section); unknown keys are an error naming them."""
-        known = {f.name: f.metadata.get("help", "") for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
-            raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} must be a mapping of TrainConfig fields, got {data!r}")
+        _check_names(data, where)
         return cls(**dict(data))
+
+
+def _check_names(data: Mapping[str, Any], where: str) -> None:
+    known = {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
 
 
 def _json_value(x: Any) -> Any:

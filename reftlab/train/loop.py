@@ -213,7 +213,14 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
     """Materialise ``dataset`` as a list of dicts and check every example; errors name it."""
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"the {what} is empty; give at least one example (reftlab.build_dataset)")
-    examples = [dict(dataset[i]) for i in range(len(dataset))]
+    raw = [dataset[i] for i in range(len(dataset))]
+    bad = next((i for i, ex in enumerate(raw) if not isinstance(ex, Mapping)), None)
+    if bad is not None:
+        raise TypeError(
+            f"{what} example {bad} is a {type(raw[bad]).__name__}, not a dict of input_ids/labels/"
+            "intervention_locations; build the set with reftlab.build_dataset or a data module"
+        )
+    examples = [dict(ex) for ex in raw]
     for i, ex in enumerate(examples):
         missing = [k for k in ("input_ids", "labels", "intervention_locations") if k not in ex]
         if missing:

@@ -25,7 +25,7 @@ def _pick_key(df: pd.DataFrame, key: str | None) -> tuple[str, pd.DataFrame]:
     if key is None:
         key = keys[0]
     if key not in keys:
-        raise KeyError(f"no rows for key {key!r}; the table has {keys}")
+        raise ValueError(f"no rows for key {key!r}; the table has {keys}")
     return key, df[df["key"] == key]
 
 
