@@ -434,10 +434,11 @@ def check_inputs(hooked: HookedModel, input_ids: Any, attention_mask: Any) -> No
                 f"input_ids hold token id {lo if lo < 0 else hi}, outside this model's vocabulary 0..{vocab - 1}; "
                 "tokenize with the model's own tokenizer"
             )
-    if attention_mask is not None:
-        if not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape:
-            shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-            raise ValueError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}; they must match")
+    if attention_mask is not None and (
+        not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
+    ):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}; they must match")
 
 
 def _depth(x: Any) -> int:
