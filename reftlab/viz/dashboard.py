@@ -192,7 +192,8 @@ def dashboard_main(
     from ..models import HookedModel, load_model
     from ..reft_model import ReftModel
 
-    prompts = read_prompts(prompts_file)  # fail on a bad prompt file before loading anything
+    prompts = read_prompts(prompts_file)  # fail on a bad prompt file or output path before loading anything
+    _html_path(out_path)
     if loader is None:
         loader = getattr(ReftModel, "load", None)
         if loader is None:
