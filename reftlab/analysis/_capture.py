@@ -25,6 +25,14 @@ from ..attach import Binding, attach
 from ._prompts import Batch
 
 
+class MissingPositions(ValueError):
+    """An intervention has no positions of its own and none were given (``key``, ``hook``)."""
+
+    def __init__(self, message: str, key: str, hook: str) -> None:
+        super().__init__(message)
+        self.key, self.hook = key, hook
+
+
 class StopForward(Exception):
     """Every tap of a group has its value: the rest of the forward pass is not needed."""
 
@@ -84,10 +92,12 @@ def positions_used(reft_model: Any, positions: Any, keys: Sequence[str], where: 
         site = reft_model.sites[all_keys.index(k)]
         given = per[k]
         if given is None and site.positions is None:
-            raise ValueError(
+            raise MissingPositions(
                 f"{where}: intervention {k!r} at {site.hook} has no positions of its own (a checkpoint saved "
                 "pyreft's way records none); pass positions= (a spec such as 'l1' or 'f1+l1' for every "
-                "intervention, a list with one per intervention, or a dict by key)"
+                "intervention, a list with one per intervention, or a dict by key)",
+                k,
+                site.hook,
             )
         if given is None:
             out[k] = f"{site.positions} (site default)"

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ..data.encode import format_prompt
 from ..data.files import SUFFIXES, read_rows
 
 PROMPT_COLUMN = "prompt"
@@ -96,13 +97,70 @@ def read_prompts(path: str | os.PathLike) -> PromptSet:
     return _from_rows(rows, path)
 
 
-def tokenize(tokenizer: Any, prompt_set: PromptSet) -> list[tuple[list[int], int]]:
-    """Token ids of prompt (+ completion) per example, with the prompt's token count."""
+@dataclass(frozen=True)
+class Format:
+    """How prompts are rendered before tokenizing: raw (``chat_template`` False), or as a user
+    turn of the tokenizer's chat template (True) or of a Jinja template string, with an
+    optional system message; ``origin`` says where the choice came from (for reports)."""
+
+    chat_template: bool | str = False
+    system_prompt: str | None = None
+    origin: str = "default"
+
+    def render(self, tokenizer: Any, prompt: str) -> str:
+        return format_prompt(tokenizer, prompt, self.chat_template, self.system_prompt)
+
+    def describe(self) -> str:
+        """``"with the tokenizer's chat template and system prompt 'Be brief' (recorded with the checkpoint)"``."""
+        if self.chat_template is False:
+            how = "as raw text, no chat template"
+        else:
+            how = "with the " + (
+                "tokenizer's chat template" if self.chat_template is True else "checkpoint's Jinja chat template"
+            )
+            how += f" and system prompt {self.system_prompt!r}" if self.system_prompt is not None else ""
+        return f"{how} ({self.origin})"
+
+
+def prompt_format(reft_model: Any, given: Any = None) -> Format:
+    """The prompt format analysis uses: ``given`` (False: raw text; True: the chat template;
+    an object or dict with ``chat_template`` and ``system_prompt``), else the one recorded
+    with the ReftModel (``reft_model.prompt_format``: how training formatted prompts), else raw.
+    """
+    if given is None:
+        recorded = getattr(reft_model, "prompt_format", None)
+        if recorded is None:
+            return Format(origin="no prompt format recorded with the checkpoint")
+        return _as_format(recorded, "as in training, recorded with the checkpoint")
+    if isinstance(given, Format):
+        return given
+    if isinstance(given, bool):
+        return Format(chat_template=given, origin="given")
+    return _as_format(given, "given")
+
+
+def _as_format(x: Any, origin: str) -> Format:
+    get = x.get if isinstance(x, dict) else lambda name, default=None: getattr(x, name, default)
+    template = get("chat_template", False)
+    if not isinstance(template, (bool, str)):
+        raise TypeError(f"prompt_format.chat_template must be a bool or a Jinja string, got {template!r}")
+    return Format(chat_template=template, system_prompt=get("system_prompt", None), origin=origin)
+
+
+def tokenize(tokenizer: Any, prompt_set: PromptSet, fmt: Format | None = None) -> list[tuple[list[int], int]]:
+    """Token ids of prompt (+ completion) per example, with the prompt's token count.
+
+    With a chat-template ``fmt`` the prompt is rendered first and no special tokens are
+    added (the template holds them), exactly as training data were encoded.
+    """
     if tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with load_model(model, tokenizer)")
+    fmt = fmt or Format()
+    templated = fmt.chat_template is not False
     out = []
-    for i, prompt in enumerate(prompt_set.prompts):
-        ids = list(tokenizer(prompt)["input_ids"])
+    for i, raw in enumerate(prompt_set.prompts):
+        prompt = fmt.render(tokenizer, raw)
+        ids = list(tokenizer(prompt, add_special_tokens=not templated)["input_ids"])
         if not ids:
             raise ValueError(f"prompt {i} ({prompt!r}) has no tokens; remove empty prompts")
         n_prompt = len(ids)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ._capture import batch_positions, eval_mode, forward_seen, positions_used
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
+from ._prompts import prompt_format as resolve_format
 from .compare import orthonormal_basis
 
 NONE = "none"
@@ -80,12 +81,14 @@ def attribute(
     positions: Any = None,
     batch_size: int = 16,
     column: str = "prompt",
+    prompt_format: Any = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy ablation table: ``removed, key, direction, metric, value, delta``.
 
     ``removed`` is ``"none"`` (the full ReFT), a key, or ``key/dir_i``; ``metric`` is
-    ``loss`` or ``logit['tok']`` for each of ``targets``.
+    ``loss`` or ``logit['tok']`` for each of ``targets``. ``positions`` and ``prompt_format`` as
+    in ``project``; the target logits are read at each prompt's last (formatted) token.
     """
     hooked = reft_model.hooked
     keys = list(reft_model.interventions)
@@ -100,7 +103,7 @@ def attribute(
             for i in range(basis.shape[0]):
                 variants.append((f"{k}/dir_{i}", k, i, {k: WithoutDirections(iv, basis[i : i + 1])}, ()))
     prompt_set = as_prompt_set(prompts, column=column)
-    encoded = tokenize(hooked.tokenizer, prompt_set)
+    encoded = tokenize(hooked.tokenizer, prompt_set, resolve_format(reft_model, prompt_format))
     has_completion = prompt_set.completions is not None
     sums = {v[0]: {"loss": 0.0, **{f"logit[{n}]": 0.0 for n in tids}} for v in variants}
     n_tokens, n_prompts = 0, 0
