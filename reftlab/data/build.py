@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..sites import Positions
@@ -20,27 +21,42 @@ from .encode import context_length, encode_pair, format_prompt, locations_for
 from .files import read_rows
 
 
+def read_table(path: str | os.PathLike) -> Any:
+    """A pandas DataFrame from a local ``.jsonl``, ``.json`` (a list of records), ``.csv`` or ``.parquet`` file.
+
+    Text stays text: JSON values keep their JSON types and CSV cells are read as strings.
+    A broken file is an error naming the file and line (``reftlab.data.files.read_rows``).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise FileNotFoundError(f"no data file at {path}")
+        try:
+            return pd.read_parquet(path)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"cannot read {path} as Parquet ({e}); check the file's format") from None
+    rows = read_rows(path, "data file", TABLE_SUFFIXES)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{path}: row {bad} is a {type(rows[bad]).__name__}; each row must be an object of named fields"
+        )
+    return pd.DataFrame(rows)
+
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
 def read_pairs(
     source: Any, prompt_column: str = "prompt", response_column: str = "response"
 ) -> tuple[list[str], list[str]]:
-    """``(prompts, responses)`` from a ``.jsonl``/``.json``/``.csv`` path, a pandas DataFrame or a ``datasets.Dataset``."""
+    """``(prompts, responses)`` from a data file (see ``read_table``), a pandas DataFrame or a ``datasets.Dataset``."""
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):
-        rows = read_rows(source)
-        where = str(source)
-        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
-        if bad is not None:
-            raise ValueError(
-                f"{where}: row {bad} is a {type(rows[bad]).__name__}; each row must be an object with "
-                f"{prompt_column!r} and {response_column!r}"
-            )
-        lacking = next(
-            ((i, c) for i, r in enumerate(rows) for c in (prompt_column, response_column) if c not in r), None
-        )
-        if lacking is not None and len(rows) > 1 and any(lacking[1] in r for r in rows):
-            raise ValueError(f"{where}: row {lacking[0]} has no {lacking[1]!r} field")
-        frame = pd.DataFrame(rows)
+        frame, where = read_table(source), str(source)
     elif isinstance(source, pd.DataFrame):
         frame, where = source, "the DataFrame"
     elif hasattr(source, "column_names") and hasattr(source, "to_pandas"):
@@ -57,6 +73,10 @@ def read_pairs(
             f"{where} has no column(s) {missing}; its columns are {list(frame.columns)}. "
             "Rename them or pass prompt_column=/response_column="
         )
+    for column in (prompt_column, response_column):
+        empty = [i for i, v in enumerate(frame[column]) if v is None or (isinstance(v, float) and v != v)]
+        if empty:
+            raise ValueError(f"{where}: row {empty[0]} has no {column!r} (missing or null); give every row one")
     return [_text(v) for v in frame[prompt_column]], [_text(v) for v in frame[response_column]]
 
 
