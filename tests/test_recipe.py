@@ -7,8 +7,10 @@ import torch
 import yaml
 from bigbench_helpers import cached_archive
 from helpers import REPO
+from safetensors.torch import load_file
 
 import reftlab
+from reftlab.models.classifier import load_classifier
 from reftlab.recipe import Recipe, run_recipe
 
 EXAMPLES = REPO / "examples"
@@ -113,7 +115,7 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
         output_dir=str(tmp_path / "out"),
     )
     torch.manual_seed(0)
-    head0 = reftlab.models.classifier.load_classifier(str(tiny_dir), num_labels=2).hf_model.score.weight.clone()
+    head0 = load_classifier(str(tiny_dir), num_labels=2).hf_model.score.weight.clone()
     result = run_recipe(recipe, log=lambda m: None)
     ev = result["evaluation"]
     assert ev["metric"] == "accuracy" and ev["n"] == 2 and ev["trainable_params"] == 2 * 64 + 1 + 2 * 64
@@ -121,3 +123,10 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
     table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
     assert table[0] == "prompt,reference,prediction,score" and len(table) == 3
     assert head0.shape == (2, 64)
+    # Without a model, the checkpoint rebuilds its classifier on the recorded folder; the head comes back trained.
+    loaded = reftlab.ReftModel.load(tmp_path / "out")
+    assert type(loaded.hooked.hf_model).__name__ == "LlamaForSequenceClassification"
+    saved = load_file(str(tmp_path / "out" / "base_parameters.safetensors"))
+    assert torch.equal(loaded.hooked.hf_model.score.weight, saved["score.weight"])
+    again = reftlab.evaluate(loaded, tmp_path / "test.jsonl", task="classification", labels=["bad", "good"])
+    assert again.summary()["score"] == ev["score"]

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..data.encode import format_prompt
 from ..data.files import SUFFIXES, read_rows
+from ..data.prompt_format import PromptFormat
 
 PROMPT_COLUMN = "prompt"
 COMPLETION_COLUMNS = ("completion", "output")
@@ -124,11 +125,11 @@ class Format:
 
 def prompt_format(reft_model: Any, given: Any = None) -> Format:
     """The prompt format analysis uses: ``given`` (False: raw text; True: the chat template;
-    an object or dict with ``chat_template`` and ``system_prompt``), else the one recorded
-    with the ReftModel (``reft_model.prompt_format``: how training formatted prompts), else raw.
+    a ``PromptFormat`` or its dict), else the one recorded with the ReftModel
+    (``reft_model.prompt_format``: how training formatted prompts), else raw text.
     """
     if given is None:
-        recorded = getattr(reft_model, "prompt_format", None)
+        recorded = getattr(reft_model, "prompt_format", None)  # a HookedModel has none
         if recorded is None:
             return Format(origin="no prompt format recorded with the checkpoint")
         return _as_format(recorded, "as in training, recorded with the checkpoint")
@@ -140,11 +141,8 @@ def prompt_format(reft_model: Any, given: Any = None) -> Format:
 
 
 def _as_format(x: Any, origin: str) -> Format:
-    get = x.get if isinstance(x, dict) else lambda name, default=None: getattr(x, name, default)
-    template = get("chat_template", False)
-    if not isinstance(template, (bool, str)):
-        raise TypeError(f"prompt_format.chat_template must be a bool or a Jinja string, got {template!r}")
-    return Format(chat_template=template, system_prompt=get("system_prompt", None), origin=origin)
+    fmt = PromptFormat.from_json(x)  # a PromptFormat, or its dict; anything else is a clear error
+    return Format(chat_template=fmt.chat_template, system_prompt=fmt.system_prompt, origin=origin)
 
 
 def tokenize(tokenizer: Any, prompt_set: PromptSet, fmt: Format | None = None) -> list[tuple[list[int], int]]:

@@ -15,7 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the held-out prompts of the checkpoint's run.json)",
     )
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
-    p.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
+    p.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
     p.add_argument(
         "--positions",
         nargs="+",

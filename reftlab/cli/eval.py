@@ -22,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=sorted(METRICS), help="default: exact_match, or accuracy for choices/classes")
     p.add_argument("--task", choices=["generation", "multiple_choice", "classification"], help="default: from the data")
     p.add_argument("--labels", help="classification: class names in head order, comma-separated")
-    p.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
+    p.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
     p.add_argument("--compare", help="'base' (no intervention) or another checkpoint folder, on the same data")
     p.add_argument("-o", "--output", help="write the per-example table here (.csv)")
     fmt = p.add_mutually_exclusive_group()
@@ -51,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no data file at {args.data}")
     if args.output and not str(args.output).endswith(".csv"):
         raise ValueError(f"-o {args.output}: the table is written as CSV; give a path ending in .csv")
-    hooked = load_model() if args.model is None else load_model(args.model)
-    reft_model = ReftModel.load(args.checkpoint, hooked)
+    if args.model is None:
+        reft_model = ReftModel.load(args.checkpoint)  # onto the base model the checkpoint records
+    else:
+        reft_model = ReftModel.load(args.checkpoint, load_model(args.model))
+    hooked = reft_model.hooked
     compare = None
     if args.compare == "base":
         compare = "base"

@@ -53,10 +53,11 @@ class _TaskDataset(ReftDataset):
         raise NotImplementedError
 
     def field(self, item: dict[str, Any], name: str) -> Any:
-        if name not in item:
+        if item.get(name) is None:  # a datasets.Dataset fills a field some rows lack with None
             raise ValueError(
-                f"{type(self).__name__}: example {self.current_index} has no field {name!r}; its fields are "
-                f"{sorted(item)}. Name the right one in the *_field= arguments"
+                f"{type(self).__name__}: example {self.current_index} has no field {name!r} (or it is null); its "
+                f"fields are {sorted(k for k, v in item.items() if v is not None)}. Name the right one in the "
+                "*_field= arguments, or drop the example"
             )
         return item[name]
 

@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from .checkpoint import read_safetensors
 
 BASE_FILE = "base_parameters.safetensors"
 _META = {"format": "pt", "reftlab_format": "base_parameters"}
@@ -42,12 +43,7 @@ def read_base_parameters(folder: Path, hf_model: nn.Module) -> dict[str, Tensor]
     path = folder / BASE_FILE
     if not path.is_file():
         return {}
-    try:
-        saved = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(
-            f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again"
-        ) from None
+    saved = read_safetensors(path)
     own = dict(hf_model.named_parameters())
     for name, t in saved.items():
         if name not in own:

@@ -36,6 +36,7 @@ from ..data.encode import IGNORE_INDEX
 from ..data.pyreft_compat import collator_for
 from .forward import run_batch, unwrap
 from .hf_trainer import ReftTrainer
+from .reward import pairwise_prediction
 
 
 class ReftDPOTrainer(ReftTrainer):
@@ -101,13 +102,7 @@ class ReftDPOTrainer(ReftTrainer):
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(loss, reward margins, ones)``: ``reftlab.train.reward_accuracy`` reads the margins."""
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss, rewards = self.compute_loss(model, inputs, return_outputs=True)
-        if prediction_loss_only:
-            return loss.detach(), None, None
-        margins = (rewards["rewards_chosen"] - rewards["rewards_rejected"]).detach()
-        return loss.detach(), margins, torch.ones_like(margins)
+        return pairwise_prediction(self, model, inputs, prediction_loss_only)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         mode = "train" if "loss" in logs else "eval"

@@ -48,13 +48,21 @@ class ReftTrainerForRewardModelling(ReftTrainer):
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(loss, r(chosen) - r(rejected), ones)`` per pair, for ``reward_accuracy``."""
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss, rewards = self.compute_loss(model, inputs, return_outputs=True)
-        if prediction_loss_only:
-            return loss.detach(), None, None
-        margins = (rewards["rewards_chosen"] - rewards["rewards_rejected"]).detach()
-        return loss.detach(), margins, torch.ones_like(margins)
+        return pairwise_prediction(self, model, inputs, prediction_loss_only)
+
+
+def pairwise_prediction(
+    trainer: Any, model: Any, inputs: dict[str, Any], prediction_loss_only: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """An evaluation step of a pairwise trainer whose ``compute_loss(..., return_outputs=True)``
+    gives ``rewards_chosen``/``rewards_rejected``: ``(loss, margins, ones)``."""
+    inputs = trainer._prepare_inputs(inputs)
+    with torch.no_grad():
+        loss, rewards = trainer.compute_loss(model, inputs, return_outputs=True)
+    if prediction_loss_only:
+        return loss.detach(), None, None
+    margins = (rewards["rewards_chosen"] - rewards["rewards_rejected"]).detach()
+    return loss.detach(), margins, torch.ones_like(margins)
 
 
 def pair_rewards(logits: Float[Tensor, "rows 1"]) -> tuple[Float[Tensor, " pairs"], Float[Tensor, " pairs"]]:

@@ -282,10 +282,10 @@ def dashboard_main(
 ) -> Path:
     """``reftlab dashboard CHECKPOINT [--prompts FILE] -o OUT``: load, analyse, write.
 
-    ``model``: a ``HookedModel``, a model name/folder for ``reftlab.load_model``, or None
-    for the embedded SmolLM2. ``loader(checkpoint_dir, hooked_model) -> ReftModel``
-    defaults to ``ReftModel.load``. ``prompts_file``: .txt (one prompt per line),
-    .jsonl/.json/.csv with a ``prompt`` field; None takes the held-out prompts of the
+    ``model``: a ``HookedModel``, a model name/folder/Hub id for ``reftlab.load_model``,
+    or None for the base model the checkpoint records. ``loader(checkpoint_dir, hooked_model)
+    -> ReftModel`` defaults to ``ReftModel.load``. ``prompts_file``: .txt (one prompt per
+    line), .jsonl/.json/.csv with a ``prompt`` field; None takes the held-out prompts of the
     checkpoint's ``run.json`` (written by ``reftlab train``). ``run.json``, when present,
     also gives the summary its loss curve and answers. ``options`` go to ``write_dashboard``.
     """
@@ -303,7 +303,12 @@ def dashboard_main(
             "held-out prompts to fall back on"
         )
     _html_path(out_path)
-    hooked = model if isinstance(model, HookedModel) else load_model() if model is None else load_model(model)
+    if model is None:
+        from ..io import load_base, resolve_source
+
+        hooked = load_base(resolve_source(checkpoint_dir))
+    else:
+        hooked = model if isinstance(model, HookedModel) else load_model(model)
     reft_model = (loader or ReftModel.load)(checkpoint_dir, hooked)
     title = f"reftlab dashboard: {Path(checkpoint_dir).name}"
     options = {"title": title, "run": run, "checkpoint": str(checkpoint_dir), **options}

@@ -72,19 +72,7 @@ def test_tokenizer_given_twice_differently_is_an_error(tok, tmp_path):
 
 
 def test_sequence_classification_trainer_uses_the_heads_loss(tok, tmp_path):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=260,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=256,
-        num_labels=2,
-    )
-    hf = LlamaForSequenceClassification(cfg).eval()
-    rm = loreft_model(tok, hf)
+    rm = loreft_model(tok, _classifier(tok))
     rm.model.score.weight.requires_grad_(True)  # unfrozen on purpose: trains with the interventions
     head0 = rm.model.score.weight.detach().clone()
     texts = ["good day", "bad day", "very good", "very bad"]

@@ -190,7 +190,7 @@ def test_prompts_are_formatted_as_in_training_and_special_tokens_stay_readable(t
 
     hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
     reft = _reft(hooked)
-    reft.prompt_format = {"chat_template": True, "system_prompt": None}  # as a checkpoint records it
+    reft.prompt_format = reftlab.PromptFormat(chat_template=True)  # as a recipe's checkpoint records it
     df = project(reft, PROMPTS, progress=False)
     first = df[(df.stage == "after") & (df.position == 0)]
     assert set(first.token) == {"<|im_start|>"}  # f1 lands on the template's first token, as in training
