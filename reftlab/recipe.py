@@ -443,6 +443,8 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
             "before": before,
             "after": after,
             "evaluation": summary,
+            "task": recipe.task,
+            "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
             "seconds": time.perf_counter() - t0,
         },
     )
