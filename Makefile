@@ -8,7 +8,7 @@ CHROMIUM := $(VENV)/.chromium
 # pyreft itself on reftlab's exports. About 80 s to build on a fresh 2-core machine.
 PYREFT_VENV := .venv-pyreft
 
-.PHONY: demo test lint bench setup clean pyreft-venv
+.PHONY: demo test lint bench setup clean pyreft-venv gpu-check
 
 setup: $(STAMP)
 
@@ -50,3 +50,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(PYREFT_VENV) .pytest_cache
+
+# The one-call GPU acceptance run (benchmarks/gpu_check.py): run it with the GPU machine's own
+# python (CUDA torch), not the CPU venv. Wheels carried in .whl/ (benchmarks/gpu_wheels.sh) are
+# installed first, offline. Without CUDA it prints {"cuda": false, ...} and exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	if [ -d .whl ]; then GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_wheels.sh install; fi
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py

@@ -16,26 +16,34 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from ._version import __version__
 from .attach import Binding, attach
 from .config import ReftConfig
 from .data.prompt_format import PromptFormat
-from .interventions import Intervention
+from .interventions import Intervention, InterventionDict
 from .models.device import check_device
 from .models.hooked import HookedModel
 from .sites import MODULE_SITE, Positions, Site, as_position_tensor, check_positions, resolve_positions
-
-PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
 
 
 class ReftModel(nn.Module):
     """Interventions attached to a (frozen) causal LM.
 
     ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
-    the ``HookedModel`` around it. ``prompt_format`` records how training formatted
-    prompts (chat template, system prompt; None when unknown): ``save`` writes it into the
-    checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
+    the ``HookedModel`` around it. ``origins`` maps each intervention key to the ReFT it
+    came from (``reftlab.compose`` passes one label per intervention; empty otherwise); ``merged`` turns True once
+    ``merge_into_base`` has folded the interventions into the base weights. It satisfies
+    ``reftlab.attach.ReftLike``, the contract the rooms above and below rely on. ``prompt_format``
+    records how training formatted prompts (chat template, system prompt; None when unknown):
+    ``save`` writes it into the checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
     """
 
+    hooked: HookedModel
+    config: ReftConfig
+    sites: tuple[Site, ...]
+    interventions: InterventionDict
+    origins: dict[str, str]
+    merged: bool
     prompt_format: PromptFormat | None
 
     def __init__(
@@ -44,6 +52,7 @@ class ReftModel(nn.Module):
         config: ReftConfig,
         interventions: Sequence[Intervention],
         *,
+        origins: Sequence[str] | None = None,
         prompt_format: PromptFormat | None = None,
     ) -> None:
         super().__init__()
@@ -52,10 +61,16 @@ class ReftModel(nn.Module):
             raise ValueError(f"{len(interventions)} interventions for {len(config.representations)} representations")
         self.hooked = hooked
         self.config = config
-        self.sites: tuple[Site, ...] = tuple(r.site for r in config.representations)
-        self.interventions = nn.ModuleDict()
+        self.sites = tuple(r.site for r in config.representations)
+        self.interventions = InterventionDict()
         for i, (site, iv) in enumerate(zip(self.sites, interventions)):
             self.interventions[_key(site, i)] = iv
+        if origins is not None and len(origins) != len(interventions):
+            raise ValueError(
+                f"{len(origins)} origins for {len(interventions)} interventions; give one per intervention"
+            )
+        self.origins = dict(zip(self.interventions, origins or ()))
+        self.merged = False
 
     # --- pyreft-compatible surface -------------------------------------------------
     @property
@@ -67,7 +82,29 @@ class ReftModel(nn.Module):
         return self.hooked.tokenizer
 
     def set_device(self, device: str | torch.device) -> "ReftModel":
+        """Move the base and the interventions to ``device`` (pyreft's call).
+
+        On a base dispatched by accelerate (``device_map``: sharded or offloaded) the base
+        stays where accelerate put it and every intervention goes to its site's device.
+        """
+        if self.hooked.dispatched:
+            self.place_interventions()
+            return self
         return self.to(check_device(device))
+
+    def place_interventions(self) -> None:
+        """Put every intervention on the device of its site's hidden state (``HookedModel.site_device``)."""
+        placed: dict[int, tuple[str, torch.device]] = {}
+        for (key, iv), site in zip(self.interventions.items(), self.sites):
+            device = self.hooked.site_device(site.hook)
+            if id(iv) in placed and placed[id(iv)][1] != device:
+                first, where = placed[id(iv)]
+                raise ValueError(
+                    f"interventions {first!r} and {key!r} share parameters but their sites run on {where} and {device}; "
+                    "share only between sites on one device, or change the device_map"
+                )
+            placed[id(iv)] = (key, device)
+            iv.to(device)
 
     def get_device(self) -> torch.device:
         """The device of the base model's parameters (pyvene's ``get_device``)."""
@@ -76,7 +113,7 @@ class ReftModel(nn.Module):
     def count_parameters(self, include_model: bool = False) -> int:
         """Trainable intervention parameters (shared ones once), plus the base model's trainable
         ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
-        n = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        n = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         if include_model:
             n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return n
@@ -150,7 +187,7 @@ class ReftModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
-        iv = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        iv = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total_model = sum(p.numel() for p in self.model.parameters())
         print(
@@ -197,7 +234,7 @@ class ReftModel(nn.Module):
         Index tensors are checked (``reftlab.sites.check_positions``); ``allow_empty``
         accepts one that is -1 everywhere (a batch of a prompt set checked as a whole).
         """
-        if getattr(self, "_merged", False):
+        if self.merged:
             raise RuntimeError(
                 "the interventions were merged into the base model (merge_into_base); "
                 "run reft_model.model (or the returned HF model) directly"
@@ -229,7 +266,7 @@ class ReftModel(nn.Module):
         return out
 
     def num_intervention_parameters(self) -> int:
-        return sum(p.numel() for p in _unique(self.interventions.parameters()))
+        return sum(p.numel() for p in self.interventions.parameters())  # parameters() yields a shared one once
 
     def __repr__(self) -> str:
         lines = [f"ReftModel on {self.hooked!r}"]
@@ -260,7 +297,6 @@ class ReftModel(nn.Module):
         ``prompt_format`` (a ``PromptFormat`` or its dict) is recorded instead of
         ``self.prompt_format``: how training formatted prompts.
         """
-        from . import __version__
         from .io import save_reft, upload_folder
 
         if save_to_hf_hub and not hf_repo_name:
@@ -269,7 +305,7 @@ class ReftModel(nn.Module):
         folder = save_reft(
             self,
             save_directory,
-            format=format,  # type: ignore[arg-type]
+            format=format,
             repo_id=hf_repo_name,
             version=__version__,
             prompt_format=fmt,
@@ -339,7 +375,7 @@ class ReftModel(nn.Module):
         from .io import merge_into_base
 
         merged = merge_into_base(list(self.sites), list(self.interventions.values()), self.hooked)
-        self._merged = True
+        self.merged = True
         return merged
 
 
@@ -354,7 +390,9 @@ def get_reft_model(
     """Attach ``config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
 
     The base weights are frozen (a peft model keeps its adapters trainable); each
-    intervention takes the model's dtype unless it asked for one, and its device.
+    intervention takes the model's dtype unless it asked for one, and (``set_device``) the
+    device of its site's hidden state: the model's, or on a base dispatched by accelerate
+    (``device_map``) the device where the tapped module runs.
     """
     if not isinstance(config, ReftConfig):
         raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
@@ -371,8 +409,6 @@ def get_reft_model(
             continue
         iv = rep.build(hooked.d_model)
         iv = iv.to(dtype=iv.requested_dtype or hooked.dtype)
-        if set_device:
-            iv = iv.to(hooked.device)
         if rep.share is not None:
             shared[rep.share] = iv
         interventions.append(iv)
@@ -381,7 +417,10 @@ def get_reft_model(
         for name, p in hooked.model.named_parameters():
             if not (is_peft and "lora_" in name):
                 p.requires_grad_(False)
-    return ReftModel(hooked, config, interventions)
+    reft = ReftModel(hooked, config, interventions)
+    if set_device:
+        reft.place_interventions()
+    return reft
 
 
 def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:
@@ -498,15 +537,6 @@ def _depth(x: Any) -> int:
     while isinstance(x, (list, tuple)) and x:
         x, d = x[0], d + 1
     return d
-
-
-def _unique(params: Any) -> list[nn.Parameter]:
-    seen, out = set(), []
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
 
 
 def _key(site: Site, i: int) -> str:

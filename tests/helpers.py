@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,19 @@ def no_hooks_anywhere(hooked) -> bool:
     return True
 
 
+def rotated(d: int, angles_deg: list[float]):
+    """Two orthonormal float64 [r, d] bases whose principal angles are exactly ``angles_deg``, in a random frame."""
+    import torch
+
+    r = len(angles_deg)
+    e = torch.eye(d, dtype=torch.float64)
+    b = torch.stack(
+        [math.cos(math.radians(t)) * e[i] + math.sin(math.radians(t)) * e[r + i] for i, t in enumerate(angles_deg)]
+    )
+    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]  # a random rotation of the whole space
+    return e[:r] @ q, b @ q
+
+
 def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):
     """A tiny random LlamaForSequenceClassification (d_model 64) whose pad token is the tokenizer's."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -40,3 +54,18 @@ def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):
         num_labels=num_labels,
     )
     return LlamaForSequenceClassification(cfg).eval()
+
+
+def torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout: int = 300):
+    """Run ``script args`` under ``torchrun --standalone --nproc-per-node nproc`` (one OpenMP thread each).
+
+    Returns the ``CompletedProcess`` (text stdout/stderr); the caller checks ``returncode``.
+    """
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    cmd += [str(script), *map(str, args)]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)

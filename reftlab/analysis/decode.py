@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..attach import ReftLike
 from ..models.arch import get_module
 from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
@@ -51,7 +52,7 @@ def direction_logits(
 
 
 def mean_edit(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     key: str,
     *,
@@ -84,7 +85,7 @@ def mean_edit(
 
 
 def decode(
-    reft_model: Any,
+    reft_model: ReftLike,
     key: str | Sequence[str] | None = None,
     *,
     k: int = 10,

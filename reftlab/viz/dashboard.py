@@ -23,7 +23,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ from ..analysis import attribute, compare, decode, mean_edit, project, read_prom
 from ..analysis._capture import positions_used
 from ..analysis._prompts import Format, as_prompt_set
 from ..analysis._prompts import prompt_format as resolve_format
+from ..atomic import write_text
+from ..attach import ReftLike
 from .figures import angle_heatmap, attribution_bars, decode_bars, loss_curve, projection_heatmap, projection_shift
 from .summary import STYLE as SUMMARY_STYLE
 from .summary import generations_html, summary_html
@@ -74,7 +75,7 @@ class Figures:
 
 
 def dashboard_figures(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     *,
     positions: Any = None,
@@ -161,16 +162,7 @@ def page_html(
 
 def write_page(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` to ``path`` (an existing folder, ``.html``) through a temporary file and a rename."""
-    path = _html_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(_html_path(path), text)
 
 
 def _html_path(path: str | os.PathLike) -> Path:
@@ -183,7 +175,7 @@ def _html_path(path: str | os.PathLike) -> Path:
 
 
 def dashboard_html(
-    reft_model: Any,
+    reft_model: ReftLike,
     figures: Figures,
     *,
     title: str = "reftlab dashboard",
@@ -231,7 +223,7 @@ def dashboard_html(
 
 
 def write_dashboard(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     path: str | os.PathLike,
     *,
