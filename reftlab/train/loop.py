@@ -309,7 +309,7 @@ def _check_resume(cfg: TrainConfig, folder: Path, data_sha: str, n_examples: int
     except ValueError as e:
         raise ValueError(f"{folder}: {e}") from None
     for note in notes:
-        warnings.warn(f"resuming from {folder} with a changed setting: {note}", stacklevel=3)
+        warnings.warn(f"resuming from {folder} with a changed setting: {note}", stacklevel=4)
     if saved.get("data_sha256", data_sha) != data_sha:
         raise ValueError(
             f"cannot resume from {folder}: the training set differs from the one it was trained on "
