@@ -23,7 +23,15 @@ from .data.prompt_format import PromptFormat
 from .interventions import Intervention, InterventionDict
 from .models.device import check_device
 from .models.hooked import HookedModel
-from .sites import MODULE_SITE, Positions, Site, as_position_tensor, check_positions, resolve_positions
+from .sites import (
+    MODULE_SITE,
+    Positions,
+    Site,
+    as_position_tensor,
+    check_positions,
+    positions_per_intervention,
+    resolve_positions,
+)
 
 
 class ReftModel(nn.Module):
@@ -455,30 +463,6 @@ def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventio
     return [as_position_tensor(p, "unit_locations") for p in per]
 
 
-def positions_per_intervention(positions: Any, keys: list[str]) -> list[Any]:
-    """``positions`` as ``ReftModel.run`` takes them -> one entry per key (None: the site's own)."""
-    if positions is None or isinstance(positions, (str, Positions)):
-        return [positions] * len(keys)
-    if isinstance(positions, Tensor) and positions.ndim == 2:
-        return [positions] * len(keys)
-    if isinstance(positions, Mapping):
-        unknown = set(positions) - set(keys)
-        if unknown:
-            raise ValueError(f"positions name unknown interventions {sorted(unknown)}; known: {keys}")
-        return [positions.get(k) for k in keys]
-    if not isinstance(positions, (list, tuple, Tensor)):
-        raise TypeError(
-            f"positions must be a spec such as 'l1', a [batch, n] index tensor, or a list/dict of those per "
-            f"intervention, got a {type(positions).__name__}: {positions!r}"
-        )
-    items = list(positions)
-    if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
-        return [as_position_tensor(items)] * len(keys)
-    if len(items) != len(keys):
-        raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
-    return items
-
-
 def _hooked(model: Any, tokenizer: Any) -> HookedModel:
     if isinstance(model, HookedModel):
         return model
@@ -530,13 +514,6 @@ def check_inputs(hooked: HookedModel, input_ids: Any, attention_mask: Any) -> No
     ):
         shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
         raise ValueError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}; they must match")
-
-
-def _depth(x: Any) -> int:
-    d = 0
-    while isinstance(x, (list, tuple)) and x:
-        x, d = x[0], d + 1
-    return d
 
 
 def _key(site: Site, i: int) -> str:

@@ -12,7 +12,7 @@ tokens of each example, ``"l1"`` its last prompt token, ``"all"`` every position
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,3 +295,35 @@ def _ragged(x: Any) -> bool:
     if all(isinstance(r, (list, tuple)) for r in x):
         return len({len(r) for r in x}) > 1 or any(_ragged(r) for r in x)
     return False
+
+
+def positions_per_intervention(positions: Any, keys: list[str]) -> list[Any]:
+    """``positions`` as ``ReftModel.run`` takes them (a spec, a ``[batch, n]`` tensor, a list or a
+    dict by key) -> one entry per key; None stands for the site's own positions."""
+    if positions is None or isinstance(positions, (str, Positions)):
+        return [positions] * len(keys)
+    if isinstance(positions, Tensor) and positions.ndim == 2:
+        return [positions] * len(keys)
+    if isinstance(positions, Mapping):
+        unknown = set(positions) - set(keys)
+        if unknown:
+            raise ValueError(f"positions name unknown interventions {sorted(unknown)}; known: {keys}")
+        return [positions.get(k) for k in keys]
+    if not isinstance(positions, (list, tuple, Tensor)):
+        raise TypeError(
+            f"positions must be a spec such as 'l1', a [batch, n] index tensor, or a list/dict of those per "
+            f"intervention, got a {type(positions).__name__}: {positions!r}"
+        )
+    items = list(positions)
+    if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
+        return [as_position_tensor(items)] * len(keys)
+    if len(items) != len(keys):
+        raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
+    return items
+
+
+def _depth(x: Any) -> int:
+    d = 0
+    while isinstance(x, (list, tuple)) and x:
+        x, d = x[0], d + 1
+    return d

@@ -85,8 +85,7 @@ def positions_used(reft_model: Any, positions: Any, keys: Sequence[str], where: 
     A site saved without positions (pyreft's way: positions per call) needs ``positions=``:
     the error names the intervention and says how to give them.
     """
-    from ..reft_model import positions_per_intervention
-    from ..sites import Positions
+    from ..sites import Positions, positions_per_intervention
 
     all_keys = list(reft_model.interventions)
     per = dict(zip(all_keys, positions_per_intervention(positions, all_keys)))
