@@ -11,6 +11,13 @@ optimizer only sees parameters with ``requires_grad``: the interventions, plus a
 the user unfroze (LoRA, a classifier head). Saving writes only those, as safetensors, to ``{output_dir}/reft``.
 The causal-LM loss scores logits only where labels are not -100 (same value as the
 HF loss). Batches come straight from the data collator; columns are never dropped.
+
+``ReftTrainerForCausalLM`` trains through ``reftlab.train``'s fast path (cached lower blocks,
+packed rows, reused prefix keys/values, sparse logits; ``train.fast_forward``) whenever it
+applies, decided once at the first training step: the Trainer's batches carry no example
+index, so the cache is keyed by each example's token ids (``content_keys``). The losses are
+those of the plain path step for step; ``fast=False`` forces the plain path, ``fast=True``
+makes a model that cannot take the fast path an error.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from .fast_forward import FastForward, content_keys, why_not
 from .loss import batch_positions, plain_loss
 
 
@@ -79,7 +87,16 @@ class ReftTrainer(Trainer):
 
 
 class ReftTrainerForCausalLM(ReftTrainer):
-    """Causal-LM ReFT training: the loss of the response tokens, interventions at the batch's locations."""
+    """Causal-LM ReFT training: the loss of the response tokens, interventions at the batch's locations.
+
+    ``fast``: None takes the fast path when it applies, True requires it, False never takes it.
+    """
+
+    def __init__(self, *args: Any, fast: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = fast
+        self.fast_path: FastForward | None = None
+        self._decided = False
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -88,7 +105,21 @@ class ReftTrainerForCausalLM(ReftTrainer):
             positions = batch_positions(inputs, len(model.interventions))
             out = model.run(inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=inputs["labels"])
             return out.loss, out
+        fast = self._fast_path(model)
+        if fast is not None:
+            return fast.loss(inputs, keys=content_keys(inputs))
         return plain_loss(model, inputs)
+
+    def _fast_path(self, model: Any) -> FastForward | None:
+        """Decided once, at the first loss (the model is then in the mode it trains in)."""
+        if not self._decided:
+            self._decided = True
+            reason = None if self.fast is False else why_not(model)
+            if self.fast and reason is not None:
+                raise ValueError(f"fast=True but the fast path does not apply: {reason}; use fast=None or False")
+            if self.fast is not False and reason is None:
+                self.fast_path = FastForward(model)
+        return self.fast_path
 
 
 class ReftTrainerForSequenceClassification(ReftTrainer):
