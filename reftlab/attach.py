@@ -12,6 +12,10 @@ divisible by k) are grouped ``[batch, n/k, k]``, the hook gathers ``[N, k, d_mod
 calls the intervention, and scatters all k rows back. Groups with any -1 slot are
 skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
 (per-example routing), also for positions=None.
+
+Precision: the gathered vectors are cast to the intervention's own dtype and its output
+back to the model's, so float32 interventions (the default on a bfloat16 / float16 base:
+float32 master weights, see ``get_reft_model``) compute their edit in float32.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from .interventions import Intervention
 from .models.hooked import HookedModel
@@ -61,9 +66,9 @@ def apply_at_positions(
         if arity != 1:
             raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
         if rows is None:
-            return intervention(h)
+            return call_in_own_dtype(intervention, h)
         selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
-        return h.index_copy(0, selected, intervention(h[selected])) if len(selected) else h
+        return h.index_copy(0, selected, call_in_own_dtype(intervention, h[selected])) if len(selected) else h
     if h.shape[1] < min_length:
         return h
     if positions.shape[0] != h.shape[0]:
@@ -81,7 +86,7 @@ def apply_at_positions(
     valid = positions >= 0
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(positions)[valid]  # [N]
     cols = positions[valid]  # [N]
-    edited = intervention(h[rows, cols])  # [N, d_model]
+    edited = call_in_own_dtype(intervention, h[rows, cols])  # [N, d_model]
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
     return h.index_put((rows, cols), edited)
@@ -99,8 +104,17 @@ def _apply_grouped(
     valid = (groups >= 0).all(dim=-1)  # [batch, n/k]: a group with any empty slot is skipped
     cols = groups[valid]  # [N, k]
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand(valid.shape)[valid][:, None].expand_as(cols)
-    edited = intervention(h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
+    edited = call_in_own_dtype(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
     return h.index_put((rows, cols), edited)
+
+
+def call_in_own_dtype(intervention: Any, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
+    """``intervention(x)`` computed in the intervention's dtype (its first parameter's), returned in ``x``'s."""
+    first = next(intervention.parameters(), None) if isinstance(intervention, nn.Module) else None
+    own = x.dtype if first is None else first.dtype
+    if own == x.dtype:
+        return intervention(x)
+    return intervention(x.to(own)).to(x.dtype)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
+from ..attach import call_in_own_dtype
 from ._capture import batch_positions, eval_mode, forward_seen
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 from .compare import orthonormal_basis
@@ -46,7 +47,7 @@ class WithoutDirections:
         self.intervention, self.q = intervention, q
 
     def __call__(self, h: Tensor) -> Tensor:
-        delta = self.intervention(h) - h  # [n, d_model]
+        delta = call_in_own_dtype(self.intervention, h) - h  # [n, d_model]
         q = self.q.to(device=h.device, dtype=h.dtype)
         return h + delta - (delta @ q.T) @ q
 
