@@ -296,20 +296,20 @@ class FastForward:
                 self._used += size
         return [fresh[i] if i in fresh else self._cache[k] for i, k in enumerate(keys)]
 
-    def warm(self, examples: Sequence[Mapping[str, Any]], chunk: int = 16) -> None:
-        """Fill the cache for ``examples`` (keyed by index) in fixed chunks, so the cached
-        values do not depend on how batches were drawn (resumed runs see the same numbers)."""
+    def warm(self, examples: Sequence[Mapping[str, Any]], chunk: int = 16, keys: Sequence[Any] | None = None) -> None:
+        """Fill the cache for ``examples`` (keyed by index, or by ``keys``) in fixed chunks, so the
+        cached values do not depend on how batches were drawn (resumed runs see the same numbers)."""
+        keys = list(range(len(examples))) if keys is None else list(keys)
         for lo in range(0, len(examples), chunk):
             if self._used >= self.cache_bytes:
                 return
-            keys = list(range(lo, min(lo + chunk, len(examples))))
-            exs = [examples[k] for k in keys]
+            exs = examples[lo : lo + chunk]
             ids = [torch.as_tensor(e["input_ids"]) for e in exs]
             prefixes = [
                 self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]))
                 for e in exs
             ]
-            self._entries(keys, ids, prefixes)
+            self._entries(keys[lo : lo + chunk], ids, prefixes)
 
     def _prefix_length(self, locs: Int[Tensor, "k n"], labels: Int[Tensor, " T"]) -> int:
         """Tokens before the first intervened position and before the first scored target."""
@@ -398,7 +398,12 @@ def content_keys(batch: Mapping[str, Tensor]) -> list[bytes]:
     unpadded token ids, as bytes. The cached entry also records its prefix length, so the same
     text with different intervention locations is recomputed, never mixed up."""
     mask = batch["attention_mask"]
-    return [batch["input_ids"][b, : int(mask[b].sum())].detach().cpu().numpy().tobytes() for b in range(mask.shape[0])]
+    return [content_key(batch["input_ids"][b, : int(mask[b].sum())]) for b in range(mask.shape[0])]
+
+
+def content_key(input_ids: Any) -> bytes:
+    """The cache key of one example's token ids (a list or a tensor)."""
+    return torch.as_tensor(input_ids, dtype=torch.long).detach().cpu().numpy().tobytes()
 
 
 @contextmanager
