@@ -16,32 +16,60 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from ._version import __version__
 from .attach import Binding, attach
 from .config import ReftConfig
-from .interventions import Intervention
+from .data.prompt_format import PromptFormat
+from .interventions import Intervention, InterventionDict
 from .models.hooked import HookedModel
 from .sites import MODULE_SITE, Positions, Site, resolve_positions
-
-PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
 
 
 class ReftModel(nn.Module):
     """Interventions attached to a (frozen) causal LM.
 
     ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
-    the ``HookedModel`` around it.
+    the ``HookedModel`` around it. ``origins`` maps each intervention key to the ReFT it
+    came from (``reftlab.compose`` passes one label per intervention; empty otherwise); ``merged`` turns True once
+    ``merge_into_base`` has folded the interventions into the base weights. It satisfies
+    ``reftlab.attach.ReftLike``, the contract the rooms above and below rely on. ``prompt_format``
+    records how training formatted prompts (chat template, system prompt; None when unknown):
+    ``save`` writes it into the checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
     """
 
-    def __init__(self, hooked: HookedModel, config: ReftConfig, interventions: Sequence[Intervention]) -> None:
+    hooked: HookedModel
+    config: ReftConfig
+    sites: tuple[Site, ...]
+    interventions: InterventionDict
+    origins: dict[str, str]
+    merged: bool
+    prompt_format: PromptFormat | None
+
+    def __init__(
+        self,
+        hooked: HookedModel,
+        config: ReftConfig,
+        interventions: Sequence[Intervention],
+        *,
+        origins: Sequence[str] | None = None,
+        prompt_format: PromptFormat | None = None,
+    ) -> None:
         super().__init__()
+        self.prompt_format = prompt_format
         if len(interventions) != len(config.representations):
             raise ValueError(f"{len(interventions)} interventions for {len(config.representations)} representations")
         self.hooked = hooked
         self.config = config
-        self.sites: tuple[Site, ...] = tuple(r.site for r in config.representations)
-        self.interventions = nn.ModuleDict()
+        self.sites = tuple(r.site for r in config.representations)
+        self.interventions = InterventionDict()
         for i, (site, iv) in enumerate(zip(self.sites, interventions)):
             self.interventions[_key(site, i)] = iv
+        if origins is not None and len(origins) != len(interventions):
+            raise ValueError(
+                f"{len(origins)} origins for {len(interventions)} interventions; give one per intervention"
+            )
+        self.origins = dict(zip(self.interventions, origins or ()))
+        self.merged = False
 
     # --- pyreft-compatible surface -------------------------------------------------
     @property
@@ -62,7 +90,7 @@ class ReftModel(nn.Module):
     def count_parameters(self, include_model: bool = False) -> int:
         """Trainable intervention parameters (shared ones once), plus the base model's trainable
         ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
-        n = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        n = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         if include_model:
             n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return n
@@ -134,7 +162,7 @@ class ReftModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
-        iv = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        iv = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total_model = sum(p.numel() for p in self.model.parameters())
         print(
@@ -172,7 +200,7 @@ class ReftModel(nn.Module):
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
     ) -> list[Binding]:
         """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
-        if getattr(self, "_merged", False):
+        if self.merged:
             raise RuntimeError(
                 "the interventions were merged into the base model (merge_into_base); "
                 "run reft_model.model (or the returned HF model) directly"
@@ -205,7 +233,7 @@ class ReftModel(nn.Module):
         return out
 
     def num_intervention_parameters(self) -> int:
-        return sum(p.numel() for p in _unique(self.interventions.parameters()))
+        return sum(p.numel() for p in self.interventions.parameters())  # parameters() yields a shared one once
 
     def __repr__(self) -> str:
         lines = [f"ReftModel on {self.hooked!r}"]
@@ -226,19 +254,29 @@ class ReftModel(nn.Module):
         hf_repo_name: str | None = None,
         *,
         format: str = "reftlab",
+        prompt_format: PromptFormat | Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a checkpoint folder atomically (``reftlab.io.checkpoint`` documents the format).
 
         ``format="pyreft"`` writes pyreft 0.1.0's layout instead. With ``save_to_hf_hub``
         the folder is then uploaded as ``hf_repo_name``; an upload failure raises with the
         local folder intact. A peft model's LoRA adapter is saved alongside in peft's format.
+        ``prompt_format`` (a ``PromptFormat`` or its dict) is recorded instead of
+        ``self.prompt_format``: how training formatted prompts.
         """
-        from . import __version__
         from .io import save_reft, upload_folder
 
         if save_to_hf_hub and not hf_repo_name:
             raise ValueError("save_to_hf_hub=True needs hf_repo_name='user/name'")
-        folder = save_reft(self, save_directory, format=format, repo_id=hf_repo_name, version=__version__)  # type: ignore[arg-type]
+        fmt = self.prompt_format if prompt_format is None else PromptFormat.from_json(prompt_format)
+        folder = save_reft(
+            self,
+            save_directory,
+            format=format,
+            repo_id=hf_repo_name,
+            version=__version__,
+            prompt_format=fmt,
+        )
         if save_to_hf_hub:
             upload_folder(folder, hf_repo_name)  # type: ignore[arg-type]
         return folder
@@ -256,27 +294,43 @@ class ReftModel(nn.Module):
     @staticmethod
     def load(
         source: str | os.PathLike,
-        model: nn.Module,
+        model: nn.Module | None = None,
         strict: bool = False,
         *,
         tokenizer: Any = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
     ) -> "ReftModel":
         """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
 
-        The base model is checked first (architecture, d_model, n_layers, vocab, hooks: errors;
-        config/weight fingerprints: a warning, an error with ``strict=True``).
+        Without ``model``, the base model the checkpoint records (Hub id and revision,
+        folder, or the embedded model) is loaded with its tokenizer, in the dtype it had
+        when saved unless ``dtype`` says otherwise, on ``device``. ``revision`` and
+        ``cache_dir`` apply to a checkpoint on the Hub. The base model is checked first
+        (architecture, d_model, n_layers, vocab, hooks: errors; config/weight
+        fingerprints: a warning, an error with ``strict=True``).
         """
         from .config import Representation
-        from .io import load_reft, resolve_source
+        from .io import load_base, load_reft, resolve_source
 
-        hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
-        loaded = load_reft(resolve_source(source, revision=revision, cache_dir=cache_dir), hooked, strict=strict)
+        folder = resolve_source(source, revision=revision, cache_dir=cache_dir)
+        if model is None:
+            if tokenizer is not None:
+                raise ValueError("tokenizer= goes with model=; without a model the base's own tokenizer is loaded")
+            hooked = load_base(folder, dtype=dtype, device=device)
+        elif dtype is not None or device is not None:
+            raise ValueError("dtype= and device= apply when the base model is loaded from the checkpoint (model=None)")
+        else:
+            hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+        loaded = load_reft(folder, hooked, strict=strict)
         if loaded.model is not hooked.model:
-            hooked = HookedModel(loaded.model, hooked.tokenizer)
+            hooked = HookedModel(loaded.model, hooked.tokenizer, source=hooked.source)
         reps = [Representation(site=s, intervention=iv) for s, iv in zip(loaded.sites, loaded.interventions)]
-        return get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
+        reft = get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
+        reft.prompt_format = loaded.prompt_format
+        return reft
 
     def merge_into_base(self) -> nn.Module:
         """Fold every intervention into the base weights (see ``reftlab.io.merge``); returns the HF model.
@@ -288,7 +342,7 @@ class ReftModel(nn.Module):
         from .io import merge_into_base
 
         merged = merge_into_base(list(self.sites), list(self.interventions.values()), self.hooked)
-        self._merged = True
+        self.merged = True
         return merged
 
 
@@ -387,15 +441,6 @@ def _depth(x: Any) -> int:
     while isinstance(x, (list, tuple)) and x:
         x, d = x[0], d + 1
     return d
-
-
-def _unique(params: Any) -> list[nn.Parameter]:
-    seen, out = set(), []
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
 
 
 def _key(site: Site, i: int) -> str:

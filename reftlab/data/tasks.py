@@ -22,13 +22,12 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from .build import read_pairs
+from .build import read_pairs, read_table
 from .encode import encode_pair, format_prompt, locations_for
 
 TaskType = Literal["generation", "multiple_choice", "classification"]
@@ -108,16 +107,7 @@ def _frame(source: Any) -> Any:
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no data file at {path}")
-        if path.suffix == ".jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        if path.suffix == ".json":
-            return pd.read_json(path, dtype=False)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        raise ValueError(f"data file {path} must end in .jsonl, .json or .csv")
+        return read_table(source)
     if isinstance(source, list):
         if not source or not all(isinstance(r, Mapping) for r in source):
             raise ValueError("a list of examples must hold at least one dict")

@@ -1,6 +1,6 @@
 """Save, load and share ReFT models: native checkpoints, validation, the Hub, pyreft, LoRA, merging.
 
-One concept per module: ``atomic`` (temp folder then rename), ``fingerprint`` (base model
+One concept per module (files and folders are written through ``reftlab.atomic``): ``fingerprint`` (base model
 identity and the load-time check), ``checkpoint`` (the native JSON + safetensors format),
 ``base_params`` (base parameters trained with the ReFT, e.g. a classifier head),
 ``modelcard`` (README.md), ``hub`` (huggingface_hub upload/download), ``pyreft_format``
@@ -11,7 +11,7 @@ affine interventions into weights), ``folder`` (the save/load steps ``ReftModel`
 from .base_params import BASE_FILE
 from .checkpoint import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, read_native
 from .fingerprint import FingerprintMismatch, ModelIdentity, identify, weights_fingerprint
-from .folder import LoadedReft, load_into, load_reft, resolve_source, save_reft
+from .folder import LoadedReft, base_source, load_base, load_into, load_reft, resolve_source, save_reft
 from .hub import download, upload_folder
 from .merge import affine_parts, merge_into_base, merge_refusal
 from .pyreft_format import PYREFT_KINDS, read_pyreft, write_pyreft
@@ -26,8 +26,10 @@ __all__ = [
     "LoadedReft",
     "ModelIdentity",
     "affine_parts",
+    "base_source",
     "download",
     "identify",
+    "load_base",
     "load_into",
     "load_reft",
     "merge_into_base",

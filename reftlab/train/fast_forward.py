@@ -58,7 +58,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from ..attach import Binding, apply_at_positions, attach
+from ..attach import Binding, ReftLike, apply_at_positions, attach
 from ..data.encode import IGNORE_INDEX
 from ..models.arch import get_module, text_config
 from .loss import batch_positions, scored_ce
@@ -92,7 +92,7 @@ def start_block(hooks: Sequence[str]) -> tuple[int, str | None] | None:
     return start, boundary
 
 
-def why_not(reft_model: Any) -> str | None:
+def why_not(reft_model: ReftLike) -> str | None:
     """None if the fast path applies to ``reft_model``, else the reason it does not (naming the family)."""
     hooked = reft_model.hooked
     hf, arch = hooked.hf_model, hooked.arch
@@ -174,7 +174,7 @@ class FastForward:
     Cache keys are example indices (``reftlab.train``) or contents (``content_keys``).
     """
 
-    def __init__(self, reft_model: Any, *, reuse_prefix: bool = True, cache_bytes: int = 2 << 30) -> None:
+    def __init__(self, reft_model: ReftLike, *, reuse_prefix: bool = True, cache_bytes: int = 2 << 30) -> None:
         reason = why_not(reft_model)
         if reason is not None:
             raise ValueError(f"the fast path does not apply: {reason}")
@@ -386,7 +386,7 @@ class FastForward:
         ends = torch.tensor(prefixes) + torch.tensor(rest)
         out = []
         for (key, iv), site, pos in zip(rm.interventions.items(), rm.sites, per):
-            arity = int(getattr(iv, "arity", 1))
+            arity = iv.arity
             if pos.shape[1] % arity:
                 raise ValueError(
                     f"intervention {key!r} ({iv.kind}) reads groups of {arity} positions but got "

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..attach import attach
+from ..attach import ReftLike, attach
 from ..data.encode import IGNORE_INDEX
 from ..models.arch import get_module, lm_logits
 
@@ -62,7 +62,7 @@ def scored_ce(
     return F.cross_entropy(logits.float(), targets[keep])
 
 
-def plain_loss(reft_model: Any, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:
+def plain_loss(reft_model: ReftLike, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:
     """Loss with every block run through the HF model and the interventions attached."""
     positions = batch_positions(batch, len(reft_model.interventions))
     mask = batch["attention_mask"]

@@ -184,3 +184,14 @@ def test_the_leading_pad_token_changes_nothing_on_a_rotary_model_and_shifts_gpt2
             a = hf(input_ids=sink["input_ids"][None], attention_mask=sink["attention_mask"][None]).logits[0, 1:]
             b = hf(input_ids=plain["input_ids"][None], attention_mask=plain["attention_mask"][None]).logits[0]
         assert torch.allclose(a, b, atol=1e-5) == same
+
+
+def test_a_subclass_may_load_its_own_data(tok):
+    class Generated(TextTask):
+        def load_dataset(self):  # pyreft's extension point: where the examples come from
+            self.raw_dataset = datasets.Dataset.from_list([{"text": f"item {i}"} for i in range(self.max_n_example)])
+            return self.raw_dataset
+
+    ds = Generated("gen", None, tok, max_n_example=2, position="l1", num_interventions=1, text_field="text")
+    assert len(ds) == 2 and ds.raw_dataset["text"] == ["item 0", "item 1"]
+    assert ds.steps == ["preprocess", "postprocess(2)", "tokenize", "tokenize"]
