@@ -14,10 +14,6 @@ divisible by k) are grouped ``[batch, n/k, k]``, the hook gathers ``[N, k, d_mod
 calls the intervention, and scatters all k rows back. Groups with any -1 slot are
 skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
 (per-example routing), also for positions=None.
-
-Precision: the gathered vectors are cast to the edit's own dtype (its first parameter's)
-and its output back to the model's, so float32 interventions (the default on a bfloat16 /
-float16 base: float32 master weights, see ``get_reft_model``) compute their edit in float32.
 """
 
 from __future__ import annotations
@@ -88,9 +84,9 @@ def apply_at_positions(
         if arity != 1:
             raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
         if rows is None:
-            return call_in_own_dtype(intervention, h)
+            return call_edit(intervention, h)
         selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
-        return h.index_copy(0, selected, call_in_own_dtype(intervention, h[selected])) if len(selected) else h
+        return h.index_copy(0, selected, call_edit(intervention, h[selected])) if len(selected) else h
     if h.shape[1] < min_length:
         return h
     if positions.shape[0] != h.shape[0]:
@@ -108,7 +104,7 @@ def apply_at_positions(
     valid = positions >= 0
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(positions)[valid]  # [N]
     cols = positions[valid]  # [N]
-    edited = call_in_own_dtype(intervention, h[rows, cols])  # [N, d_model]
+    edited = call_edit(intervention, h[rows, cols])  # [N, d_model]
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
     return h.index_put((rows, cols), edited)
@@ -126,17 +122,23 @@ def _apply_grouped(
     valid = (groups >= 0).all(dim=-1)  # [batch, n/k]: a group with any empty slot is skipped
     cols = groups[valid]  # [N, k]
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand(valid.shape)[valid][:, None].expand_as(cols)
-    edited = call_in_own_dtype(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
+    edited = call_edit(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
     return h.index_put((rows, cols), edited)
 
 
-def call_in_own_dtype(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
-    """``intervention(x)`` computed in the edit's dtype (its first parameter's), returned in ``x``'s."""
+def call_edit(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
+    """``intervention(x)`` on the intervention's device and in its dtype, returned on ``x``'s, in ``x``'s.
+
+    On a dispatched base a module's *input* arrives from the previous module's device
+    (accelerate moves it only inside the module's forward): the vectors travel, not the weights.
+    On a bfloat16 / float16 base the interventions keep float32 master weights
+    (``get_reft_model``): the gathered vectors are upcast, the edit is computed in float32,
+    and the result is cast back.
+    """
     first = next(intervention.parameters(), None) if isinstance(intervention, nn.Module) else None
-    own = x.dtype if first is None else first.dtype
-    if own == x.dtype:
+    if first is None or (first.device == x.device and first.dtype == x.dtype):
         return intervention(x)
-    return intervention(x.to(own)).to(x.dtype)
+    return intervention(x.to(device=first.device, dtype=first.dtype)).to(device=x.device, dtype=x.dtype)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..interventions import Intervention
 from ..models.arch import ArchSpec, get_module
+from ..models.quantize import describe as describe_quantization
 from ..sites import MODULE_SITE, Site
 
 
@@ -71,6 +72,13 @@ class _Plan:
 
 def merge_into_base(sites: list[Site], interventions: list[Intervention], hooked: Any) -> nn.Module:
     """Fold every intervention into its module, all or nothing; returns the HF model."""
+    quantized = describe_quantization(hooked.hf_model)
+    if quantized is not None:
+        raise ValueError(
+            f"cannot merge into a quantized base ({quantized}): its weights are stored quantized, so a folded edit "
+            "would be rounded to the quantization grid (or cannot be written at all); merge on the full-precision "
+            "base (reftlab.load_model without quantization=), save it, then quantize the merged model"
+        )
     if hasattr(hooked.model, "peft_config"):
         raise ValueError(
             "the model is peft-wrapped: merge the LoRA adapter first (model.merge_and_unload()), "
