@@ -87,9 +87,9 @@ def apply_at_positions(
         if arity != 1:
             raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
         if rows is None:
-            return _call(intervention, h)
+            return call_edit(intervention, h)
         selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
-        return h.index_copy(0, selected, _call(intervention, h[selected])) if len(selected) else h
+        return h.index_copy(0, selected, call_edit(intervention, h[selected])) if len(selected) else h
     if h.shape[1] < min_length:
         return h
     if positions.shape[0] != h.shape[0]:
@@ -112,7 +112,7 @@ def apply_at_positions(
     valid = positions >= 0
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(positions)[valid]  # [N]
     cols = positions[valid]  # [N]
-    edited = _call(intervention, h[rows, cols])  # [N, d_model]
+    edited = call_edit(intervention, h[rows, cols])  # [N, d_model]
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
     return h.index_put((rows, cols), edited)
@@ -130,20 +130,23 @@ def _apply_grouped(
     valid = (groups >= 0).all(dim=-1)  # [batch, n/k]: a group with any empty slot is skipped
     cols = groups[valid]  # [N, k]
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand(valid.shape)[valid][:, None].expand_as(cols)
-    edited = _call(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
+    edited = call_edit(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
     return h.index_put((rows, cols), edited)
 
 
-def _call(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
-    """``intervention(x)`` on the intervention's device, returned on ``x``'s.
+def call_edit(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
+    """``intervention(x)`` on the intervention's device and in its dtype, returned on ``x``'s, in ``x``'s.
 
     On a dispatched base a module's *input* arrives from the previous module's device
     (accelerate moves it only inside the module's forward): the vectors travel, not the weights.
+    On a bfloat16 / float16 base the interventions keep float32 master weights
+    (``get_reft_model``): the gathered vectors are upcast, the edit is computed in float32,
+    and the result is cast back.
     """
     first = next(intervention.parameters(), None) if isinstance(intervention, nn.Module) else None
-    if first is None or first.device == x.device:
+    if first is None or (first.device == x.device and first.dtype == x.dtype):
         return intervention(x)
-    return intervention(x.to(first.device)).to(x.device)
+    return intervention(x.to(device=first.device, dtype=first.dtype)).to(device=x.device, dtype=x.dtype)
 
 
 @contextmanager

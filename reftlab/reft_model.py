@@ -400,9 +400,12 @@ def get_reft_model(
     """Attach ``config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
 
     The base weights are frozen (a peft model keeps its adapters trainable); each
-    intervention takes the model's dtype unless it asked for one, and (``set_device``) the
-    device of its site's hidden state: the model's, or on a base dispatched by accelerate
-    (``device_map``) the device where the tapped module runs.
+    intervention takes the device of its site's hidden state (``set_device``: the model's, or
+    on a base dispatched by accelerate (``device_map``) the device where the tapped module
+    runs), and the model's dtype unless it asked for one: on a bfloat16 / float16 base it
+    stays float32 (master weights: a rank-r LoReFT's R keeps orthonormal rows to ~1e-7
+    instead of ~1e-2, AdamW's small updates are not rounded away, and the cost is a few
+    r x d matmuls; ``reftlab.attach`` casts at the site).
     """
     if not isinstance(config, ReftConfig):
         raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
@@ -418,7 +421,7 @@ def get_reft_model(
             interventions.append(shared[rep.share])
             continue
         iv = rep.build(hooked.d_model)
-        iv = iv.to(dtype=iv.requested_dtype or hooked.dtype)
+        iv = iv.to(dtype=iv.requested_dtype or master_dtype(hooked.dtype))
         if rep.share is not None:
             shared[rep.share] = iv
         interventions.append(iv)
@@ -431,6 +434,15 @@ def get_reft_model(
     if set_device:
         reft.place_interventions()
     return reft
+
+
+def master_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The default dtype of interventions on a model of ``model_dtype``: float32 for half precision.
+
+    >>> master_dtype(torch.bfloat16), master_dtype(torch.float64)
+    (torch.float32, torch.float64)
+    """
+    return torch.float32 if model_dtype in (torch.bfloat16, torch.float16) else model_dtype
 
 
 def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:

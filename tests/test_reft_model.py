@@ -120,12 +120,24 @@ def test_eval_turns_dropout_off(tiny_hooked, tok):
     assert torch.equal(a, b)
 
 
-def test_intervention_follows_model_dtype(tok):
+def test_intervention_dtype_follows_the_model_with_float32_master_weights_on_half_models(tok):
     hooked = reftlab.load_model(reftlab.tiny_llama(dtype=torch.bfloat16), tok)
     rm = reftlab.get_reft_model(hooked, loreft_config())
-    assert all(p.dtype == torch.bfloat16 for p in rm.interventions.parameters())
+    assert all(p.dtype == torch.float32 for p in rm.interventions.parameters())
     out = rm.run(**enc_left(tok, ["hi there"]), positions="l1")
     assert out.logits.dtype == torch.bfloat16
+    asked = reftlab.ReftConfig(
+        representations={
+            "layer": 1,
+            "component": "block_output",
+            "intervention": {"kind": "loreft", "rank": 4, "dtype": "bfloat16"},
+        }
+    )
+    assert all(p.dtype == torch.bfloat16 for p in reftlab.get_reft_model(hooked, asked).interventions.parameters())
+    f64 = reftlab.load_model(reftlab.tiny_llama(dtype=torch.float64), tok)
+    assert all(
+        p.dtype == torch.float64 for p in reftlab.get_reft_model(f64, loreft_config()).interventions.parameters()
+    )
 
 
 def test_generate_edits_prompt_only_and_is_identity_free_when_detached(tiny_hf, tok):

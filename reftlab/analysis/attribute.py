@@ -32,7 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from ..attach import ReftLike
+from ..attach import ReftLike, call_edit
 from ..interventions import Intervention
 from ..subspace import orthonormal_basis
 from ._capture import batch_positions, eval_mode, forward_seen, positions_used
@@ -53,7 +53,7 @@ class WithoutDirections:
         self.kind, self.arity = intervention.kind, intervention.arity
 
     def __call__(self, h: Tensor) -> Tensor:
-        delta = self.intervention(h) - h  # [n, d_model]
+        delta = call_edit(self.intervention, h) - h  # [n, d_model]
         q = self.q.to(device=h.device, dtype=h.dtype)
         return h + delta - (delta @ q.T) @ q
 

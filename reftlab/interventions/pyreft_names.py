@@ -3,7 +3,7 @@
 ``LoreftIntervention(embed_dim=..., low_rank_dimension=...)`` builds reftlab's
 ``LoReFT(d_model=..., rank=...)``. These are factories, not subclasses: the object
 they return is the native kind. Unlike pyreft, ``dtype=None`` (the default) means
-"follow the model" rather than bfloat16.
+"follow the model" (float32 on a half-precision model) rather than bfloat16.
 
 pyreft's paper runner passes one keyword set to every kind (``embed_dim``,
 ``low_rank_dimension``, ``dropout``, ``dtype``, ``act_fn``, ``device``, ``add_bias``), so

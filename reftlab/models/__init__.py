@@ -1,10 +1,10 @@
 """Models with TransformerLens hook points: loading, the embedded default, tiny test models."""
 
-from .arch import ARCHS, ArchSpec, arch_of, get_module
+from .arch import ARCHS, ArchSpec, arch_of, get_module, lm_logits
 from .hooked import HookedModel, SiteHookPoint
 from .loading import cache_dir, embedded_model_path, load_model
 from .source import EMBEDDED, EMBEDDED_LABEL, ModelSource, classify
-from .tiny import TINY_VOCAB, tiny_gpt2, tiny_llama, tiny_tokenizer
+from .tiny import TINY_VOCAB, tiny_gpt2, tiny_llama, tiny_model, tiny_tokenizer
 
 __all__ = [
     "ARCHS",
@@ -20,8 +20,10 @@ __all__ = [
     "classify",
     "embedded_model_path",
     "get_module",
+    "lm_logits",
     "load_model",
     "tiny_gpt2",
     "tiny_llama",
+    "tiny_model",
     "tiny_tokenizer",
 ]

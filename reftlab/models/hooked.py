@@ -23,7 +23,7 @@ from transformer_lens.hook_points import HookPoint
 from transformers import GenerationMixin, PreTrainedModel
 
 from ..sites import MODULE_SITE
-from .arch import ArchSpec, arch_of, get_module
+from .arch import ArchSpec, arch_of, get_layers, get_module
 from .placement import device_map_of, execution_device, module_name
 from .source import ModelSource
 
@@ -147,7 +147,7 @@ class HookedModel(HookedRootModule):
         c = hf.config
         text = c.get_text_config() if hasattr(c, "get_text_config") else c
         n_heads = int(getattr(text, "num_attention_heads", None) or text.n_head)
-        layers = cast(nn.ModuleList, get_module(hf, self.arch.layers))  # ArchSpec.layers names a ModuleList
+        layers = get_layers(hf, self.arch)
         self.cfg = {
             "d_model": int(getattr(text, "hidden_size", None) or text.n_embd),
             "n_layers": len(layers),

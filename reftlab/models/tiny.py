@@ -5,8 +5,17 @@ For tests, docs and experiments that must not download anything.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 _SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<eos>"]
 TINY_VOCAB = 256 + len(_SPECIALS)
@@ -103,3 +112,42 @@ def tiny_gpt2(
         bos_token_id=259,
     )
     return GPT2LMHeadModel(cfg).to(dtype=dtype).eval()  # type: ignore[call-arg]  # transformers types .to without self
+
+
+def tiny_model(
+    model_type: str,
+    *,
+    d_model: int = 64,
+    n_layers: int = 3,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    vocab: int = TINY_VOCAB,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    **config: Any,
+) -> PreTrainedModel:
+    """A random causal LM of any HF family, from transformers' own config class for ``model_type``.
+
+    ``config`` overrides or adds config fields (e.g. ``sliding_window=4``, ``num_local_experts=4``).
+
+    >>> tiny_model("qwen3", n_layers=2).config.num_hidden_layers
+    2
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields: dict[str, Any] = {
+        "vocab_size": vocab,
+        "hidden_size": d_model,
+        "intermediate_size": 2 * d_model,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": n_kv_heads,
+        "max_position_embeddings": 256,
+        "pad_token_id": 256,
+        "eos_token_id": 259,
+        "bos_token_id": None,
+        **config,
+    }
+    torch.manual_seed(seed)
+    cfg = AutoConfig.for_model(model_type, **fields)
+    return AutoModelForCausalLM.from_config(cfg).to(dtype).eval()

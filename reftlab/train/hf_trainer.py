@@ -16,31 +16,53 @@ HF loss). Batches come from HF's own data loaders (seeded shuffling, one shard p
 process under ``torchrun``) with every column kept. A subclass written for pyreft, whose
 ``compute_loss(self, intervenable, inputs, return_outputs=False)`` lacks transformers 5's
 ``num_items_in_batch``, works as is.
+
+The causal-LM trainers train through ``reftlab.train``'s fast path (cached lower blocks,
+packed rows, reused prefix keys/values, sparse logits; ``train.fast_forward``) whenever it
+applies, decided once at the first loss: the Trainer's batches carry no example index, so
+the cache is keyed by each example's token ids (``content_keys``). The losses are those of
+the plain path step for step. ``fast=False`` forces the plain path, ``fast=True`` makes a
+model that cannot take the fast path an error; a DDP-wrapped model (``torchrun``) takes the
+plain path through its wrapper, which is what all-reduces the gradients.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import Trainer
 
 from ..io import load_into
+from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
 
 
 class ReftTrainer(Trainer):
     """pyreft's ``ReftTrainer``: a ``transformers.Trainer`` for a ``ReftModel``, on the causal-LM
-    loss of the response tokens with the interventions at the batch's locations."""
+    loss of the response tokens with the interventions at the batch's locations.
+
+    ``fast``: None takes the fast path when it applies, True requires it, False never takes it.
+    """
 
     def __init__(
-        self, model: Any = None, args: Any = None, *, tokenizer: Any = None, processing_class: Any = None, **kwargs: Any
+        self,
+        model: Any = None,
+        args: Any = None,
+        *,
+        tokenizer: Any = None,
+        processing_class: Any = None,
+        fast: bool | None = None,
+        **kwargs: Any,
     ) -> None:
+        self.fast = fast
+        self.fast_path: FastForward | None = None
+        self._fast_decided = False
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("give the tokenizer once: tokenizer= (pyreft) or processing_class= (transformers 5)")
         if not hasattr(model, "interventions"):
@@ -76,7 +98,28 @@ class ReftTrainer(Trainer):
         if return_outputs or is_wrapped(model):  # a DDP wrapper syncs gradients only when called
             out = run_batch(model, inputs, labels=inputs["labels"])
             return (out.loss, out) if return_outputs else out.loss
+        fast = self._fast(model) if batch_refusal(inputs) is None else None
+        if fast is not None:
+            return fast.loss(inputs, keys=content_keys(inputs))
         return plain_loss(model, inputs)
+
+    def _fast(self, model: Any) -> FastForward | None:
+        """The fast path, decided once, at the first loss (the model is then in the mode it trains in)."""
+        if not self._fast_decided:
+            self._fast_decided = True
+            reason = None if self.fast is False else why_not(model)
+            if self.fast and reason is not None:
+                raise ValueError(f"fast=True but the fast path does not apply: {reason}; use fast=None or False")
+            if self.fast is not False and reason is None:
+                self.fast_path = FastForward(model)
+                data = cast(
+                    Sequence[dict[str, Any]], self.train_dataset or []
+                )  # map-style: the HF Trainer indexes it too
+                examples = [data[i] for i in range(len(data))]
+                if all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
+                    # In fixed chunks: a resumed run caches the same numbers as an uninterrupted one.
+                    self.fast_path.warm(examples, keys=[content_key(e["input_ids"]) for e in examples])
+        return self.fast_path
 
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None

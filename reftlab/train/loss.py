@@ -1,9 +1,11 @@
 """The causal-LM loss of a ReFT batch, with logits computed only where they are scored.
 
-    loss = mean over {(b, t) : labels[b, t+1] != -100} of CE(lm_head(h_final[b, t]), labels[b, t+1])
+    loss = mean over {(b, t) : labels[b, t+1] != -100} of CE(lm_logits(h_final[b, t]), labels[b, t+1])
 
 which equals the HF model's ``labels=`` loss (shifted, mean over scored tokens), without
-materialising ``[batch, pos, vocab]`` logits for prompt and padding tokens.
+materialising ``[batch, pos, vocab]`` logits for prompt and padding tokens. ``lm_logits``
+applies the family's own logit post-processing (Gemma's soft-capping, Granite's and Cohere's
+scaling; ``reftlab.models.arch``), so the value is the HF loss for every family.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from ..attach import ReftLike, attach
 from ..data.encode import IGNORE_INDEX
+from ..models.arch import get_module, lm_logits
 
 
 def batch_positions(batch: Mapping[str, Tensor], n_interventions: int) -> list[Int[Tensor, "batch n"]] | None:
@@ -51,20 +54,12 @@ def scored_ce(
     hidden: Float[Tensor, "*shape d_model"],
     targets: Int[Tensor, "*shape"],
 ) -> Float[Tensor, ""]:
-    """Mean CE of ``lm_head(hidden)`` against already-aligned ``targets`` where they are not -100."""
+    """Mean CE of the family's logits (``lm_logits``) against already-aligned ``targets`` where they are not -100."""
     keep = targets != IGNORE_INDEX
     if not bool(keep.any()):
         raise ValueError("the batch has no scored tokens (every label is -100); check the responses")
-    logits = hf_model.get_output_embeddings()(hidden[keep])  # [N, vocab]
+    logits = lm_logits(hf_model, hidden[keep])  # [N, vocab]
     return F.cross_entropy(logits.float(), targets[keep])
-
-
-def logits_need_full_forward(hf_model: Any) -> bool:
-    """True for models whose logits are post-processed (soft-capping, scaling) after ``lm_head``."""
-    cfg = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
-    return bool(getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)) or (
-        hf_model.get_output_embeddings() is None
-    )
 
 
 def plain_loss(reft_model: ReftLike, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:
@@ -72,9 +67,9 @@ def plain_loss(reft_model: ReftLike, batch: Mapping[str, Tensor]) -> Float[Tenso
     positions = batch_positions(batch, len(reft_model.interventions))
     mask = batch["attention_mask"]
     bindings = reft_model.bindings(positions, mask, batch.get("prompt_lengths"))
-    hf = reft_model.hooked.hf_model
-    with attach(reft_model.hooked, bindings):
-        if logits_need_full_forward(hf):
-            return reft_model.model(input_ids=batch["input_ids"], attention_mask=mask, labels=batch["labels"]).loss
-        hidden = hf.base_model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-    return selected_lm_loss(hf, hidden, batch["labels"])
+    hooked = reft_model.hooked
+    with attach(hooked, bindings):
+        hidden = get_module(hooked.hf_model, hooked.arch.decoder)(
+            input_ids=batch["input_ids"], attention_mask=mask
+        ).last_hidden_state
+    return selected_lm_loss(hooked.hf_model, hidden, batch["labels"])

@@ -157,7 +157,7 @@ def test_module_path_site_on_a_linear_output_merges(tmp_path):
         ),
         (
             {"hook": "lm_head.output", "positions": "all", "intervention": {"kind": "loreft", "rank": 2}},
-            "no bias and no config flag adds one",
+            "no bias and no llama config flag adds one",
         ),
     ],
 )
@@ -186,3 +186,43 @@ def test_peft_model_is_refused():
     )
     with pytest.raises(ValueError, match="merge the LoRA adapter first"):
         rm.merge_into_base()
+
+
+THREE_SITES = [
+    {"layer": 1, "component": "attention_output", "positions": "all", "intervention": {"kind": "loreft", "rank": 2}},
+    {"layer": 2, "component": "mlp_output", "positions": "all", "intervention": {"kind": "noreft", "rank": 2}},
+    {"layer": 3, "component": "attention_output", "positions": "all", "intervention": {"kind": "direft", "rank": 2}},
+]
+
+
+@pytest.mark.parametrize("fail_in", ["plan", "write"])
+def test_a_failure_midway_leaves_the_base_untouched(monkeypatch, fail_in):
+    """All or nothing: an error while computing the second fold, or while writing the third
+    module, leaves every weight, every bias (present or absent) and every config flag as before."""
+    import reftlab.io.merge as merge
+
+    rm = reft(tiny_llama, THREE_SITES)
+    hf = rm.hooked.hf_model
+    before = {n: p.detach().clone() for n, p in hf.named_parameters()}
+    flags = (hf.config.attention_bias, hf.config.mlp_bias)
+    name, real = ("affine_parts", merge.affine_parts) if fail_in == "plan" else ("_write", merge._write)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == (2 if fail_in == "plan" else 3):
+            raise RuntimeError("injected failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge, name, flaky)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        rm.merge_into_base()
+    after = dict(hf.named_parameters())
+    assert set(after) == set(before)  # no bias left behind on any module
+    assert all(torch.equal(after[n], before[n]) for n in before)
+    assert (hf.config.attention_bias, hf.config.mlp_bias) == flags
+    monkeypatch.setattr(merge, name, real)
+    ids = torch.randint(0, 256, (2, 7))
+    with torch.no_grad():
+        want = rm.run(ids).logits
+    torch.testing.assert_close(rm.merge_into_base()(input_ids=ids).logits, want, atol=2e-5, rtol=1e-4)

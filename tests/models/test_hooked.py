@@ -22,7 +22,7 @@ def test_logits_equal_untouched_model(tiny_hf, tok):
     hooked = reftlab.load_model(tiny_hf, tok)
     enc = batch(tok, PROMPTS)
     with torch.no_grad():
-        assert (hooked(**enc).logits - ref(**enc).logits).abs().max() <= 1e-5
+        assert torch.equal(hooked(**enc).logits, ref(**enc).logits)
 
 
 def test_resid_post_equals_hf_hidden_states(tiny_hooked, tok):

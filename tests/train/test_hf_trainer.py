@@ -63,6 +63,60 @@ def test_causal_lm_trainer_trains_only_interventions_and_keeps_R_orthonormal(tok
     assert torch.equal(next(iter(again.interventions.values())).weight, iv.weight.detach())
 
 
+class Recording(reftlab.ReftTrainerForCausalLM):
+    """Records the loss of every training step."""
+
+    def compute_loss(self, *a, **kw):
+        loss = super().compute_loss(*a, **kw)
+        self.__dict__.setdefault("losses", []).append(loss.item())
+        return loss
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_causal_lm_trainer_takes_the_fast_path_with_the_plain_paths_losses(tok, tmp_path, family):
+    hf = reftlab.tiny_llama if family == "llama" else reftlab.tiny_gpt2
+    prompts, responses = PROMPTS * 2, RESPONSES * 2  # repeated texts: the content-keyed cache serves both copies
+    runs = {}
+    for fast in (True, False):
+        torch.manual_seed(0)
+        rm = loreft_model(tok, hf(seed=1, **({"n_layers": 3} if family == "gpt2" else {})))
+        for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            setattr(rm.hooked.hf_model.config, name, 0.0)
+        for m in rm.hooked.hf_model.modules():  # GPT-2's dropout would make both runs random
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, prompts, responses)
+        trainer = Recording(model=rm, args=args(tmp_path / str(fast)), tokenizer=tok, fast=fast, **dm)
+        trainer.train()
+        assert (trainer.fast_path is not None) is fast
+        runs[fast] = (trainer.losses, next(iter(rm.interventions.values())).weight.detach())
+    assert len(runs[True][0]) == len(runs[False][0]) == 16  # 4 epochs of 4 batches
+    assert runs[True][0] == pytest.approx(runs[False][0], abs=1e-5)
+    torch.testing.assert_close(runs[True][1], runs[False][1], atol=1e-5, rtol=0)
+
+
+def test_a_batch_the_fast_path_cannot_pack_takes_the_plain_path(tok, tmp_path):
+    rm = loreft_model(tok)
+    dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+    trainer = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, **dm)
+    batch = dm["data_collator"]([dm["train_dataset"][i] for i in range(4)])
+    assert trainer.compute_loss(rm, batch).item() == pytest.approx(plain_loss(rm, batch).item(), abs=1e-5)
+    assert trainer.fast_path is not None
+    batch["attention_mask"][0, 0] = 0  # a masked token before real ones (pyreft scripts do this)
+    assert trainer.compute_loss(rm, batch).item() == plain_loss(rm, batch).item()
+
+
+def test_causal_lm_trainer_fast_true_on_an_unsupported_model_is_an_error(tok, tmp_path):
+    hooked = reftlab.load_model(reftlab.tiny_llama(), tok)
+    rm = reftlab.get_reft_model(
+        hooked, reftlab.ReftConfig(representations=[{"hook": "hook_embed", "kind": "loreft", "rank": 2}])
+    )
+    dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+    trainer = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, fast=True, **dm)
+    with pytest.raises(ValueError, match="fast=True but the fast path does not apply: llama: an intervention sits"):
+        trainer.train()
+
+
 def test_tokenizer_given_twice_differently_is_an_error(tok, tmp_path):
     rm = loreft_model(tok)
     with pytest.raises(ValueError, match="give the tokenizer once"):
