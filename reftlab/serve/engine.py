@@ -185,6 +185,7 @@ class Engine:
                         f"ReFT {name!r} has a site at {site.hook} without positions; serving needs each site's "
                         "positions saved in the checkpoint (e.g. 'l1' or 'f3+l3')"
                     )
+        self._every = {n for n, r in self.refts.items() if any(s.positions and s.positions.all for s in r.sites)}
         self.stop_ids = _stop_ids(model, tok)
         self._cache_cls, self._cache_kw, self._keep_kw = _forward_kwargs(model)
         self.stats = Stats()
@@ -251,20 +252,23 @@ class Engine:
         joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
         did = bool(joining or self._batch.reqs)
         if joining:
-            self._guarded(joining, lambda: self._prefill(joining))
+            self._guarded(joining, lambda: self._prefill(joining), reset=False)
             self._retire()
         if self._batch.reqs:
-            self._guarded(list(self._batch.reqs), self._decode)
+            self._guarded(list(self._batch.reqs), self._decode, reset=True)
             self._retire()
         self.stats.running, self.stats.waiting = len(self._batch.reqs), len(self._waiting) + len(self._incoming)
         return did
 
-    def _guarded(self, reqs: list[Request], fn: Callable[[], None]) -> None:
+    def _guarded(self, reqs: list[Request], fn: Callable[[], None], *, reset: bool) -> None:
+        """Run ``fn``; if it raises, fail ``reqs`` (a failed prefill leaves the running batch as it
+        was; a failed decode step drops the batch) and keep serving."""
         try:
             fn()
-        except Exception as e:  # a failed forward fails its requests; the server keeps serving
+        except Exception as e:
             log.exception("forward failed")
-            self._batch = _Running()
+            if reset:
+                self._batch = _Running()
             for req in reqs:
                 self._finish(req, "error", message=f"{type(e).__name__}: {e}")
 
@@ -295,9 +299,11 @@ class Engine:
         mask = (cols[None, :] >= width - b.lengths[:, None]).long()  # [rows, width + 1], own tokens + the new one
         positions = b.lengths[:, None].clone()  # [rows, 1]
         bindings = []
-        if self.routed is not None:  # only sites at positions="all" touch generated tokens
-            all_routes = self.routed.bindings([r.route or None for r in b.reqs], mask.to(self.hooked.device))
-            bindings = [x for x in all_routes if x.positions is None]
+        routes = [r.route or None for r in b.reqs]
+        if self.routed is not None and any(set(r or ()) & self._every for r in routes):
+            # only sites at positions="all" touch generated tokens (prompt edits reach them via the cache)
+            every = self.routed.bindings(routes, mask.to(self.hooked.device))
+            bindings = [x for x in every if x.positions is None]
         logits = self._forward(b.next_ids[:, None], mask, positions, b.cache, bindings)
         self._count(b.reqs, prefill=False)
         b.lengths = b.lengths + 1
@@ -326,12 +332,16 @@ class Engine:
         if not b.reqs:
             b.cache, b.lengths, b.next_ids, b.reqs = cache, lengths, first, list(joining)
             return
-        old_w, new_w = b.width, int(cache.get_seq_length())
-        width = max(old_w, new_w)
-        for old, new in zip(b.cache.layers, cache.layers):
-            # [rows, kv_heads, pos, head_dim]: right-align both, stack the rows
-            old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)])
-            old.values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)])
+        width = max(b.width, int(cache.get_seq_length()))
+        merged = [  # [rows, kv_heads, pos, head_dim]: right-align both, stack the rows
+            (
+                torch.cat([_left_pad(o.keys, width), _left_pad(n.keys, width)]),
+                torch.cat([_left_pad(o.values, width), _left_pad(n.values, width)]),
+            )
+            for o, n in zip(b.cache.layers, cache.layers)
+        ]  # built in full before anything changes: a failure here leaves the running batch intact
+        for layer, (keys, values) in zip(b.cache.layers, merged):
+            layer.keys, layer.values = keys, values
         b.lengths = torch.cat([b.lengths, lengths])
         b.next_ids = torch.cat([b.next_ids, first])
         b.reqs.extend(joining)

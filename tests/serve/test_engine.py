@@ -136,16 +136,37 @@ def test_a_failing_forward_fails_its_requests_and_the_engine_goes_on(monkeypatch
     def broken(h):
         raise RuntimeError("boom")
 
+    running, revents = _request(hooked.tokenizer, "Hi", ("lo",), max_tokens=6)
+    engine.add(running)
+    engine.step()
     monkeypatch.setattr(iv, "forward", broken)
     bad, events = _request(hooked.tokenizer, "Hi", ("di",))
-    engine.add(bad)
-    _drain(engine, [bad])
+    engine.add(bad)  # its prefill fails: it alone fails, the running row goes on
+    _drain(engine, [bad, running])
     assert events[-1].reason == "error" and "boom" in events[-1].message
+    alone, _ = _request(hooked.tokenizer, "Hi", ("lo",), max_tokens=6)
+    engine.add(alone)
+    _drain(engine, [alone])
+    assert revents[-1].reason == "length" and running.generated == alone.generated
+    # a decode step that fails ("every" edits generated tokens) fails the rows of that step
+    every = next(iter(refts["every"].interventions.values()))
+    prefill_only = every.forward
+
+    def broken_decode(h):
+        if h.shape[-2] == 1:  # [rows, 1, d_model]: a decode step
+            raise RuntimeError("boom")
+        return prefill_only(h)
+
+    monkeypatch.setattr(every, "forward", broken_decode)
+    late, levents = _request(hooked.tokenizer, "Hi", ("every",))
+    engine.add(late)
+    _drain(engine, [late])
+    assert levents[-1].reason == "error" and late.generated, "it failed after its prefill"
     monkeypatch.undo()
-    good, gevents = _request(hooked.tokenizer, "Hi", ("lo",), max_tokens=3)
+    good, gevents = _request(hooked.tokenizer, "Hi", ("every",), max_tokens=3)
     engine.add(good)
     _drain(engine, [good])
-    assert gevents[-1].reason == "length" and engine.stats.requests_failed == 1
+    assert gevents[-1].reason == "length" and engine.stats.requests_failed == 2
     assert not hooked.taps()
 
 
