@@ -227,11 +227,15 @@ def transformers_cb(hooked, texts: list[str], n: int, repeats: int) -> dict:
     hf = AutoModelForCausalLM.from_pretrained(reftlab.embedded_model_path()).eval()
     tok = hooked.tokenizer
     ids = [
-        tok(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True),
-            add_special_tokens=False)["input_ids"]
+        tok(
+            tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
         for t in texts
     ] * 4
-    cfg = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GenerationConfig(
+        max_new_tokens=n, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
     rates = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
