@@ -139,7 +139,11 @@ async def _complete(state: _State, request: HttpRequest, kind: str) -> Response:
 
 
 def _prompt_ids(state: _State, parsed: Parsed) -> list[int]:
-    tok = state.engine.tokenizer
+    with state.engine.tokenizer_lock:
+        return _encode(state.engine.tokenizer, parsed)
+
+
+def _encode(tok: Any, parsed: Parsed) -> list[int]:
     if parsed.messages is None:
         return list(tok(parsed.prompt)["input_ids"])
     if getattr(tok, "chat_template", None) is None:

@@ -174,6 +174,9 @@ class Engine:
         if tok is None:
             raise ValueError("serving needs the model's tokenizer; load the model with reftlab.load_model")
         self.hooked, self.tokenizer, self.max_batch = model, tok, max_batch
+        # HF fast tokenizers are not safe to use from two threads at once: the HTTP side encodes,
+        # this engine decodes; both hold this lock.
+        self.tokenizer_lock = threading.Lock()
         self.routed = Routed(refts, model) if refts else None
         self.refts = dict(refts)
         for name, reft in self.refts.items():
@@ -284,7 +287,7 @@ class Engine:
         logits = self._forward(ids, mask, positions, cache, bindings)  # [n, vocab]
         self._count(joining, prefill=True)
         for req in joining:
-            req.stream = TextStream(self.tokenizer, req.sampling.stop)
+            req.stream = TextStream(self.tokenizer, req.sampling.stop, self.tokenizer_lock)
             if req.sampling.seed is not None:
                 req.generator = torch.Generator().manual_seed(req.sampling.seed)
         first = self._sample(logits, joining)
@@ -397,7 +400,7 @@ class Engine:
         if req.stream is not None and req.stream.reported:
             return
         if req.stream is None:
-            req.stream = TextStream(self.tokenizer, req.sampling.stop)
+            req.stream = TextStream(self.tokenizer, req.sampling.stop, self.tokenizer_lock)
         if not req.stream.done:
             req.stream.finish(reason)
         req.stream.reported = True

@@ -18,6 +18,7 @@ ends right before it. The released pieces, concatenated, equal the final text.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +26,9 @@ from typing import Any
 class TextStream:
     """One request's text: ``push`` the ids so far and get the new, settled text."""
 
-    def __init__(self, tokenizer: Any, stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Any, stop: Sequence[str] = (), lock: Any = None) -> None:
         self.tokenizer, self.stop = tokenizer, tuple(stop)
+        self.lock = lock or contextlib.nullcontext()  # shared with other threads using the tokenizer
         self.sent = ""  # released so far
         self.text = ""  # the final text, once finalized
         self.reason: str | None = None
@@ -70,4 +72,5 @@ class TextStream:
         return new
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        with self.lock:
+            return self.tokenizer.decode(list(ids), skip_special_tokens=True)
