@@ -128,6 +128,8 @@ async def _complete(state: _State, request: HttpRequest, kind: str) -> Response:
         return Response(status_code=499)
     if done.reason == "error":
         raise ApiError(500, f"generation failed: {done.message}")
+    if done.reason == "cancelled":
+        raise ApiError(503, f"the request was cancelled: {done.message or 'the server is shutting down'}")
     usage = _usage(done)
     if kind == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": done.text}, "logprobs": None}

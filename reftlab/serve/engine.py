@@ -236,7 +236,14 @@ class Engine:
                     self._cond.wait()
                 if self._stopping:
                     break
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # a bug outside a forward: fail what is in flight, keep the thread alive
+                log.exception("engine step failed")
+                stuck, self._batch = [*self._waiting, *self._batch.reqs], _Running()
+                self._waiting.clear()
+                for req in stuck:
+                    self._finish(req, "error", message=f"{type(e).__name__}: {e}")
         for req in [*self._incoming, *self._waiting, *self._batch.reqs]:
             self._finish(req, "cancelled", message="the server is shutting down")
 
