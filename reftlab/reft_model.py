@@ -55,6 +55,18 @@ class ReftModel(nn.Module):
     def set_device(self, device: str | torch.device) -> "ReftModel":
         return self.to(device)
 
+    def get_device(self) -> torch.device:
+        """The device of the base model's parameters (pyvene's ``get_device``)."""
+        return self.hooked.device
+
+    def count_parameters(self, include_model: bool = False) -> int:
+        """Trainable intervention parameters (shared ones once), plus the base model's trainable
+        ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
+        n = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        if include_model:
+            n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return n
+
     def forward(
         self,
         base: Mapping[str, Tensor] | None = None,

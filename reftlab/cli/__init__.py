@@ -19,6 +19,8 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "train": "train",
     "dashboard": "dashboard",
+    "search": "search",
+    "eval": "eval",
     "serve": "serve",
 }
 

@@ -172,15 +172,20 @@ def build_interventions(
     return out
 
 
-def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's safetensors file; a clear error when it is missing or damaged."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights {path} are missing; the folder is incomplete, save it again")
     try:
-        flat = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(
             f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again"
         ) from None
+
+
+def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    flat = read_safetensors(path)
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for name, t in flat.items():
         key, _, param = name.removeprefix(PREFIX).partition(".")  # keys hold no dots; params may (nested kinds)

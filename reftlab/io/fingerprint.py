@@ -5,7 +5,7 @@ fingerprints:
 
 - ``config_sha256``: SHA-256 of the model config as canonical JSON, without the fields
   that do not change what the model computes (``_name_or_path``, ``transformers_version``,
-  ``dtype``/``torch_dtype``, ``architectures``, ...).
+  ``dtype``/``torch_dtype``, ``architectures``, a classifier's ``problem_type``, ...).
 - ``weights_fingerprint``: SHA-256 over, for every base parameter in name order, its name,
   shape and ``SAMPLES`` evenly spaced elements cast to bfloat16. Reading ~16 numbers per
   tensor costs milliseconds even on large models, any fine-tune that moves a tensor
@@ -45,6 +45,7 @@ _VOLATILE = {
     "_attn_implementation",
     "_attn_implementation_autoset",
     "attn_implementation",
+    "problem_type",  # a classifier's loss kind, set by its first labelled forward; logits do not depend on it
 }
 _STRICT_FIELDS = ("architecture", "model_type", "d_model", "n_layers", "vocab_size")
 

@@ -1,8 +1,9 @@
 """Save a ReFT model to a folder and load one back: the steps ``ReftModel.save``/``load`` run.
 
 Saving writes everything into a temporary folder (native or pyreft files, the LoRA
-adapter when the model is a peft model, the README model card) and renames it into
-place, so a failed save leaves the previous checkpoint intact. Loading accepts a
+adapter when the model is a peft model, the base parameters trained alongside such as a
+classifier head, the README model card) and renames it into place, so a failed save
+leaves the previous checkpoint intact. Loading accepts a
 native folder, a pyreft folder, or a Hub repo id (through the hub client's cache);
 it validates the base model before building anything.
 """
@@ -10,13 +11,17 @@ it validates the base model before building anything.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from ..interventions import Intervention
 from ..sites import Site
 from .atomic import atomic_folder
+from .base_params import applied, read_base_parameters, trainable_base_parameters, write_base_parameters
 from .checkpoint import build_interventions, is_native, read_native, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
 from .hub import download, looks_like_repo_id
@@ -49,6 +54,7 @@ def save_reft(
     with atomic_folder(target) as tmp:
         lora = write_lora(hooked.model, tmp) if is_peft(hooked.model) else None
         if format == "reftlab":
+            write_base_parameters(hooked.hf_model, tmp)
             write_native(
                 tmp,
                 keys=keys,
@@ -60,6 +66,13 @@ def save_reft(
             )
         else:
             write_pyreft(tmp, reft_model.sites, ivs)
+            if trainable_base_parameters(hooked.hf_model):
+                warnings.warn(
+                    f"format='pyreft' has no safe place for trained base parameters "
+                    f"({sorted(trainable_base_parameters(hooked.hf_model))[:3]}...): they are not saved; "
+                    "save with format='reftlab' to keep them",
+                    stacklevel=3,
+                )
         sites = [
             {
                 "hook": s.hook,
@@ -112,11 +125,14 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
     """Read and validate ``folder`` against ``hooked``; build its interventions on its device."""
     if is_native(folder):
         ckpt = read_native(folder)
-        check_identity(ckpt.identity, hooked, strict=strict)
-        model = attach_lora(hooked.model, folder) if ckpt.lora is not None else hooked.model
-        sites = [r.site for r in ckpt.config.representations]
-        _check_hooks(sites, hooked, folder)
-        ivs = build_interventions(ckpt, model_dtype=hooked.dtype, device=hooked.device)
+        # Trained base parameters (a head) go in first, so the weights fingerprint sees the model
+        # as it was saved; any failure below puts the previous values back.
+        with applied(hooked.hf_model, read_base_parameters(folder, hooked.hf_model)):
+            check_identity(ckpt.identity, hooked, strict=strict)
+            sites = [r.site for r in ckpt.config.representations]
+            _check_hooks(sites, hooked, folder)
+            ivs = build_interventions(ckpt, model_dtype=hooked.dtype, device=hooked.device)
+            model = attach_lora(hooked.model, folder) if ckpt.lora is not None else hooked.model
         return LoadedReft(model, sites, ivs, ckpt.identity)
     if is_pyreft(folder):
         imported = read_pyreft(folder)
@@ -135,6 +151,31 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
         f"{folder} is not a ReFT checkpoint: expected reftlab's reftlab_config.json + interventions.safetensors, "
         "or pyreft's config.json + intkey_*.bin"
     )
+
+
+def load_into(reft_model: Any, folder: str | os.PathLike, *, strict: bool = False) -> None:
+    """Load a native checkpoint of ``reft_model``'s own layout into its interventions, in place.
+
+    For resuming a run: the parameters keep their identity (an optimizer holding them stays
+    valid). The checkpoint must have the same intervention keys, sites and kinds; anything
+    else is an error before a value is written.
+    """
+    folder = Path(folder)
+    if not is_native(folder):
+        raise FileNotFoundError(f"no reftlab checkpoint at {folder} (expected reftlab_config.json there)")
+    saved = read_native(folder)
+    keys = list(reft_model.interventions)
+    ours = [(k, s.hook, iv.spec()) for k, s, iv in zip(keys, reft_model.sites, reft_model.interventions.values())]
+    theirs = [(k, r.site.hook, dict(r.intervention)) for k, r in zip(saved.keys, saved.config.representations)]
+    if ours != theirs:
+        raise ValueError(
+            f"checkpoint {folder} holds interventions {[t[:2] for t in theirs]}, the model has "
+            f"{[o[:2] for o in ours]} (or their kinds/ranks differ); resume with the configuration it was saved from"
+        )
+    loaded = load_reft(folder, reft_model.hooked, strict=strict)
+    with torch.no_grad():
+        for mine, new in zip(reft_model.interventions.values(), loaded.interventions):
+            mine.load_state_dict(new.state_dict(), strict=True)
 
 
 def _check_hooks(sites: list[Site], hooked: Any, folder: Path) -> None:

@@ -6,6 +6,7 @@ The only place in reftlab that imports plotly. Every function returns a
 
 from .dashboard import dashboard_html, dashboard_main, page_html, write_dashboard, write_page
 from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
+from .search import search_figures, write_search_page
 
 __all__ = [
     "angle_heatmap",
@@ -16,6 +17,8 @@ __all__ = [
     "page_html",
     "projection_heatmap",
     "projection_shift",
+    "search_figures",
     "write_dashboard",
     "write_page",
+    "write_search_page",
 ]
