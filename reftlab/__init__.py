@@ -10,6 +10,7 @@ from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation, TaskType
 from .data import (
+    PromptFormat,
     ReftDataCollator,
     ReftDataset,
     ReftGenerationDataset,
@@ -82,6 +83,7 @@ __all__ = [
     "NodireftIntervention",
     "NoreftIntervention",
     "Positions",
+    "PromptFormat",
     "ReftConfig",
     "ReftDPOTrainer",
     "ReftDataCollator",

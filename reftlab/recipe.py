@@ -1,7 +1,8 @@
 """A training recipe: what ``reftlab train CONFIG.yaml`` reads, checks and runs.
 
-    model: smollm2-135m-instruct        # the embedded default, or a local HF folder
-    dtype: float32
+    model: smollm2-135m-instruct        # the embedded default, a local HF folder, or a Hub id
+    revision: null                      # a Hub branch, tag or commit (Hub ids only)
+    dtype: float32                      # or auto (the checkpoint's own), bfloat16, float16
     data: {path: emoji.jsonl, chat_template: true}     # path relative to the YAML file
     interventions:                      # ReftConfig representations (native or pyreft keys)
       - {layer: 6, component: block_output, positions: f1+l1, kind: loreft, rank: 4}
@@ -170,9 +171,13 @@ class GenerationSpec:
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     model: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "'smollm2-135m-instruct' or a local HF folder"}
+        default="smollm2-135m-instruct",
+        metadata={"help": "'smollm2-135m-instruct', a local HF folder, or a Hub id ('org/name')"},
     )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    revision: str | None = field(default=None, metadata={"help": "a Hub branch, tag or commit hash (Hub ids only)"})
+    dtype: str = field(
+        default="float32", metadata={"help": "float32, bfloat16, float16, or auto (the checkpoint's own dtype)"}
+    )
     task: str = field(
         default="generation", metadata={"help": "generation, multiple_choice or classification (reftlab.data.tasks)"}
     )
@@ -193,13 +198,19 @@ class Recipe:
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model={self.model!r} must be a model name, a folder or a Hub id")
+        if self.revision is not None and not isinstance(self.revision, str):
+            raise ValueError(f"revision={self.revision!r} must be a string (a branch, tag or commit hash)")
         from .data.tasks import check_task
+        from .models.loading import parse_dtype
         from .search.space import SearchSettings
 
         check_task(self.task)
         if self.task == "classification" and self.generation.prompts:
             raise ValueError("generation.prompts are for generation tasks; a classification recipe has none")
         SearchSettings.from_mapping(self.search)  # a bad search section fails here, before any model loads
+        parse_dtype(self.dtype)  # so does a bad dtype
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:
                 raise ValueError(
@@ -222,7 +233,7 @@ class Recipe:
             own = evaluation["data"] if isinstance(evaluation["data"], Mapping) else {"path": evaluation["data"]}
             inherited = {k: v for k, v in spec.to_json().items() if k not in ("path", "bigbench")}
             evaluation["data"] = DataSpec.from_mapping({**inherited, **own}, base_dir, "evaluation.data")
-        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "dtype", "output_dir", "task") if k in data}
+        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "revision", "dtype", "output_dir", "task") if k in data}
         return cls(
             data=spec,
             interventions=ReftConfig(representations=data["interventions"]),
@@ -278,8 +289,10 @@ def load_base(recipe: Recipe, num_labels: int = 0) -> Any:
     from .models.loading import load_model
 
     if recipe.task == "classification":
-        return load_classifier(recipe.model, num_labels=num_labels, dtype=recipe.dtype, seed=recipe.training.seed)
-    return load_model(recipe.model, dtype=recipe.dtype)
+        return load_classifier(
+            recipe.model, num_labels=num_labels, dtype=recipe.dtype, seed=recipe.training.seed, revision=recipe.revision
+        )
+    return load_model(recipe.model, revision=recipe.revision, dtype=recipe.dtype)
 
 
 def recipe_examples(recipe: Recipe, spec: DataSpec | None = None) -> list[dict[str, Any]]:
@@ -341,6 +354,7 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
 
     import torch
 
+    from .data.prompt_format import PromptFormat
     from .generate import generate
     from .reft_model import get_reft_model
     from .train.task import train_task
@@ -358,6 +372,9 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     log(f"data: {len(rows)} {recipe.task} examples from {recipe.data.describe()}")
     torch.manual_seed(recipe.training.seed)
     reft_model = get_reft_model(hooked, recipe.interventions)
+    reft_model.prompt_format = PromptFormat(
+        chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt
+    )
     log(repr(reft_model))
     gen = recipe.generation
 
@@ -405,10 +422,12 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
             "before": before,
             "after": after,
             "evaluation": summary,
+            "task": recipe.task,
+            "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
             "seconds": time.perf_counter() - t0,
         },
     )
-    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir, model); plus run.json)")
+    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
     return {
         "losses": result.losses,
         "before": before,

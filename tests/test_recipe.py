@@ -7,8 +7,10 @@ import torch
 import yaml
 from bigbench_helpers import cached_archive
 from helpers import REPO
+from safetensors.torch import load_file
 
 import reftlab
+from reftlab.models.classifier import load_classifier
 from reftlab.recipe import Recipe, run_recipe
 
 EXAMPLES = REPO / "examples"
@@ -95,7 +97,7 @@ def test_multiple_choice_recipe_on_bigbench_data(tmp_path, tiny_dir, monkeypatch
     assert len(examples) == 4 and all(e["choices"] in (["sleep", "eat"],) for e in examples)
 
 
-def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, tiny_dir):
+def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, tiny_dir, capsys):
     words = ["cat", "dog", "sun", "sky", "red", "big", "hot", "ice", "car", "bus"]
     rows = [
         {"prompt": f"{w} is {'good' if i % 2 else 'bad'}", "label": ["bad", "good"][i % 2]} for i, w in enumerate(words)
@@ -113,11 +115,31 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
         output_dir=str(tmp_path / "out"),
     )
     torch.manual_seed(0)
-    head0 = reftlab.models.classifier.load_classifier(str(tiny_dir), num_labels=2).hf_model.score.weight.clone()
+    head0 = load_classifier(str(tiny_dir), num_labels=2).hf_model.score.weight.clone()
     result = run_recipe(recipe, log=lambda m: None)
     ev = result["evaluation"]
     assert ev["metric"] == "accuracy" and ev["n"] == 2 and ev["trainable_params"] == 2 * 64 + 1 + 2 * 64
     assert len(result["losses"]) == 4
     table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
     assert table[0] == "prompt,reference,prediction,score" and len(table) == 3
-    assert head0.shape == (2, 64)
+    # Without a model, the checkpoint rebuilds its classifier on the recorded folder; the head comes back trained.
+    loaded = reftlab.ReftModel.load(tmp_path / "out")
+    assert type(loaded.hooked.hf_model).__name__ == "LlamaForSequenceClassification"
+    saved = load_file(str(tmp_path / "out" / "base_parameters.safetensors"))
+    assert torch.equal(loaded.hooked.hf_model.score.weight, saved["score.weight"])
+    again = reftlab.evaluate(loaded, tmp_path / "test.jsonl", task="classification", labels=["bad", "good"])
+    assert again.summary()["score"] == ev["score"]
+    # the trained head is in the checkpoint, and reftlab eval rebuilds the classifier from it
+    assert saved["score.weight"].shape == head0.shape == (2, 64) and not torch.equal(saved["score.weight"], head0)
+    from reftlab.cli import main
+
+    args = ["eval", str(tmp_path / "out"), "--data", str(tmp_path / "test.jsonl"), "--model", str(tiny_dir)]
+    assert main(args[:4]) == 0  # the base the checkpoint records
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["score"] == ev["score"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {k: ev[k] for k in ("metric", "score", "n", "trainable_params")}
+    (tmp_path / "out" / "run.json").unlink()  # without the run record the class names must be given
+    assert main(args) == 2 and "needs --labels" in capsys.readouterr().err
+    assert main([*args, "--labels", "bad,good,ugly"]) == 2 and "names 3 classes" in capsys.readouterr().err
+    assert main([*args, "--labels", "bad,good"]) == 0

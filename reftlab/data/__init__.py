@@ -3,6 +3,7 @@
 from .build import build_dataset, encode_examples, read_pairs, read_table
 from .collate import ReftDataCollator, ReftRewardCollator, stack_locations
 from .encode import IGNORE_INDEX, context_length, encode_pair, format_prompt, locations_for
+from .prompt_format import PromptFormat
 from .pyreft_compat import (
     collator_for,
     make_last_position_supervised_data_module,
@@ -20,6 +21,7 @@ from .reft_dataset import ReftDataset, get_intervention_locations, load_task_dat
 
 __all__ = [
     "IGNORE_INDEX",
+    "PromptFormat",
     "ReftDataCollator",
     "ReftDataset",
     "ReftGenerationDataset",

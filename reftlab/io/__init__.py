@@ -11,7 +11,7 @@ affine interventions into weights), ``folder`` (the save/load steps ``ReftModel`
 from .base_params import BASE_FILE
 from .checkpoint import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, read_native
 from .fingerprint import FingerprintMismatch, ModelIdentity, identify, weights_fingerprint
-from .folder import LoadedReft, load_into, load_reft, resolve_source, save_reft
+from .folder import LoadedReft, base_source, load_base, load_into, load_reft, resolve_source, save_reft
 from .hub import download, upload_folder
 from .merge import affine_parts, merge_into_base, merge_refusal
 from .pyreft_format import PYREFT_KINDS, read_pyreft, write_pyreft
@@ -26,8 +26,10 @@ __all__ = [
     "LoadedReft",
     "ModelIdentity",
     "affine_parts",
+    "base_source",
     "download",
     "identify",
+    "load_base",
     "load_into",
     "load_reft",
     "merge_into_base",

@@ -11,14 +11,14 @@ that head.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .hooked import HookedModel
-from .loading import EMBEDDED, embedded_model_path
+from .loading import load_named
+from .source import EMBEDDED
 
 
 def load_classifier(
@@ -27,35 +27,41 @@ def load_classifier(
     num_labels: int,
     dtype: torch.dtype | str | None = None,
     seed: int = 0,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> HookedModel:
-    """The classifier on ``model`` (the embedded default or a local HF folder), hooked, head trainable."""
+    """The classifier on ``model`` (the embedded default, a local HF folder or a Hub id), hooked, head trainable.
+
+    Names resolve as in ``load_model`` (``reftlab.models.source``); ``dtype`` and
+    ``revision`` mean the same there.
+    """
     import logging
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
-
-    from .loading import _dtype
 
     if not isinstance(num_labels, int) or num_labels < 2:
         raise ValueError(f"num_labels={num_labels!r} must be an int >= 2 (the number of classes)")
-    path = embedded_model_path() if str(model) == EMBEDDED else Path(model)
-    if not Path(path).is_dir():
-        raise ValueError(f"model={str(model)!r} is neither {EMBEDDED!r} nor a local HF folder")
-    tok = AutoTokenizer.from_pretrained(path)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    if pad is None:
-        raise ValueError(f"the tokenizer of {path} has neither a pad nor an eos token; the classifier needs one")
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)  # "newly initialized: score.weight" is the point here
     try:
-        hf = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, pad_token_id=pad, dtype=_dtype(dtype) or torch.float32
+        hf, tok, source = load_named(
+            model,
+            revision=revision,
+            dtype=dtype,
+            cache_dir=cache_dir,
+            auto_class=AutoModelForSequenceClassification,
+            num_labels=num_labels,
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad is None:
+        raise ValueError(f"the tokenizer of {source.name} has neither a pad nor an eos token; the classifier needs one")
+    hf.config.pad_token_id = pad  # the head reads each example's last non-pad token
     hf.eval()
-    return HookedModel(hf, tok)
+    return HookedModel(hf, tok, source=source)
 
 
 def classifier_head(hooked: HookedModel) -> nn.Module:

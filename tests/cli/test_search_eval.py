@@ -76,9 +76,8 @@ def test_search_writes_trials_page_and_a_best_recipe_that_trains(tiny_recipe, tm
     assert run["evaluation"]["metric"] == "loss" and run["evaluation"]["n"] == 4
     assert len(run["losses"]) == 4 * 3  # 10 examples, batch 4: 3 steps per epoch, all data used
     # reftlab eval on that checkpoint agrees with the score the training run reported
-    model_dir = str(tmp_path / "tiny")
-    table = tmp_path / "table.csv"
-    args = ["eval", str(out / "best"), "--data", str(tmp_path / "test.jsonl"), "--model", model_dir, "--metric", "loss"]
+    table = tmp_path / "table.csv"  # no --model: the base the checkpoint records (the tiny folder)
+    args = ["eval", str(out / "best"), "--data", str(tmp_path / "test.jsonl"), "--metric", "loss"]
     assert main([*args, "-o", str(table), "--compare", "base"]) == 0
     ev = last_json(capsys.readouterr().out)
     assert (
@@ -95,6 +94,12 @@ def test_search_writes_trials_page_and_a_best_recipe_that_trains(tiny_recipe, tm
         "base_prediction",
         "base_score",
     ]
+    # against another checkpoint on the same data: the recipe's own settings, trained as written
+    assert main(["train", str(tiny_recipe), "--no-progress"]) == 0
+    assert main([*args, "--compare", str(tmp_path / "plain")]) == 0
+    other = last_json(capsys.readouterr().out)
+    plain = json.loads((tmp_path / "plain" / "run.json").read_text())["evaluation"]
+    assert other["score"] == ev["score"] and other["compare"] == {"plain": pytest.approx(plain["score"], rel=1e-4)}
 
 
 def test_cli_errors_are_one_line(tiny_recipe, tmp_path, capsys):
