@@ -51,23 +51,40 @@ def parse_refts(specs: list[str], base_name: str) -> dict[str, str]:
 
 
 def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    """The base HookedModel, every ReFT on it (validated), and the base's served name."""
+    """The base HookedModel, every ReFT on it (validated), and the base's served name.
+
+    Without ``--model`` the base is the one the first checkpoint records (or the embedded
+    SmolLM2 when no ReFT is given); every other checkpoint is checked against it.
+    """
     import reftlab
     from reftlab.models.loading import EMBEDDED
 
-    model = args.model or EMBEDDED
-    base_name = args.name or Path(str(model).rstrip("/")).name or str(model)
-    paths = parse_refts(args.reft, base_name)
-    hooked = reftlab.load_model(model, dtype=args.dtype, device=args.device)
-    refts = {}
-    for name, path in paths.items():
-        try:
-            reft = reftlab.ReftModel.load(path, hooked, strict=args.strict)
-        except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as e:
-            message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-            raise type(e)(f"--reft {name}={path}: {message}") from None
-        refts[name] = reft.eval()
+    specs = parse_refts(args.reft, args.name or "")
+    refts: dict[str, Any] = {}
+    if args.model is None and specs:
+        name, path = next(iter(specs.items()))
+        first = _load_reft(
+            name, path, lambda p: reftlab.ReftModel.load(p, strict=args.strict, dtype=args.dtype, device=args.device)
+        )
+        hooked, refts[name] = first.hooked, first
+    else:
+        hooked = reftlab.load_model(args.model or EMBEDDED, dtype=args.dtype, device=args.device)
+    source = getattr(hooked, "source", None)
+    ref = str(args.model or (source.ref if source is not None and source.ref else EMBEDDED))
+    base_name = args.name or Path(ref.rstrip("/")).name or ref
+    parse_refts(args.reft, base_name)  # the names again, now that the base's name is known
+    for name, path in specs.items():
+        if name not in refts:
+            refts[name] = _load_reft(name, path, lambda p: reftlab.ReftModel.load(p, hooked, strict=args.strict))
     return hooked, refts, base_name
+
+
+def _load_reft(name: str, path: str, loader: Any) -> Any:
+    try:
+        return loader(path).eval()
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as e:
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise type(e)(f"--reft {name}={path}: {message}") from None
 
 
 def run(args: argparse.Namespace) -> int:

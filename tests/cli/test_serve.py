@@ -31,7 +31,8 @@ def saved(tmp_path_factory):
     hf.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     torch.manual_seed(3)
-    reft = reftlab.get_reft_model(reftlab.load_model(hf, tok), reftlab.ReftConfig(representations=[SPEC]))
+    hooked = reftlab.load_model(root / "base")  # loaded from its folder: the checkpoint records it
+    reft = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[SPEC]))
     with torch.no_grad():
         for key, p in reft.interventions.named_parameters():
             if not key.endswith("rotation"):
@@ -64,6 +65,8 @@ def test_every_checkpoint_is_validated_against_the_base_before_serving(saved, ca
     assert main(["serve", "--model", base, "--reft", f"g={saved / 'gpt2-reft'}"]) == 2
     err = capsys.readouterr().err
     assert f"--reft g={saved / 'gpt2-reft'}:" in err and "gpt2" in err.lower()
+    assert main(["serve", "--reft", f"g={saved / 'gpt2-reft'}"]) == 2  # no --model: it records no base
+    assert f"--reft g={saved / 'gpt2-reft'}:" in capsys.readouterr().err
     assert main(["serve", "--model", base, "--max-batch", "0"]) == 2
     assert "--max-batch 0 must be >= 1" in capsys.readouterr().err
 
@@ -77,7 +80,8 @@ def _free_port() -> int:
 def test_the_command_serves_until_interrupted(saved):
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "reftlab", "serve", "--model", str(saved / "base"), "--name", "tiny"]
+    # no --model: the base is the one the checkpoint records
+    cmd = [sys.executable, "-m", "reftlab", "serve", "--name", "tiny"]
     cmd += ["--reft", f"lo={saved / 'lo'}", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -97,10 +101,7 @@ def test_the_command_serves_until_interrupted(saved):
         out = client.chat.completions.create(
             model="lo", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
         )
-        hooked = reftlab.load_model(saved / "base")
-        alone = reftlab.generate(
-            reftlab.ReftModel.load(saved / "lo", hooked), ["Hello"], chat_template=True, max_new_tokens=8
-        )
+        alone = reftlab.generate(reftlab.ReftModel.load(saved / "lo"), ["Hello"], chat_template=True, max_new_tokens=8)
         assert out.choices[0].message.content == alone.texts[0]
     finally:
         proc.send_signal(signal.SIGINT)
