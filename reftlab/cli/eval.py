@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
 from ..metrics import METRICS
 
 HELP = "score a saved ReFT checkpoint on held-out data; the last line is a JSON summary"
@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     if args.output:
-        tmp = Path(args.output).with_name(f".{Path(args.output).name}.tmp")
-        result.table.to_csv(tmp, index=False)
-        os.replace(tmp, args.output)
+        write_text(args.output, result.table.to_csv(index=False))
         print(f"wrote {args.output} ({result.n} rows)")
     else:
         with __import__("pandas").option_context("display.max_colwidth", 40, "display.width", 160):
