@@ -4,8 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reftlab-installed
 CHROMIUM := $(VENV)/.chromium
+# pyreft 0.1.0 in its own venv (it pins transformers 4.45.1): tests/io/test_pyreft.py runs
+# pyreft itself on reftlab's exports. About 80 s to build on a fresh 2-core machine.
+PYREFT_VENV := .venv-pyreft
 
-.PHONY: demo test lint bench setup clean gpu-check
+.PHONY: demo test lint bench setup clean pyreft-venv gpu-check
 
 setup: $(STAMP)
 
@@ -28,12 +31,18 @@ $(CHROMIUM):
 	test -x /usr/bin/chromium -a -x /usr/bin/tesseract || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium tesseract-ocr)
 	mkdir -p $(VENV) && touch $(CHROMIUM)
 
+pyreft-venv: $(PYREFT_VENV)/.complete
+
+$(PYREFT_VENV)/.complete: tests/fixtures/pyreft/make_venv.sh
+	rm -f $@
+	PYTHON=$(PYTHON) bash tests/fixtures/pyreft/make_venv.sh $(PYREFT_VENV)
+
 # Fast checks, run by .ci/run before the tests: ruff lint and ruff format (pyproject.toml).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(PYREFT_VENV)/.complete
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -41,7 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PYREFT_VENV) .pytest_cache
 
 # The one-call GPU acceptance run (benchmarks/gpu_check.py): run it with the GPU machine's own
 # python (CUDA torch), not the CPU venv. Wheels carried in .whl/ (benchmarks/gpu_wheels.sh) are

@@ -1,10 +1,20 @@
-"""Save/load time and size of a single-layer rank-4 LoReFT checkpoint, against pyreft's layout.
+"""Checkpoint save/load time and size, native format against pyreft 0.1.0's layout, kind by kind.
 
-Native: ``reft_model.save(dir)`` / ``ReftModel.load(dir, model)`` (JSON + safetensors, the
-fingerprint check included). Baseline, in the same run: the same interventions written in
-pyreft 0.1.0's layout (``format="pyreft"``, pickled ``.bin``) and a DiReFT in that layout
-(pyreft stores a d x d ``base`` buffer for it). Repeats are interleaved; medians reported.
-The last line is JSON.
+For each kind (a single-layer rank-4 LoReFT and DiReFT on SmolLM2's layer 15), the same
+ReftModel is written both ways and read back both ways, so each ratio compares the same
+kind and the same work:
+
+- ``save``: ``reft_model.save(dir)`` vs ``save(dir, format="pyreft")``: both compute the base
+  model's fingerprint and write a model card; they differ in the weight files only
+  (safetensors + JSON vs pickled ``.bin`` + pyreft's ``config.json``);
+- ``read``: reading a folder into interventions on the model's device, without the base-model
+  check (``read_native`` + ``build_interventions`` vs ``read_pyreft``);
+- ``load``: ``ReftModel.load(dir, model)`` for both; the native one also checks the base model
+  (architecture, hooks, config/weight fingerprints), which pyreft's layout cannot: its extra
+  cost is ``fingerprint`` (``identify(model)``), timed alone;
+- sizes: the weight and config files of each folder (the model card excluded).
+
+Repeats are interleaved (``benchmarks/timing.py``); medians reported; the last line is JSON.
 
     python benchmarks/checkpoint_io.py [--model smollm2-135m-instruct] [--repeats 9]
 """
@@ -13,25 +23,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
+import torch
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
+
 import reftlab
+from reftlab.io.checkpoint import build_interventions, read_native
+from reftlab.io.fingerprint import identify
+from reftlab.io.pyreft_format import read_pyreft
+
+KINDS = ("loreft", "direft")
 
 
 def folder_bytes(folder: Path, suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin")) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in suffixes)
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def reft(model, kind: str):
+def reft(model, kind: str) -> reftlab.ReftModel:
     cfg = reftlab.ReftConfig(
         representations={
             "layer": 15,
@@ -48,41 +58,42 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}")
     model = reftlab.load_model(args.model, dtype="float32")
-    rm, direft = reft(model, "loreft"), reft(model, "direft")
     tmp = Path(tempfile.mkdtemp())
-    times: dict[str, list[float]] = {"save": [], "load": [], "save_pyreft": [], "load_pyreft": []}
-    for _i in range(args.repeats):
-        times["save"].append(timed(lambda: rm.save(tmp / "native")))
-        times["load"].append(timed(lambda: reftlab.ReftModel.load(tmp / "native", model)))
-        times["save_pyreft"].append(timed(lambda: rm.save(tmp / "pyreft", format="pyreft")))
-        times["load_pyreft"].append(timed(lambda: reftlab.ReftModel.load(tmp / "pyreft", model)))
-    direft.save(tmp / "direft_pyreft", format="pyreft")
-    med = {k: statistics.median(v) for k, v in times.items()}
+    runs = {"fingerprint": lambda: identify(model)}
+    for kind in KINDS:
+        rm = reft(model, kind)
+        native, pyreft = tmp / f"{kind}_native", tmp / f"{kind}_pyreft"
+        runs[f"{kind}.save.native"] = lambda rm=rm, d=native: rm.save(d)
+        runs[f"{kind}.save.pyreft"] = lambda rm=rm, d=pyreft: rm.save(d, format="pyreft")
+        runs[f"{kind}.read.native"] = lambda d=native: build_interventions(
+            read_native(d), model_dtype=model.dtype, device=model.device
+        )
+        runs[f"{kind}.read.pyreft"] = lambda d=pyreft: [iv.to(model.device) for iv in read_pyreft(d).interventions]
+        runs[f"{kind}.load.native"] = lambda d=native: reftlab.ReftModel.load(d, model)
+        runs[f"{kind}.load.pyreft"] = lambda d=pyreft: reftlab.ReftModel.load(d, model)
+    med, times = interleaved(runs, args.repeats)  # the warm-up round writes the folders the reads need
     for k, v in med.items():
-        print(f"{k:>12}: median {v * 1000:7.1f} ms over {args.repeats} (min {min(times[k]) * 1000:.1f})")
-    weights = (tmp / "native" / "interventions.safetensors").stat().st_size
-    native = folder_bytes(tmp / "native")
-    sizes = {
-        "native_weights_bytes": weights,
-        "native_bytes": native,
-        "pyreft_layout_bytes": folder_bytes(tmp / "pyreft"),
-        "pyreft_layout_direft_bytes": folder_bytes(tmp / "direft_pyreft"),
-        "params": rm.num_intervention_parameters(),
-        "params_x_4_bytes": 4 * rm.num_intervention_parameters(),
-    }
-    for k, v in sizes.items():
-        print(f"{k:>28}: {v:,}")
-    result = {
-        "save_ms": round(med["save"] * 1000, 2),
-        "load_ms": round(med["load"] * 1000, 2),
-        "save_ratio_vs_pyreft_layout": round(med["save"] / med["save_pyreft"], 3),
-        "load_ratio_vs_pyreft_layout": round(med["load"] / med["load_pyreft"], 3),
-        **sizes,
-        "size_ratio_vs_pyreft_direft": round(native / sizes["pyreft_layout_direft_bytes"], 4),
-        "model": args.model,
-        "dtype": "float32",
-    }
+        print(f"{k:>20}: median {v * 1000:7.2f} ms over {args.repeats} (min {min(times[k]) * 1000:.2f})")
+    result: dict[str, object] = {"fingerprint_ms": round(med["fingerprint"] * 1000, 2)}
+    for kind in KINDS:
+        native, pyreft = folder_bytes(tmp / f"{kind}_native"), folder_bytes(tmp / f"{kind}_pyreft")
+        params = reft(model, kind).num_intervention_parameters()
+        print(
+            f"{kind:>8}: {params:,} params ({4 * params:,} bytes in fp32); native {native:,} bytes, pyreft layout {pyreft:,}"
+        )
+        for op in ("save", "read", "load"):
+            result[f"{kind}_{op}_ms"] = round(med[f"{kind}.{op}.native"] * 1000, 2)
+            result[f"{kind}_{op}_ratio_vs_pyreft_layout"] = round(
+                med[f"{kind}.{op}.native"] / med[f"{kind}.{op}.pyreft"], 3
+            )
+        result[f"{kind}_size_ratio_vs_pyreft_layout"] = round(native / pyreft, 4)
+        result[f"{kind}_native_bytes"] = native
+        result[f"{kind}_pyreft_layout_bytes"] = pyreft
+    result.update(
+        {"model": args.model, "dtype": "float32", "threads": torch.get_num_threads(), "repeats": args.repeats}
+    )
     print(json.dumps(result))
 
 

@@ -6,7 +6,10 @@ Greedy generation of 64 new tokens (KV cache) for a batch of 8 prompts:
 (c) the 4 groups of 2 one after another, each with its own ReFT.
 Reported: mixed_vs_single = time(b) / time(a) (throughput of the mixed batch relative to
 a single-ReFT batch; target >= 0.9) and mixed_vs_sequential = time(c) / time(a) (target
->= 2). The ReFTs are random, non-identity rank-4 LoReFTs at different layers (training
+>= 2). (a) and (c) do the same work: both derive each ReFT's rows from one ``routes`` list,
+so every ReFT sees the same 2 prompts (the same batch size per ReFT) in both runs, and the
+script checks both runs generate the same number of tokens for every prompt and reports
+how many of their greedy tokens agree. The ReFTs are random, non-identity rank-4 LoReFTs at different layers (training
 does not change the cost). Repeats are interleaved and medians compared. Last line JSON.
 
     python benchmarks/routing.py [--model smollm2|tiny] [--repeats 5] [--device cpu]
@@ -53,11 +56,16 @@ def main() -> None:
         hooked = reftlab.load_model(dtype=dtype, device=args.device)
     else:
         hooked = reftlab.load_model(reftlab.tiny_llama(dtype=dtype).to(args.device), reftlab.tiny_tokenizer())
-    n_refts, per = 4, args.batch // 4
+    n_refts = 4
+    if args.batch % n_refts:
+        raise SystemExit(f"--batch {args.batch} must be a multiple of {n_refts} (the same prompts per ReFT)")
+    per = args.batch // n_refts
     layers = [round(i * (hooked.n_layers - 1) / (n_refts - 1)) for i in range(n_refts)]
     refts = {f"reft{i}": random_reft(hooked, layer, seed=i) for i, layer in enumerate(layers)}
     routed = reftlab.route(refts, hooked)
     routes = [name for name in refts for _ in range(per)]
+    rows_of = {name: [i for i, r in enumerate(routes) if r == name] for name in refts}  # one source for (a) and (c)
+    print(f"torch threads: {torch.get_num_threads()}; {per} prompts per ReFT in the mixed and the sequential run")
 
     g = torch.Generator().manual_seed(0)
     vocab = hooked.model.config.vocab_size
@@ -72,16 +80,29 @@ def main() -> None:
     }
     single = refts["reft0"]
 
-    def sequential() -> None:
-        for k, reft in enumerate(refts.values()):
-            rows = slice(k * per, (k + 1) * per)
-            reft.generate({"input_ids": ids[rows], "attention_mask": mask[rows]}, **gen)
+    def sequential() -> torch.Tensor:
+        out = torch.empty(0, dtype=torch.long)
+        for name, reft in refts.items():
+            rows = rows_of[name]
+            _, part = reft.generate({"input_ids": ids[rows], "attention_mask": mask[rows]}, **gen)
+            out = part.new_zeros((args.batch, part.shape[1])) if not out.numel() else out
+            out[rows] = part
+        return out
+
+    def mixed() -> torch.Tensor:
+        return routed.generate(ids, mask, routes=routes, **gen)
 
     runs = {
-        "mixed": lambda: routed.generate(ids, mask, routes=routes, **gen),
+        "mixed": mixed,
         "single": lambda: single.generate({"input_ids": ids, "attention_mask": mask}, **gen),
         "sequential": sequential,
     }
+    with torch.inference_mode():
+        a, c = mixed(), sequential()
+    if a.shape != c.shape:
+        raise SystemExit(f"the mixed and sequential runs did different work: {tuple(a.shape)} vs {tuple(c.shape)}")
+    agree = float((a[:, args.seq :] == c[:, args.seq :]).float().mean())
+    print(f"mixed vs sequential: same shape {tuple(a.shape)}; {100 * agree:.1f}% of greedy tokens agree")
     med, times = interleaved(runs, args.repeats)
     tokens = args.batch * args.new_tokens
     for k, v in med.items():
@@ -97,6 +118,9 @@ def main() -> None:
         "batch": args.batch,
         "refts": n_refts,
         "new_tokens": args.new_tokens,
+        "prompts_per_reft": per,
+        "greedy_tokens_agree_mixed_vs_sequential": round(agree, 4),
+        "threads": torch.get_num_threads(),
     }
     print(json.dumps(result))
 

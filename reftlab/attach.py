@@ -56,8 +56,10 @@ class Edit(Protocol):
 class Binding:
     """An intervention bound to a hook point and, per example, the positions it edits.
 
-    ``positions`` is ``[batch, n]`` absolute indices with -1 for "none", or None for
-    every position of every chunk the hook sees (generated tokens included).
+    ``positions`` is ``[batch, n]`` absolute indices into the padded input with -1 for
+    an empty slot (-1 never means "last token"; an index below -1 is an error), or None
+    for every position of every chunk the hook sees (generated tokens included).
+    ``ReftModel.bindings`` also refuses indices that point at padding.
     ``rows`` (optional, ``[batch]`` bool) restricts the binding to those examples.
     """
 
@@ -91,6 +93,11 @@ def apply_at_positions(
         return h
     if positions.shape[0] != h.shape[0]:
         raise ValueError(f"positions cover {positions.shape[0]} examples but the batch has {h.shape[0]}")
+    if positions.numel() and int(positions.min()) < -1:
+        raise ValueError(
+            f"position {int(positions.min())} is below -1; positions are absolute indices into the padded "
+            "input and -1 marks an empty slot (use a spec such as 'l1' for positions counted from the end)"
+        )
     if positions.numel() and int(positions.max()) >= h.shape[1]:
         raise ValueError(
             f"position {int(positions.max())} is beyond the sequence length {h.shape[1]}; "

@@ -93,6 +93,11 @@ class ReftConfig:
     representations: tuple[Representation, ...] = field(default_factory=tuple)
 
     def __init__(self, *, representations: Mapping[str, Any] | Sequence[Mapping[str, Any] | Representation]) -> None:
+        if isinstance(representations, (str, bytes)) or not isinstance(representations, (Mapping, Sequence)):
+            raise TypeError(
+                "ReftConfig.representations must be a dict or a list of dicts such as "
+                f"{{'layer': 15, 'component': 'block_output', 'kind': 'loreft', 'rank': 4}}, got {representations!r}"
+            )
         items = [representations] if isinstance(representations, Mapping) else list(representations)
         if not items:
             raise ValueError("ReftConfig.representations is empty; give at least one {'layer', 'component', ...} dict")
@@ -241,7 +246,16 @@ def _load(text: str, path: Path) -> Any:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"{path} is not valid YAML ({problem}{where})") from None
     if path.suffix == ".json":
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     raise ValueError(f"config file {path} must end in .json, .yaml or .yml")

@@ -73,6 +73,20 @@ class DataSpec:
     def __post_init__(self) -> None:
         if (self.path is None) == (self.bigbench is None):
             raise ValueError("data needs exactly one source: 'path' (a file) or 'bigbench' ({task: ..., ...})")
+        if self.path is not None and (not isinstance(self.path, str) or not self.path):
+            raise ValueError(f"data.path={self.path!r} must be a file name (relative to the YAML file)")
+        for name in ("prompt_column", "response_column", "choices_column", "answer_column", "label_column"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"data.{name}={getattr(self, name)!r} must be a column name (a string)")
+        ct = self.chat_template
+        if not isinstance(ct, bool) and not (isinstance(ct, str) and ("{{" in ct or "{%" in ct)):
+            raise ValueError(
+                f"data.chat_template={ct!r} must be true (the tokenizer's template), false, or a Jinja template string"
+            )
+        if self.system_prompt is not None and (not isinstance(self.system_prompt, str) or ct is False):
+            raise ValueError("data.system_prompt must be a string and needs data.chat_template (it is a chat message)")
+        if not isinstance(self.nonstop, bool):
+            raise ValueError(f"data.nonstop={self.nonstop!r} must be true or false")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
 
@@ -82,6 +96,8 @@ class DataSpec:
         _check_keys(raw, cls, where)
         raw = dict(raw)
         if raw.get("path") is not None:
+            if not isinstance(raw["path"], str) or not raw["path"]:
+                raise ValueError(f"{where}.path={raw['path']!r} must be a file name (relative to the YAML file)")
             path = Path(raw["path"])
             raw["path"] = str(path if path.is_absolute() else Path(base_dir) / path)
         if raw.get("bigbench") is not None:
@@ -158,6 +174,9 @@ class GenerationSpec:
     )
 
     def __post_init__(self) -> None:
+        for name in ("prompts", "metrics"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"generation.{name}={getattr(self, name)!r} must be a list")
         object.__setattr__(self, "prompts", tuple(self.prompts))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if not all(isinstance(p, str) and p for p in self.prompts):
@@ -211,6 +230,8 @@ class Recipe:
         if self.task == "classification" and self.generation.prompts:
             raise ValueError("generation.prompts are for generation tasks; a classification recipe has none")
         SearchSettings.from_mapping(self.search)  # a bad search section fails here, before any model loads
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise ValueError(f"output_dir={self.output_dir!r} must be a non-empty string")
         parse_dtype(self.dtype)  # so does a bad dtype
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:

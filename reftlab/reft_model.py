@@ -21,8 +21,17 @@ from .attach import Binding, attach
 from .config import ReftConfig
 from .data.prompt_format import PromptFormat
 from .interventions import Intervention, InterventionDict
+from .models.device import check_device
 from .models.hooked import HookedModel
-from .sites import MODULE_SITE, Positions, Site, resolve_positions
+from .sites import (
+    MODULE_SITE,
+    Positions,
+    Site,
+    as_position_tensor,
+    check_positions,
+    positions_per_intervention,
+    resolve_positions,
+)
 
 
 class ReftModel(nn.Module):
@@ -89,7 +98,7 @@ class ReftModel(nn.Module):
         if self.hooked.dispatched:
             self.place_interventions()
             return self
-        return self.to(device)
+        return self.to(check_device(device))
 
     def place_interventions(self) -> None:
         """Put every intervention on the device of its site's hidden state (``HookedModel.site_device``)."""
@@ -141,6 +150,7 @@ class ReftModel(nn.Module):
             )
         if base is None:
             base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
+        base = _as_base(base)
         if unit_locations is not None:
             if positions is not None:
                 raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
@@ -171,12 +181,13 @@ class ReftModel(nn.Module):
             if positions is not None:
                 raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
             positions = unit_locations_to_positions(unit_locations, len(self.interventions))
-        base = dict(base)
+        base = _as_base(base)
         input_ids = base["input_ids"]
         mask = base.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(input_ids)
             base["attention_mask"] = mask
+        check_inputs(self.hooked, input_ids, mask)
         bindings = self.bindings(positions, mask)
         with attach(self.hooked, bindings, min_length=input_ids.shape[1]):
             out = self.model.generate(**base, **generate_kwargs)
@@ -206,11 +217,14 @@ class ReftModel(nn.Module):
         """Forward with every intervention attached; returns the HF model's output.
 
         ``positions``: None (each site's own default), a spec such as ``"l1"``, a
-        ``[batch, n]`` index tensor, or a list/dict of those per intervention.
+        ``[batch, n]`` index tensor, or a list/dict of those per intervention. An index
+        tensor holds absolute indices into the padded input; -1 is an empty slot (never
+        "the last token"); an index below -1, past the input or on padding is an error.
         ``prompt_lengths`` bounds ``f``/``l`` specs to each example's prompt.
         """
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask = torch.ones_like(input_ids) if isinstance(input_ids, Tensor) else None
+        check_inputs(self.hooked, input_ids, attention_mask)
         bindings = self.bindings(positions, attention_mask, prompt_lengths)
         with attach(self.hooked, bindings):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
@@ -220,15 +234,21 @@ class ReftModel(nn.Module):
         positions: Any,
         attention_mask: Tensor,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+        *,
+        allow_empty: bool = False,
     ) -> list[Binding]:
-        """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
+        """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention.
+
+        Index tensors are checked (``reftlab.sites.check_positions``); ``allow_empty``
+        accepts one that is -1 everywhere (a batch of a prompt set checked as a whole).
+        """
         if self.merged:
             raise RuntimeError(
                 "the interventions were merged into the base model (merge_into_base); "
                 "run reft_model.model (or the returned HF model) directly"
             )
         keys = list(self.interventions)
-        per = _per_intervention(positions, keys)
+        per = positions_per_intervention(positions, keys)
         out = []
         for key, site, pos in zip(keys, self.sites, per):
             if pos is None:
@@ -248,9 +268,8 @@ class ReftModel(nn.Module):
                     else resolve_positions(spec, attention_mask, prompt_lengths)
                 )
             else:
-                idx = torch.as_tensor(pos, dtype=torch.long)
-                if idx.ndim != 2:
-                    raise ValueError(f"positions for {key!r} must be [batch, n], got shape {tuple(idx.shape)}")
+                what = f"positions for {key!r}"
+                idx = check_positions(as_position_tensor(pos, what), attention_mask, what, allow_empty=allow_empty)
             out.append(Binding(site.hook, self.interventions[key], idx))
         return out
 
@@ -345,7 +364,7 @@ class ReftModel(nn.Module):
         elif dtype is not None or device is not None:
             raise ValueError("dtype= and device= apply when the base model is loaded from the checkpoint (model=None)")
         else:
-            hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+            hooked = _hooked(model, tokenizer)
         loaded = load_reft(folder, hooked, strict=strict)
         if loaded.model is not hooked.model:
             hooked = HookedModel(loaded.model, hooked.tokenizer, source=hooked.source)
@@ -385,7 +404,7 @@ def get_reft_model(
     """
     if not isinstance(config, ReftConfig):
         raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
-    hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+    hooked = _hooked(model, tokenizer)
     for rep in config.representations:  # pyvene-style string components get hook points on demand
         if MODULE_SITE.match(rep.site.hook):
             hooked.module_hook_point(rep.site.hook)
@@ -414,46 +433,87 @@ def get_reft_model(
 
 def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:
     """pyreft's ``{"sources->base": (None, locs)}`` -> one ``[batch, n]`` tensor per intervention."""
+    if not isinstance(unit_locations, Mapping):
+        raise TypeError(
+            f"unit_locations must be {{'sources->base': (None, locations)}}, got a {type(unit_locations).__name__}"
+        )
     if set(unit_locations) != {"sources->base"}:
         raise ValueError(
-            f"unit_locations must be {{'sources->base': (None, locations)}}, got keys {sorted(unit_locations)}"
+            f"unit_locations must be {{'sources->base': (None, locations)}}, got keys {sorted(map(str, unit_locations))}"
         )
     value = unit_locations["sources->base"]
+    if isinstance(value, tuple) and len(value) != 2:
+        raise ValueError(
+            f"unit_locations['sources->base'] must be the pair (None, locations), got a tuple of {len(value)}"
+        )
     locs = value[1] if isinstance(value, tuple) else value
     if isinstance(locs, Tensor):
         per = [locs[i] for i in range(locs.shape[0])]
+    elif isinstance(locs, (list, tuple)):
+        per = [as_position_tensor(x, f"unit_locations[{i}]") for i, x in enumerate(locs)]
     else:
-        per = [torch.as_tensor(x, dtype=torch.long) for x in locs]
+        raise TypeError(
+            "unit_locations must be {'sources->base': (None, locations)} with locations "
+            f"[num_interventions][batch][n] (a nested list or tensor), got {type(locs).__name__}"
+        )
     if len(per) == 1 and n_interventions > 1:
         per = per * n_interventions
     if len(per) != n_interventions:
         raise ValueError(f"unit_locations give {len(per)} location lists for {n_interventions} interventions")
-    return [p.long() for p in per]
+    return [as_position_tensor(p, "unit_locations") for p in per]
 
 
-def _per_intervention(positions: Any, keys: list[str]) -> list[Any]:
-    if positions is None or isinstance(positions, (str, Positions)):
-        return [positions] * len(keys)
-    if isinstance(positions, Tensor) and positions.ndim == 2:
-        return [positions] * len(keys)
-    if isinstance(positions, Mapping):
-        unknown = set(positions) - set(keys)
-        if unknown:
-            raise ValueError(f"positions name unknown interventions {sorted(unknown)}; known: {keys}")
-        return [positions.get(k) for k in keys]
-    items = list(positions)
-    if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
-        return [torch.as_tensor(items, dtype=torch.long)] * len(keys)
-    if len(items) != len(keys):
-        raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
-    return items
+def _hooked(model: Any, tokenizer: Any) -> HookedModel:
+    if isinstance(model, HookedModel):
+        return model
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError(
+            f"model must be a reftlab HookedModel or a Hugging Face causal LM, got a {type(model).__name__}; "
+            "load one with reftlab.load_model(...)"
+        )
+    return HookedModel(model, tokenizer)
 
 
-def _depth(x: Any) -> int:
-    d = 0
-    while isinstance(x, (list, tuple)) and x:
-        x, d = x[0], d + 1
-    return d
+def _as_base(base: Any) -> dict[str, Any]:
+    """pyreft's ``base`` (a tokenizer output or dict with ``input_ids``) as a dict, with a clear error."""
+    if not isinstance(base, Mapping):
+        raise TypeError(
+            f"base must be a dict (or tokenizer output) with 'input_ids' and optionally 'attention_mask', "
+            f"got a {type(base).__name__}"
+        )
+    if "input_ids" not in base:
+        raise ValueError(
+            f"base has no 'input_ids' (keys: {sorted(map(str, base))}); pass the tokenizer's output, "
+            "e.g. tokenizer(prompts, return_tensors='pt')"
+        )
+    return dict(base)
+
+
+def check_inputs(hooked: HookedModel, input_ids: Any, attention_mask: Any) -> None:
+    """``input_ids``: a ``[batch, pos]`` integer tensor of ids below the vocabulary size;
+    ``attention_mask``: None or the same shape. A ValueError/TypeError names what is wrong."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a [batch, pos] tensor of token ids, got a {type(input_ids).__name__}")
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"input_ids must be [batch, pos], got shape {tuple(input_ids.shape)}; a single prompt is [1, pos] "
+            "(tokenizer(..., return_tensors='pt'))"
+        )
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.numel():
+        vocab = hooked.hf_model.get_input_embeddings().num_embeddings
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(
+                f"input_ids hold token id {lo if lo < 0 else hi}, outside this model's vocabulary 0..{vocab - 1}; "
+                "tokenize with the model's own tokenizer"
+            )
+    if attention_mask is not None and (
+        not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
+    ):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}; they must match")
 
 
 def _key(site: Site, i: int) -> str:

@@ -12,7 +12,7 @@ tokens of each example, ``"l1"`` its last prompt token, ``"all"`` every position
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +164,9 @@ def resolve_positions(
     [[1, 3], [0, 3]]
     """
     spec = Positions.parse(positions)
+    if not isinstance(attention_mask, Tensor) or attention_mask.ndim != 2:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be [batch, pos], got {shape}")
     mask = attention_mask.bool()
     batch, seq = mask.shape
     attended = mask.sum(dim=1)
@@ -190,3 +193,137 @@ def resolve_positions(
     rel = torch.cat([first, last], dim=1)
     valid = torch.cat([first_valid, last_valid], dim=1)
     return torch.where(valid, start[:, None] + rel, -1)
+
+
+# What explicit positions mean, in one place (docs/concepts.md repeats it):
+POSITIONS_RULES = (
+    "explicit positions are absolute indices into the padded input, one row per example; "
+    "-1 marks an empty slot (nothing is edited there, it never means 'last token'); "
+    "for positions counted from the end use a spec such as 'l1' or 'f3+l3'"
+)
+
+
+def as_position_tensor(positions: Any, what: str = "positions") -> Int[Tensor, "..."]:
+    """``positions`` (a tensor, array or nested list of ints) as a long tensor.
+
+    Floats, bools and ragged lists are errors (a float index is never silently rounded).
+
+    >>> as_position_tensor([[3, -1], [0, 2]]).tolist()
+    [[3, -1], [0, 2]]
+    >>> as_position_tensor([[3], [0, 2]])
+    Traceback (most recent call last):
+    ValueError: positions is a ragged list (rows of different lengths); pad short rows with -1 (an empty slot)
+    """
+    if isinstance(positions, Tensor):
+        t = positions
+    else:
+        try:
+            t = torch.as_tensor(positions)
+        except (ValueError, TypeError) as e:
+            if _ragged(positions):
+                raise ValueError(
+                    f"{what} is a ragged list (rows of different lengths); pad short rows with -1 (an empty slot)"
+                ) from None
+            raise TypeError(
+                f"{what} must be integer indices (a tensor or nested list of ints), got {positions!r}"
+            ) from e
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise TypeError(f"{what} must hold integer indices, got dtype {t.dtype}; {POSITIONS_RULES}")
+    return t.long()
+
+
+def check_positions(
+    positions: Int[Tensor, "batch n"],
+    attention_mask: Int[Tensor, "batch pos"],
+    what: str = "positions",
+    *,
+    allow_empty: bool = False,
+) -> Int[Tensor, "batch n"]:
+    """Check explicit ``[batch, n]`` positions against the batch they index; returns them.
+
+    Errors (each names the example and the index): not 2-D, a batch size that differs from
+    the input's, an index below -1 or past the sequence, an index on a padding token
+    (``attention_mask`` 0), and positions that are -1 everywhere (they would edit nothing:
+    -1 is an empty slot, not the last token) unless ``allow_empty`` (a batch of a larger
+    prompt set, checked as a whole by its caller).
+
+    >>> mask = torch.tensor([[0, 1, 1], [1, 1, 1]])            # example 0 is left-padded
+    >>> check_positions(torch.tensor([[2], [-1]]), mask).tolist()
+    [[2], [-1]]
+    >>> check_positions(torch.tensor([[0], [2]]), mask)
+    Traceback (most recent call last):
+    ValueError: positions: example 0 points at position 0, a padding token (attention_mask 0); positions index the padded input (e.g. after left padding, the last token is at the end)
+    """
+    batch, width = attention_mask.shape
+    if positions.ndim != 2:
+        raise ValueError(f"{what} must be [batch, n], got shape {tuple(positions.shape)}; {POSITIONS_RULES}")
+    if positions.shape[0] != batch:
+        raise ValueError(f"{what} cover {positions.shape[0]} examples but the batch has {batch}")
+    if positions.numel() == 0:
+        return positions
+    low = positions < -1
+    if bool(low.any()):
+        i, j = (int(x) for x in low.nonzero()[0])
+        raise ValueError(
+            f"{what}: example {i} has position {int(positions[i, j])}; negative indices are not counted from the end: "
+            f"{POSITIONS_RULES}"
+        )
+    high = positions >= width
+    if bool(high.any()):
+        i, j = (int(x) for x in high.nonzero()[0])
+        raise ValueError(
+            f"{what}: example {i} has position {int(positions[i, j])}, beyond its sequence of {width} tokens; "
+            "positions index the padded input"
+        )
+    valid = positions >= 0
+    if not allow_empty and not bool(valid.any()):
+        raise ValueError(f"{what} are -1 everywhere, so nothing would be edited; {POSITIONS_RULES}")
+    mask = attention_mask.to(positions.device).bool()
+    on_pad = valid & ~mask.gather(1, positions.clamp(min=0))
+    if bool(on_pad.any()):
+        i, j = (int(x) for x in on_pad.nonzero()[0])
+        raise ValueError(
+            f"{what}: example {i} points at position {int(positions[i, j])}, a padding token (attention_mask 0); "
+            "positions index the padded input (e.g. after left padding, the last token is at the end)"
+        )
+    return positions
+
+
+def _ragged(x: Any) -> bool:
+    if not isinstance(x, (list, tuple)) or not x:
+        return False
+    if all(isinstance(r, (list, tuple)) for r in x):
+        return len({len(r) for r in x}) > 1 or any(_ragged(r) for r in x)
+    return False
+
+
+def positions_per_intervention(positions: Any, keys: list[str]) -> list[Any]:
+    """``positions`` as ``ReftModel.run`` takes them (a spec, a ``[batch, n]`` tensor, a list or a
+    dict by key) -> one entry per key; None stands for the site's own positions."""
+    if positions is None or isinstance(positions, (str, Positions)):
+        return [positions] * len(keys)
+    if isinstance(positions, Tensor) and positions.ndim == 2:
+        return [positions] * len(keys)
+    if isinstance(positions, Mapping):
+        unknown = set(positions) - set(keys)
+        if unknown:
+            raise ValueError(f"positions name unknown interventions {sorted(unknown)}; known: {keys}")
+        return [positions.get(k) for k in keys]
+    if not isinstance(positions, (list, tuple, Tensor)):
+        raise TypeError(
+            f"positions must be a spec such as 'l1', a [batch, n] index tensor, or a list/dict of those per "
+            f"intervention, got a {type(positions).__name__}: {positions!r}"
+        )
+    items = list(positions)
+    if items and not isinstance(items[0], (str, Positions, Tensor, type(None))) and _depth(items) == 2:
+        return [as_position_tensor(items)] * len(keys)
+    if len(items) != len(keys):
+        raise ValueError(f"got positions for {len(items)} interventions, the model has {len(keys)}")
+    return items
+
+
+def _depth(x: Any) -> int:
+    d = 0
+    while isinstance(x, (list, tuple)) and x:
+        x, d = x[0], d + 1
+    return d

@@ -84,31 +84,37 @@ def test_bad_data_names_the_example_and_writes_nothing(tmp_path, capsys):
     assert [iv.kind for iv in loaded.interventions.values()] == ["loreft"]
 
 
-@pytest.mark.embedded
-def test_emoji_example_runs_end_to_end_on_a_short_schedule(tmp_path):
-    out = tmp_path / "emoji"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reftlab",
-            "train",
-            str(ROOT / "examples" / "emoji.yaml"),
-            "--max-steps",
-            "2",
-            "--output-dir",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+@pytest.fixture(scope="module")
+def emoji_run(tmp_path_factory):
+    """`make demo` itself: the emoji recipe as shipped (only the output folder and the progress bar differ).
+
+    The one long test of the suite (about 2.5 min on an idle 2-core machine): it backs the
+    walkthrough's claim, not a shortened stand-in for it.
+    """
+    out = tmp_path_factory.mktemp("demo") / "emoji"
+    recipe = ROOT / "examples" / "emoji.yaml"
+    argv = [sys.executable, "-m", "reftlab", "train", str(recipe), "--output-dir", str(out), "--no-progress"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "before training" in proc.stdout and "after training" in proc.stdout and "emoji_fraction" in proc.stdout
+    return out, proc.stdout, yaml.safe_load(recipe.read_text())
+
+
+@pytest.mark.embedded
+def test_emoji_walkthrough_quality_after_make_demo(emoji_run):
+    """docs/walkthrough.md: after `make demo`, 3 of the 4 held-out answers are >= 80% emoji; the base model's, 0 of 4."""
+    out, stdout, recipe = emoji_run
+    assert "before training" in stdout and "after training" in stdout and "emoji_fraction" in stdout
     run = json.loads((out / "run.json").read_text())
-    assert len(run["losses"]) == 2 and len(run["before"]) == len(run["after"]) == 4
+    prompts = recipe["generation"]["prompts"]
+    assert [r["prompt"] for r in run["after"]] == [r["prompt"] for r in run["before"]] == prompts
+    assert len(run["losses"]) == recipe["training"]["epochs"]  # 10 examples, batch 10: one step per epoch
+    before = [r["emoji_fraction"] for r in run["before"]]
+    after = [r["emoji_fraction"] for r in run["after"]]
+    assert max(before) < 0.2, f"the base model already answers in emoji? {before}"
+    assert sum(f >= 0.8 for f in after) >= 3, f"fewer than 3 of 4 held-out answers are >= 80% emoji: {after}"
+    # the margin: the emoji answers are not borderline, and training converged
+    assert sorted(after)[-3] >= 0.9, f"the third-best answer is only {sorted(after)[-3]:.2f} emoji: {after}"
+    assert run["losses"][-1] < 0.25 * run["losses"][0], run["losses"]
     config = json.loads((out / "reftlab_config.json").read_text())
     tensors = load_file(str(out / "interventions.safetensors"))
     assert len(config["representations"]) * 3 == len(tensors)  # rotation, weight, bias per LoReFT

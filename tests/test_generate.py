@@ -87,3 +87,59 @@ def test_pyreft_generate_call_with_its_exact_kwargs(tok):
     native = reftlab.generate(rm, ["Which dog breed?"], max_new_tokens=6, positions="l1")
     got = ids[0, prompt["input_ids"].shape[1] :]
     assert torch.equal(got[: len(native.ids[0])], native.ids[0])
+
+
+SMOL_PROMPTS = [
+    "Who are you?",
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves falling slowly.",
+    "2+2=",
+    "Tell me something surprising about octopuses and their three hearts.",
+]
+
+
+def smol_reft(hooked):
+    torch.manual_seed(0)
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {
+                "layer": 10,
+                "component": "block_output",
+                "positions": "f1+l1",
+                "intervention": {"kind": "loreft", "rank": 4},
+            },
+            {
+                "layer": 20,
+                "component": "block_output",
+                "positions": "l2",
+                "intervention": {"kind": "loreft", "rank": 4},
+            },
+        ]
+    )
+    rm = reftlab.get_reft_model(hooked, cfg).eval()
+    with torch.no_grad():  # a large edit: the answers differ from the base model's
+        for p in rm.interventions.parameters():
+            p.mul_(20.0) if p.ndim == 1 else None
+    return rm
+
+
+@pytest.mark.embedded
+def test_float32_batch_gives_each_prompt_its_greedy_tokens_alone_on_the_embedded_model(smol):
+    """The float64 claim above, in the dtype people use: SmolLM2 in float32, prompts of very
+    different lengths (so the batch is left-padded), two LoReFTs, the chat template.
+
+    Not claimed for bfloat16: with the same setup in bf16, 3 of these 5 prompts diverge from
+    their single-prompt answer after 9-18 tokens (measured 2026-11-30). Padding changes the
+    shapes of the matmuls, so their sums round differently; bf16 keeps 8 bits of mantissa,
+    enough for such differences to flip a near-tie in the greedy argmax, after which the
+    continuations part. float32's differences (~1e-6) flip none here."""
+    hooked, _, _ = smol
+    rm = smol_reft(hooked)
+    kw = {"max_new_tokens": 24, "chat_template": True}
+    batch = reftlab.generate(rm, SMOL_PROMPTS, **kw)
+    base = reftlab.generate(rm, SMOL_PROMPTS, interventions=False, **kw)
+    assert sum(not torch.equal(a, b) for a, b in zip(batch.ids, base.ids)) >= 2  # the ReFT changes answers
+    for i, p in enumerate(SMOL_PROMPTS):
+        alone = reftlab.generate(rm, [p], **kw)
+        assert batch.ids[i].tolist() == alone.ids[0].tolist(), (p, batch.texts[i], alone.texts[0])
+    assert no_hooks_anywhere(rm.hooked)

@@ -59,7 +59,7 @@ def test_pyreft_call_applies_formula_at_positions_only(tiny_hf, tok, kind):
     rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
     iv = next(iter(rm.interventions.values()))
     enc = enc_left(tok, ["short", "a longer prompt here"])
-    locs = [[[1, 4], [0, 7]]]  # one intervention, two examples, two positions each
+    locs = [[[16, 19], [0, 7]]]  # one intervention, two examples, two positions each (none on padding)
     captured = {}
     # The edited residual is read as the next block's input (hooks on the site itself
     # registered earlier would run before the intervention's).
@@ -140,8 +140,9 @@ def test_generate_edits_prompt_only_and_is_identity_free_when_detached(tiny_hf, 
     rm = reftlab.get_reft_model(tiny_hf, cfg, tokenizer=tok)
     enc = enc_left(tok, ["hello", "the quick brown fox"])
     kw = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tok.pad_token_id}
+    last = enc["input_ids"].shape[1] - 1  # left padding: both prompts end at the last column
     _, out = rm.generate(
-        dict(enc), unit_locations={"sources->base": (None, [[[4], [18]]])}, intervene_on_prompt=True, **kw
+        dict(enc), unit_locations={"sources->base": (None, [[[last], [last]]])}, intervene_on_prompt=True, **kw
     )
     assert torch.equal(out, ref.generate(**enc, **kw))  # identity intervention: same tokens
     with torch.no_grad():
@@ -155,7 +156,7 @@ def test_generate_edits_prompt_only_and_is_identity_free_when_detached(tiny_hf, 
 def test_exception_inside_forward_leaves_no_hook(tiny_hooked, tok):
     rm = reftlab.get_reft_model(tiny_hooked, loreft_config(layer=2))
     enc = enc_left(tok, ["abc"])
-    with pytest.raises(ValueError, match="beyond the sequence length"):
+    with pytest.raises(ValueError, match="beyond its sequence"):
         rm.run(**enc, positions=torch.tensor([[99]]))
     assert no_hooks_anywhere(rm.hooked)
 
@@ -176,6 +177,45 @@ def test_all_positions_edit_generated_tokens_in_padded_batches_too(tiny_hf, tok)
     for i, p in enumerate(prompts):
         _, alone = rm.generate(dict(enc_left(tok, [p])), **kw)
         assert torch.equal(batched[i, -10:], alone[0, -10:])
+
+
+def test_explicit_positions_semantics(tiny_hooked, tok):
+    """-1 is an empty slot (exactly as if the slot were absent); -1 everywhere, indices below -1,
+    past the input or on padding are errors naming the problem; nothing is left attached."""
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config(layer=2))
+    with torch.no_grad():
+        for p in rm.interventions.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    enc = enc_left(tok, ["ab", "the quick brown fox"])  # example 0 is left-padded
+    last = enc["input_ids"].shape[1] - 1
+    with torch.no_grad():
+        padded = rm.run(**enc, positions=torch.tensor([[last, -1], [last, 3]])).logits
+        alone = rm.run(**enc, positions=[[last], [last]]).logits
+        both = rm.run(**enc, positions=[[last, last], [last, 3]]).logits
+    # (1e-6: the intervention's matmul sees 2 or 3 rows, which changes float rounding)
+    torch.testing.assert_close(padded[0], alone[0], atol=1e-6, rtol=1e-6)  # the -1 slot edits nothing
+    torch.testing.assert_close(padded[1], both[1], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(padded[1], alone[1])  # position 3 of example 1 was edited
+    with torch.no_grad():
+        spec = rm.run(**enc, positions="l1").logits
+    torch.testing.assert_close(alone, spec, atol=1e-6, rtol=1e-6)  # "l1" is the last token under left padding
+    bad = {
+        "negative indices are not counted from the end": [[last], [-2]],
+        "-1 everywhere, so nothing would be edited": [[-1], [-1]],
+        "a padding token": [[0], [last]],
+        "beyond its sequence": [[last + 1], [last]],
+        "ragged list": [[last], [last, 3]],
+        "integer indices": [[1.5], [2.0]],
+        "cover 1 examples but the batch has 2": [[last]],
+    }
+    for phrase, pos in bad.items():
+        with pytest.raises((ValueError, TypeError), match=phrase):
+            rm.run(**enc, positions=pos)
+        with pytest.raises((ValueError, TypeError), match=phrase):
+            rm(dict(enc), unit_locations={"sources->base": (None, [pos])})
+    with pytest.raises(ValueError, match="a padding token"):
+        rm.generate(dict(enc), positions=[[0], [last]], max_new_tokens=2, pad_token_id=tok.pad_token_id)
+    assert no_hooks_anywhere(rm.hooked)
 
 
 def test_reft_model_meets_the_reft_like_contract_with_declared_fields(tiny_hooked):

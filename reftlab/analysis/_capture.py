@@ -25,6 +25,14 @@ from ..attach import Binding, ReftLike, attach
 from ._prompts import Batch
 
 
+class MissingPositions(ValueError):
+    """An intervention has no positions of its own and none were given (``key``, ``hook``)."""
+
+    def __init__(self, message: str, key: str, hook: str) -> None:
+        super().__init__(message)
+        self.key, self.hook = key, hook
+
+
 class StopForward(Exception):
     """Every tap of a group has its value: the rest of the forward pass is not needed."""
 
@@ -67,8 +75,39 @@ def check_keys(reft_model: ReftLike, key: str | Sequence[str] | None) -> list[st
     keys = known if key is None else [key] if isinstance(key, str) else list(key)
     unknown = [k for k in keys if k not in known]
     if unknown or not keys:
-        raise KeyError(f"no intervention {unknown[0] if unknown else key!r}; this ReftModel has {known}")
+        raise ValueError(f"no intervention {unknown[0] if unknown else key!r}; this ReftModel has {known}")
     return keys
+
+
+def positions_used(reft_model: Any, positions: Any, keys: Sequence[str], where: str) -> dict[str, str]:
+    """What each of ``keys`` will edit, as text (``"f1+l1 (site default)"``); checked before any work.
+
+    A site saved without positions (pyreft's way: positions per call) needs ``positions=``:
+    the error names the intervention and says how to give them.
+    """
+    from ..sites import Positions, positions_per_intervention
+
+    all_keys = list(reft_model.interventions)
+    per = dict(zip(all_keys, positions_per_intervention(positions, all_keys)))
+    out = {}
+    for k in keys:
+        site = reft_model.sites[all_keys.index(k)]
+        given = per[k]
+        if given is None and site.positions is None:
+            raise MissingPositions(
+                f"{where}: intervention {k!r} at {site.hook} has no positions of its own (a checkpoint saved "
+                "pyreft's way records none); pass positions= (a spec such as 'l1' or 'f1+l1' for every "
+                "intervention, a list with one per intervention, or a dict by key)",
+                k,
+                site.hook,
+            )
+        if given is None:
+            out[k] = f"{site.positions} (site default)"
+        elif isinstance(given, (str, Positions)):
+            out[k] = f"{Positions.parse(given)} (given)"
+        else:
+            out[k] = "explicit indices (given)"
+    return out
 
 
 @contextmanager
@@ -100,7 +139,8 @@ def forward_seen(
     projected out); ``drop`` removes interventions. ``stop``: end the pass once every
     key's site was seen (the output is then None).
     """
-    bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths)
+    # One batch of a prompt set may have no position at all; callers check the whole set.
+    bindings = reft_model.bindings(positions, batch.attention_mask, batch.prompt_lengths, allow_empty=True)
     taps: dict[str, tuple[Tap, Tap, Tensor | None]] = {}
     group: list[Tap] | None = [] if stop and keys else None
     wired: list[Binding] = []

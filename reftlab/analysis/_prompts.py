@@ -8,7 +8,6 @@ tokenizer is never mutated and prompt lengths are exact.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,10 @@ from typing import Any
 import torch
 from jaxtyping import Int
 from torch import Tensor
+
+from ..data.encode import format_prompt
+from ..data.files import SUFFIXES, read_rows
+from ..data.prompt_format import PromptFormat
 
 PROMPT_COLUMN = "prompt"
 COMPLETION_COLUMNS = ("completion", "output")
@@ -60,6 +63,10 @@ def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
         comp_col = next((c for c in COMPLETION_COLUMNS if c in columns), None)
         comps = tuple(str(x) for x in prompts[comp_col]) if comp_col else None
     else:
+        if not isinstance(prompts, (list, tuple)):
+            raise TypeError(
+                f"prompts must be a list of strings, a datasets.Dataset or a pandas.DataFrame, got a {type(prompts).__name__}"
+            )
         texts = list(prompts)
         if not all(isinstance(t, str) for t in texts):
             bad = next(t for t in texts if not isinstance(t, str))
@@ -71,32 +78,87 @@ def as_prompt_set(prompts: Any, *, column: str = PROMPT_COLUMN) -> PromptSet:
 
 
 def read_prompts(path: str | os.PathLike) -> PromptSet:
-    """Read a prompt file: ``.txt`` (one prompt per line), ``.jsonl``, ``.json`` (list) or ``.csv``."""
+    """Read a prompt file: ``.txt`` (one prompt per line), ``.jsonl``, ``.json`` (list) or ``.csv``.
+
+    JSON rows are strings or objects with a ``prompt`` field (and optionally ``completion``).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no prompt file at {path}")
     if path.suffix == ".txt":
-        return as_prompt_set([line for line in path.read_text().splitlines() if line.strip()])
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return _from_rows(rows, path)
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text())
-        return as_prompt_set(rows) if rows and isinstance(rows[0], str) else _from_rows(rows, path)
-    if path.suffix == ".csv":
-        import pandas as pd
+        if not path.is_file():
+            raise FileNotFoundError(f"no prompt file at {path}")
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"prompt file {path} is empty; write one prompt per line")
+        return as_prompt_set(lines)
+    rows = read_rows(path, "prompt file", (".txt", *SUFFIXES))
+    if not rows:
+        raise ValueError(f"prompt file {path} has no rows; give at least one prompt")
+    if all(isinstance(r, str) for r in rows):
+        return as_prompt_set(rows)
+    return _from_rows(rows, path)
 
-        return as_prompt_set(pd.read_csv(path))
-    raise ValueError(f"prompt file {path} must end in .txt, .jsonl, .json or .csv")
+
+@dataclass(frozen=True)
+class Format:
+    """How prompts are rendered before tokenizing: raw (``chat_template`` False), or as a user
+    turn of the tokenizer's chat template (True) or of a Jinja template string, with an
+    optional system message; ``origin`` says where the choice came from (for reports)."""
+
+    chat_template: bool | str = False
+    system_prompt: str | None = None
+    origin: str = "default"
+
+    def render(self, tokenizer: Any, prompt: str) -> str:
+        return format_prompt(tokenizer, prompt, self.chat_template, self.system_prompt)
+
+    def describe(self) -> str:
+        """``"with the tokenizer's chat template and system prompt 'Be brief' (recorded with the checkpoint)"``."""
+        if self.chat_template is False:
+            how = "as raw text, no chat template"
+        else:
+            how = "with the " + (
+                "tokenizer's chat template" if self.chat_template is True else "checkpoint's Jinja chat template"
+            )
+            how += f" and system prompt {self.system_prompt!r}" if self.system_prompt is not None else ""
+        return f"{how} ({self.origin})"
 
 
-def tokenize(tokenizer: Any, prompt_set: PromptSet) -> list[tuple[list[int], int]]:
-    """Token ids of prompt (+ completion) per example, with the prompt's token count."""
+def prompt_format(reft_model: Any, given: Any = None) -> Format:
+    """The prompt format analysis uses: ``given`` (False: raw text; True: the chat template;
+    a ``PromptFormat`` or its dict), else the one recorded with the ReftModel
+    (``reft_model.prompt_format``: how training formatted prompts), else raw text.
+    """
+    if given is None:
+        recorded = getattr(reft_model, "prompt_format", None)  # a HookedModel has none
+        if recorded is None:
+            return Format(origin="no prompt format recorded with the checkpoint")
+        return _as_format(recorded, "as in training, recorded with the checkpoint")
+    if isinstance(given, Format):
+        return given
+    if isinstance(given, bool):
+        return Format(chat_template=given, origin="given")
+    return _as_format(given, "given")
+
+
+def _as_format(x: Any, origin: str) -> Format:
+    fmt = PromptFormat.from_json(x)  # a PromptFormat, or its dict; anything else is a clear error
+    return Format(chat_template=fmt.chat_template, system_prompt=fmt.system_prompt, origin=origin)
+
+
+def tokenize(tokenizer: Any, prompt_set: PromptSet, fmt: Format | None = None) -> list[tuple[list[int], int]]:
+    """Token ids of prompt (+ completion) per example, with the prompt's token count.
+
+    With a chat-template ``fmt`` the prompt is rendered first and no special tokens are
+    added (the template holds them), exactly as training data were encoded.
+    """
     if tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with load_model(model, tokenizer)")
+    fmt = fmt or Format()
+    templated = fmt.chat_template is not False
     out = []
-    for i, prompt in enumerate(prompt_set.prompts):
-        ids = list(tokenizer(prompt)["input_ids"])
+    for i, raw in enumerate(prompt_set.prompts):
+        prompt = fmt.render(tokenizer, raw)
+        ids = list(tokenizer(prompt, add_special_tokens=not templated)["input_ids"])
         if not ids:
             raise ValueError(f"prompt {i} ({prompt!r}) has no tokens; remove empty prompts")
         n_prompt = len(ids)
@@ -134,6 +196,8 @@ def batches(
 
 
 def n_batches(n: int, batch_size: int) -> int:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     return -(-n // batch_size)
 
 
@@ -152,12 +216,17 @@ def _columns(prompts: Any) -> set[str] | None:
     return None if names is None else set(map(str, names))
 
 
-def _from_rows(rows: Any, path: Path) -> PromptSet:
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected a list of strings or of objects with a 'prompt' field")
-    missing = [i for i, r in enumerate(rows) if PROMPT_COLUMN not in r]
-    if missing:
-        raise ValueError(f"{path}: row {missing[0]} has no 'prompt' field")
+def _from_rows(rows: list[Any], path: Path) -> PromptSet:
+    if all(isinstance(r, dict) and PROMPT_COLUMN not in r for r in rows):
+        raise ValueError(f"{path} has no {PROMPT_COLUMN!r} column; its columns are {sorted(rows[0])}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ValueError(
+                f"{path}: row {i} is a {type(r).__name__}; rows must all be strings or objects with a 'prompt' field"
+            )
+        if not isinstance(r.get(PROMPT_COLUMN), str):
+            got = "no 'prompt' field" if PROMPT_COLUMN not in r else f"'prompt' = {r[PROMPT_COLUMN]!r}, not a string"
+            raise ValueError(f"{path}: row {i} has {got}")
     import pandas as pd
 
     return as_prompt_set(pd.DataFrame(rows))

@@ -35,8 +35,9 @@ from tqdm import tqdm
 from ..attach import ReftLike
 from ..interventions import Intervention
 from ..subspace import orthonormal_basis
-from ._capture import batch_positions, eval_mode, forward_seen
+from ._capture import batch_positions, eval_mode, forward_seen, positions_used
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
+from ._prompts import prompt_format as resolve_format
 
 NONE = "none"
 
@@ -57,13 +58,19 @@ class WithoutDirections:
         return h + delta - (delta @ q.T) @ q
 
 
-def target_ids(tokenizer: Any, targets: Sequence[str | int]) -> dict[str, int]:
-    """``{label: token id}``; each string target must be exactly one token."""
+def target_ids(tokenizer: Any, targets: Sequence[str | int], vocab_size: int | None = None) -> dict[str, int]:
+    """``{label: token id}``; each string target must be exactly one token, each id below ``vocab_size``."""
+    if isinstance(targets, (str, int)):
+        raise TypeError(f"targets must be a list of tokens or token ids, got {targets!r}; wrap it: [{targets!r}]")
     out = {}
     for t in targets:
-        if isinstance(t, int):
+        if isinstance(t, int) and not isinstance(t, bool):
+            if t < 0 or (vocab_size is not None and t >= vocab_size):
+                raise ValueError(f"target id {t} is outside the vocabulary 0..{(vocab_size or 1) - 1}")
             out[repr(tokenizer.decode([t]))] = t
             continue
+        if not isinstance(t, str):
+            raise TypeError(f"a target must be a single-token string or a token id, got {t!r}")
         ids = tokenizer(t, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise ValueError(f"target {t!r} is {len(ids)} tokens ({ids}); give single-token strings or token ids")
@@ -80,16 +87,19 @@ def attribute(
     positions: Any = None,
     batch_size: int = 16,
     column: str = "prompt",
+    prompt_format: Any = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy ablation table: ``removed, key, direction, metric, value, delta``.
 
     ``removed`` is ``"none"`` (the full ReFT), a key, or ``key/dir_i``; ``metric`` is
-    ``loss`` or ``logit['tok']`` for each of ``targets``.
+    ``loss`` or ``logit['tok']`` for each of ``targets``. ``positions`` and ``prompt_format`` as
+    in ``project``; the target logits are read at each prompt's last (formatted) token.
     """
     hooked = reft_model.hooked
     keys = list(reft_model.interventions)
-    tids = target_ids(hooked.tokenizer, targets)
+    positions_used(reft_model, positions, keys, "attribute")
+    tids = target_ids(hooked.tokenizer, targets, hooked.cfg["d_vocab"])
     variants: list[tuple[str, str | None, int | None, dict, tuple]] = [(NONE, None, None, {}, ())]
     for k in keys:
         variants.append((k, k, None, {}, (k,)))
@@ -99,7 +109,7 @@ def attribute(
             for i in range(basis.shape[0]):
                 variants.append((f"{k}/dir_{i}", k, i, {k: WithoutDirections(iv, basis[i : i + 1])}, ()))
     prompt_set = as_prompt_set(prompts, column=column)
-    encoded = tokenize(hooked.tokenizer, prompt_set)
+    encoded = tokenize(hooked.tokenizer, prompt_set, resolve_format(reft_model, prompt_format))
     has_completion = prompt_set.completions is not None
     sums = {v[0]: {"loss": 0.0, **{f"logit[{n}]": 0.0 for n in tids}} for v in variants}
     n_tokens, n_prompts = 0, 0

@@ -21,7 +21,8 @@ from ..models.hooked import HookedModel
 from ..sites import resolve_positions
 from ..subspace import as_subspace, orthonormal_basis, overlap, principal_angles
 from ._capture import StopForward, Tap
-from ._prompts import as_prompt_set, batches, pad_id, tokenize
+from ._prompts import Format, as_prompt_set, batches, pad_id, tokenize
+from ._prompts import prompt_format as resolve_format
 
 
 def compare(subspaces: Mapping[str, Any]) -> pd.DataFrame:
@@ -65,21 +66,28 @@ def mean_difference_direction(
     *,
     batch_size: int = 32,
     normalize: bool = False,
+    prompt_format: Any = None,
 ) -> Float[Tensor, " d_model"]:
     """mean(h | prompts_a) - mean(h | prompts_b) at ``hook`` over ``positions`` of each prompt.
 
     ``model`` is a ``HookedModel`` or a ``ReftModel`` (its base model is used: no
     intervention is attached). ``normalize`` scales the result to unit length.
+    ``prompt_format``: as in ``project`` (default: a ReftModel's recorded one, else raw text).
     """
     hooked = model if isinstance(model, HookedModel) else model.hooked
     hooked.hook_point(hook)  # a clear error for a bad hook name
-    means = [_mean_at(hooked, p, hook, positions, batch_size, name) for p, name in ((prompts_a, "a"), (prompts_b, "b"))]
+    fmt = resolve_format(model, prompt_format)
+    means = [
+        _mean_at(hooked, p, hook, positions, batch_size, name, fmt) for p, name in ((prompts_a, "a"), (prompts_b, "b"))
+    ]
     diff = means[0] - means[1]
     return diff / diff.norm() if normalize else diff
 
 
-def _mean_at(hooked: HookedModel, prompts: Any, hook: str, positions: str, batch_size: int, name: str) -> Tensor:
-    encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts))
+def _mean_at(
+    hooked: HookedModel, prompts: Any, hook: str, positions: str, batch_size: int, name: str, fmt: Format
+) -> Tensor:
+    encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts), fmt)
     total, count = torch.zeros(hooked.d_model, dtype=torch.float64), 0
     with torch.inference_mode():
         for batch in batches(encoded, batch_size, pad_id(hooked.tokenizer), hooked.device):

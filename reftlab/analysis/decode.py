@@ -30,8 +30,9 @@ from torch import Tensor
 
 from ..attach import ReftLike
 from ..models.arch import get_module
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
+from ._prompts import prompt_format as resolve_format
 from .project import unit_directions
 
 
@@ -51,12 +52,24 @@ def direction_logits(
 
 
 def mean_edit(
-    reft_model: ReftLike, prompts: Any, key: str, *, positions: Any = None, batch_size: int = 32, column: str = "prompt"
+    reft_model: ReftLike,
+    prompts: Any,
+    key: str,
+    *,
+    positions: Any = None,
+    batch_size: int = 32,
+    column: str = "prompt",
+    prompt_format: Any = None,
 ) -> Float[Tensor, " d_model"]:
-    """Mean of phi(h) - h over every position the intervention ``key`` edits, over the prompts."""
+    """Mean of phi(h) - h over every position the intervention ``key`` edits, over the prompts.
+
+    ``positions`` and ``prompt_format`` as in ``project``."""
     (key,) = check_keys(reft_model, key)
+    positions_used(reft_model, positions, [key], "mean_edit")
     hooked = reft_model.hooked
-    encoded = tokenize(hooked.tokenizer, as_prompt_set(prompts, column=column))
+    encoded = tokenize(
+        hooked.tokenizer, as_prompt_set(prompts, column=column), resolve_format(reft_model, prompt_format)
+    )
     total, count = torch.zeros(hooked.d_model, dtype=torch.float64), 0
     with eval_mode(reft_model):
         for batch in batches(encoded, batch_size, pad_id(hooked.tokenizer), hooked.device):
@@ -80,6 +93,7 @@ def decode(
     directions: Tensor | None = None,
     positions: Any = None,
     batch_size: int = 32,
+    prompt_format: Any = None,
 ) -> pd.DataFrame:
     """Top/bottom-``k`` tokens per subspace direction (and the mean edit, given prompts).
 
@@ -91,13 +105,17 @@ def decode(
         raise ValueError(f"k={k!r} must be a positive int")
     hooked = reft_model.hooked
     keys = check_keys(reft_model, key)
+    if prompts is not None:
+        positions_used(reft_model, positions, keys, "decode")
     rows = []
     for kk in keys:
         dirs = directions if directions is not None else reft_model.interventions[kk].subspace().detach()
         dirs = unit_directions(dirs, hooked.d_model, "directions" if directions is not None else f"{kk}.subspace()")
         names = [f"dir_{i}" for i in range(dirs.shape[0])]
         if prompts is not None:
-            edit = mean_edit(reft_model, prompts, kk, positions=positions, batch_size=batch_size)
+            edit = mean_edit(
+                reft_model, prompts, kk, positions=positions, batch_size=batch_size, prompt_format=prompt_format
+            )
             if float(edit.norm()) == 0.0:
                 raise ValueError(f"the mean edit of {kk!r} over these prompts is zero; nothing to decode")
             dirs, names = torch.cat([dirs, edit[None]]), [*names, "edit"]

@@ -33,8 +33,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..attach import ReftLike
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
+from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
+from ._prompts import prompt_format as resolve_format
 
 
 def unit_directions(
@@ -62,6 +63,7 @@ def project(
     only_intervened: bool = False,
     batch_size: int = 32,
     column: str = "prompt",
+    prompt_format: Any = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Tidy projections of every prompt token at each chosen intervention's site.
@@ -69,17 +71,20 @@ def project(
     ``key``: one intervention key, a list, or None for all. ``positions``: override the
     sites' positions with a spec (``"l1"``), a per-prompt ``[n_prompts, n]`` index tensor
     (-1 = none), or a dict of those per key. ``subspace``: ``[k, d_model]`` directions to
-    project on instead of each intervention's own. Columns: ``prompt_id, key, hook,
+    project on instead of each intervention's own. ``prompt_format``: None (as in training,
+    when the checkpoint recorded it; else raw text), False (raw text), True (the tokenizer's
+    chat template) or an object/dict with ``chat_template`` and ``system_prompt``. Columns: ``prompt_id, key, hook,
     layer, component, position, token_id, token, intervened, stage, edit_norm, dir_0..``.
     """
     keys = check_keys(reft_model, key)
+    positions_used(reft_model, positions, keys, "project")
     hooked = reft_model.hooked
     dirs = {}
     for k in keys:
         s = reft_model.interventions[k].subspace() if subspace is None else subspace
         dirs[k] = unit_directions(s, hooked.d_model, "subspace" if subspace is not None else f"{k}.subspace()")
     prompt_set = as_prompt_set(prompts, column=column)
-    encoded = tokenize(hooked.tokenizer, prompt_set)
+    encoded = tokenize(hooked.tokenizer, prompt_set, resolve_format(reft_model, prompt_format))
     parts: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in keys}
     device = hooked.device
     with eval_mode(reft_model):

@@ -18,30 +18,32 @@ from typing import Any
 
 from ..sites import Positions
 from .encode import context_length, encode_pair, format_prompt, locations_for
+from .files import read_rows
 
 
 def read_table(path: str | os.PathLike) -> Any:
     """A pandas DataFrame from a local ``.jsonl``, ``.json`` (a list of records), ``.csv`` or ``.parquet`` file.
 
     Text stays text: JSON values keep their JSON types and CSV cells are read as strings.
+    A broken file is an error naming the file and line (``reftlab.data.files.read_rows``).
     """
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no data file at {path}")
-    try:
-        if path.suffix == ".jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
-        if path.suffix == ".json":
-            return pd.read_json(path, dtype=False)
-        if path.suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
-        if path.suffix == ".parquet":
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise FileNotFoundError(f"no data file at {path}")
+        try:
             return pd.read_parquet(path)
-    except ValueError as e:
-        raise ValueError(f"cannot read {path} as {path.suffix[1:].upper()} ({e}); check the file's format") from None
-    raise ValueError(f"data file {path} must end in {', '.join(TABLE_SUFFIXES)}")
+        except (ValueError, OSError) as e:
+            raise ValueError(f"cannot read {path} as Parquet ({e}); check the file's format") from None
+    rows = read_rows(path, "data file", TABLE_SUFFIXES)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(
+            f"{path}: row {bad} is a {type(rows[bad]).__name__}; each row must be an object of named fields"
+        )
+    return pd.DataFrame(rows)
 
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -71,6 +73,10 @@ def read_pairs(
             f"{where} has no column(s) {missing}; its columns are {list(frame.columns)}. "
             "Rename them or pass prompt_column=/response_column="
         )
+    for column in (prompt_column, response_column):
+        empty = [i for i, v in enumerate(frame[column]) if v is None or (isinstance(v, float) and v != v)]
+        if empty:
+            raise ValueError(f"{where}: row {empty[0]} has no {column!r} (missing or null); give every row one")
     return [_text(v) for v in frame[prompt_column]], [_text(v) for v in frame[response_column]]
 
 
@@ -126,6 +132,10 @@ def encode_examples(
     """The shared core of ``build_dataset`` and the pyreft-style data modules."""
     import datasets
 
+    if tokenizer is None or not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a Hugging Face tokenizer (e.g. model.tokenizer), got {tokenizer!r}")
+    if positions is None:
+        raise ValueError("positions=None: training data need positions, e.g. positions='l1' or 'f1+l1'")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one response per prompt")
     if not prompts:
@@ -151,5 +161,8 @@ def encode_examples(
 
 def _text(value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"prompt/response values must be strings, got {type(value).__name__} ({value!r})")
+        raise TypeError(
+            f"prompt/response values must be strings, got {type(value).__name__} ({value!r}); "
+            "check for empty or missing fields"
+        )
     return value

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .device import check_device
 from .hooked import HookedModel
 from .hub import resolved_commit, unavailable
 from .quantize import default_dtype, quantization_config
@@ -153,7 +154,7 @@ def load_model(
         tok_where = str(embedded_model_path()) if tok_kind == "embedded" else tok_ref
         tokenizer = _tokenizer(tok_where, tok_kind, {"trust_remote_code": trust_remote_code})
     if device is not None:
-        hf = hf.to(device)
+        hf = hf.to(check_device(device))
     hf.eval()
     return HookedModel(hf, tokenizer, source=source)
 
@@ -227,8 +228,10 @@ def _tokenizer(where: str, kind: str, options: dict[str, Any]) -> Any:
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     """None, ``"auto"`` or a ``torch.dtype`` from a name (``"bfloat16"``, ``"bf16"``, ``"torch.float16"``, ...)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         return dtype
+    if isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype={dtype} is not a floating-point dtype; use 'auto', float32, bfloat16 or float16")
     if not isinstance(dtype, str):
         raise ValueError(f"dtype={dtype!r} must be a string or a torch.dtype: 'auto', float32, bfloat16 or float16")
     dtype = dtype.removeprefix("torch.")

@@ -9,6 +9,16 @@ from typing import Any, Literal
 
 SCHEDULES = ("linear", "cosine", "constant")
 
+# Fields a resumed run may change: they alter logging, saving and speed, never a loss value
+# (the fast path computes the plain forward's numbers). Every other field changes the run
+# (a new field too, until it is listed here), so resuming with a different value is refused.
+HARMLESS_ON_RESUME = frozenset(
+    {"fast", "log_every", "eval_every", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "progress"}
+)
+# The run's length: with a constant lr and no warmup ratio, every step's lr is independent of
+# the total, so a longer (or shorter) run continues the saved one exactly.
+LENGTH_FIELDS = ("epochs", "max_steps")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
@@ -52,7 +62,11 @@ class TrainConfig:
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (step-N folders)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "how many recent checkpoints to keep (0: all)"})
     resume_from: str | None = field(
-        default=None, metadata={"help": "a step-N folder, or a checkpoint_dir (its latest step)"}
+        default=None,
+        metadata={
+            "help": "a step-N folder, or a checkpoint_dir (its latest step); same data and settings "
+            "(only fast, logging, eval, checkpointing and progress may change)"
+        },
     )
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
@@ -68,6 +82,14 @@ class TrainConfig:
                 bad(name, "must be an int >= 0")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             bad("max_steps", "must be None or an int >= 1")
+        for name in ("lr", "weight_decay", "warmup_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                bad(name, "must be a number")
+        if self.max_grad_norm is not None and (
+            isinstance(self.max_grad_norm, bool) or not isinstance(self.max_grad_norm, (int, float))
+        ):
+            bad("max_grad_norm", "must be None or a number")
         if not self.lr > 0:
             bad("lr", "must be > 0")
         if self.weight_decay < 0:
@@ -84,6 +106,45 @@ class TrainConfig:
         if self.checkpoint_every and not self.checkpoint_dir:
             bad("checkpoint_every", "needs checkpoint_dir (where to write step-N folders)")
 
+    def resume_check(self, saved: Mapping[str, Any]) -> list[str]:
+        """Compare with the TrainConfig a checkpoint was written with (its ``to_json()``).
+
+        Raises ValueError naming every field that would change the run (lr, batch_size,
+        seed, schedule, ...); returns one note per harmless change (``HARMLESS_ON_RESUME``),
+        for the caller to warn about. ``epochs``/``max_steps`` may change only with
+        ``schedule="constant"`` and ``warmup_ratio=0`` (the lr of each step then does not
+        depend on the run's length).
+
+        >>> TrainConfig(log_every=5).resume_check(TrainConfig().to_json())
+        ['log_every: 10 -> 5']
+        >>> TrainConfig(lr=1e-3).resume_check(TrainConfig().to_json())
+        Traceback (most recent call last):
+        ValueError: cannot resume: the checkpoint was trained with lr=0.004, this TrainConfig has lr=0.001; resuming with a different value would change the run. Restore the saved value, or start a fresh run without resume_from
+        """
+        now = self.to_json()
+        known = {f.name for f in fields(self)} - {"resume_from"}
+        unknown = sorted(set(saved) - known - {"resume_from"})
+        if unknown:
+            raise ValueError(
+                f"cannot resume: the checkpoint's TrainConfig has fields {unknown} that this reftlab does not know; "
+                "resume with the reftlab version that wrote it"
+            )
+        changed = [name for name in sorted(known & set(saved)) if _json_value(saved[name]) != _json_value(now[name])]
+        length_ok = self.schedule == "constant" and self.warmup_ratio == 0 and saved.get("warmup_ratio", 0) == 0
+        refused = [n for n in changed if n not in HARMLESS_ON_RESUME and not (n in LENGTH_FIELDS and length_ok)]
+        if refused:
+            what = "; ".join(f"{n}={saved[n]!r}, this TrainConfig has {n}={now[n]!r}" for n in refused)
+            why = (
+                " (the run's length sets the lr schedule unless schedule='constant' and warmup_ratio=0)"
+                if set(refused) & set(LENGTH_FIELDS)
+                else ""
+            )
+            raise ValueError(
+                f"cannot resume: the checkpoint was trained with {what}; resuming with a different value would change "
+                f"the run{why}. Restore the saved value, or start a fresh run without resume_from"
+            )
+        return [f"{n}: {saved[n]!r} -> {now[n]!r}" for n in changed]
+
     def steps_per_epoch(self, n_examples: int) -> int:
         batches = -(-n_examples // self.batch_size)
         return -(-batches // self.grad_accum)
@@ -92,6 +153,7 @@ class TrainConfig:
         return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch(n_examples)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        _check_names(changes, "TrainConfig")
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -102,9 +164,20 @@ class TrainConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "training") -> "TrainConfig":
         """Build from a dict (e.g. a YAML section); unknown keys are an error naming them."""
-        known = {f.name: f.metadata.get("help", "") for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
-            raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} must be a mapping of TrainConfig fields, got {data!r}")
+        _check_names(data, where)
         return cls(**dict(data))
+
+
+def _check_names(data: Mapping[str, Any], where: str) -> None:
+    known = {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
+
+
+def _json_value(x: Any) -> Any:
+    """Tuples and lists compare equal (JSON has only lists)."""
+    return [_json_value(v) for v in x] if isinstance(x, (list, tuple)) else x

@@ -10,7 +10,10 @@ clip, step, log, evaluate, checkpoint.
 
 The data order of epoch ``e`` is a permutation seeded by ``seed + e``, so a run resumed
 from ``step-N`` draws the same batches, and with the restored optimizer, scheduler and
-RNG it produces the same loss curve as an uninterrupted run.
+RNG it produces the same loss curve as an uninterrupted run. A resume is refused (before
+anything is loaded) when the data or a setting that shapes the run differ from the
+checkpoint's (``TrainConfig.resume_check``); logging, evaluation, checkpointing, progress
+and ``fast`` may change, with a warning.
 
 Under ``torchrun`` / ``accelerate launch`` the same loop runs in every process: each takes
 its slice of every global batch, gradients of the trainable parameters are all-reduced,
@@ -19,10 +22,12 @@ rank 0 alone writes checkpoints and shows progress (``reftlab.train.ddp``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from tqdm.auto import tqdm
 from ..attach import ReftLike
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
+from ..sites import as_position_tensor
 from . import ddp
 from .checkpoint import STEP_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -104,8 +110,10 @@ def _train(
     result = TrainResult(fast=fast is not None, world_size=ranks.world)
     start = 0
     last_checkpoint: str | None = None
+    data_sha = examples_fingerprint(examples)
     if cfg.resume_from:
         folder = resolve_checkpoint(cfg.resume_from)
+        _check_resume(cfg, folder, data_sha, len(examples))  # before anything of the model is overwritten
         ddp.check_world(int(json.loads((folder / "state.json").read_text()).get("world_size", 1)), ranks, folder)
         meta = load_checkpoint(folder, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
         ddp.restore_rng(folder, ranks)
@@ -177,6 +185,8 @@ def _train(
                             "eval_losses": result.eval_losses,
                             "config": cfg.to_json(),
                             "world_size": ranks.world,
+                            "n_examples": len(examples),
+                            "data_sha256": data_sha,
                         },
                         keep=cfg.keep_checkpoints,
                         extra_tensors=rng,
@@ -251,7 +261,14 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
     """Materialise ``dataset`` as a list of dicts and check every example; errors name it."""
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"the {what} is empty; give at least one example (reftlab.build_dataset)")
-    examples = [dict(dataset[i]) for i in range(len(dataset))]
+    raw = [dataset[i] for i in range(len(dataset))]
+    bad = next((i for i, ex in enumerate(raw) if not isinstance(ex, Mapping)), None)
+    if bad is not None:
+        raise TypeError(
+            f"{what} example {bad} is a {type(raw[bad]).__name__}, not a dict of input_ids/labels/"
+            "intervention_locations; build the set with reftlab.build_dataset or a data module"
+        )
+    examples = [dict(ex) for ex in raw]
     for i, ex in enumerate(examples):
         missing = [k for k in ("input_ids", "labels", "intervention_locations") if k not in ex]
         if missing:
@@ -265,11 +282,16 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 f"{what} example {i} has no response tokens (all labels are -100); drop it or fix its response"
             )
         prompt_length = int(ex.get("prompt_length", int(scored[0])))
-        locs = torch.as_tensor(ex["intervention_locations"])
+        locs = as_position_tensor(ex["intervention_locations"], f"{what} example {i}: intervention_locations")
         if locs.ndim != 2 or locs.shape[0] not in (1, n_interventions):
             raise ValueError(
                 f"{what} example {i}: intervention_locations has shape {tuple(locs.shape)}, expected "
                 f"[{n_interventions}, n] (one row per intervention)"
+            )
+        if bool((locs < -1).any()):
+            raise ValueError(
+                f"{what} example {i}: intervention location {int(locs.min())} is below -1; locations are absolute "
+                "prompt positions and -1 marks an empty slot (not the last token)"
             )
         if bool((locs >= prompt_length).any()):
             raise ValueError(
@@ -277,6 +299,34 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 "tokens; interventions act on prompt tokens only (use positions like 'l1' or 'f3+l3', or fix the locations)"
             )
     return examples
+
+
+def _check_resume(cfg: TrainConfig, folder: Path, data_sha: str, n_examples: int) -> None:
+    """Refuse to resume a different run (settings or data); warn about harmless changes."""
+    saved = json.loads((folder / "state.json").read_text())
+    try:
+        notes = cfg.resume_check(saved.get("config", {}))
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from None
+    for note in notes:
+        warnings.warn(f"resuming from {folder} with a changed setting: {note}", stacklevel=4)
+    if saved.get("data_sha256", data_sha) != data_sha:
+        raise ValueError(
+            f"cannot resume from {folder}: the training set differs from the one it was trained on "
+            f"({saved.get('n_examples', '?')} examples then, {n_examples} now, or different tokens); "
+            "resume with the same data, or start a fresh run without resume_from"
+        )
+
+
+def examples_fingerprint(examples: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of every example's ``input_ids``, ``labels`` and ``intervention_locations``, in order."""
+    h = hashlib.sha256()
+    for ex in examples:
+        for name in ("input_ids", "labels", "intervention_locations"):
+            h.update(torch.as_tensor(ex[name], dtype=torch.long).numpy().tobytes())
+            h.update(b"|")
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def _on(device: torch.device, batch: dict[str, Any]) -> dict[str, Any]:

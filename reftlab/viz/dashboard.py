@@ -1,12 +1,21 @@
-"""One self-contained HTML report of a ReFT: its config plus every analysis figure.
+"""One self-contained HTML report of a ReFT: a summary first, then one section per site.
 
-``write_dashboard(reft_model, prompts, path)`` runs ``project``, ``decode``, ``compare``
-and ``attribute`` on the prompts and writes ONE file with plotly.js inlined (about
-4.5 MB): it opens offline, with no network. A small script placed before plotly.js
-lists any JavaScript error at the top of the page (``#reftlab-errors``) instead of
-failing silently. The file is written to a temporary name and renamed.
+``write_dashboard(reft_model, prompts, path)`` runs ``project``, ``decode``, ``compare`` and
+``attribute`` on the prompts, formatted as in training (the chat template and system prompt
+recorded with the checkpoint, unless ``prompt_format=False``), and writes ONE file:
 
-``dashboard_main`` is the body of ``reftlab dashboard CHECKPOINT --prompts FILE -o OUT``.
+1. Summary: what the ReFT is (sites, kinds, ranks, parameters, the positions each
+   intervention used, how prompts were formatted); with a training run's ``run.json``,
+   its loss curve and the held-out answers before and after training;
+2. one section per site: projections per token, before vs after, decoded directions;
+3. across sites: subspace angles and overlap, attribution by ablation;
+4. the config, collapsed.
+
+plotly.js is inlined (about 4.5 MB), so the file opens offline. A small script placed
+before plotly.js lists any JavaScript error at the top of the page (``#reftlab-errors``)
+instead of failing silently. The file is written to a temporary name and renamed.
+
+``dashboard_main`` is the body of ``reftlab dashboard CHECKPOINT [--prompts FILE] -o OUT``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import html
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +33,14 @@ import plotly.offline
 from torch import Tensor
 
 from ..analysis import attribute, compare, decode, mean_edit, project, read_prompts, subspaces
-from ..analysis._prompts import as_prompt_set
+from ..analysis._capture import positions_used
+from ..analysis._prompts import Format, as_prompt_set
+from ..analysis._prompts import prompt_format as resolve_format
 from ..atomic import write_text
 from ..attach import ReftLike
-from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
+from .figures import angle_heatmap, attribution_bars, decode_bars, loss_curve, projection_heatmap, projection_shift
+from .summary import STYLE as SUMMARY_STYLE
+from .summary import generations_html, summary_html
 
 _ERROR_CATCHER = """<script>
 window.reftlabErrors = [];
@@ -48,47 +62,77 @@ pre { background: #f6f6f6; padding: 12px; overflow-x: auto; font-size: 12px; }
 </style>"""
 
 
+@dataclass
+class Figures:
+    """The dashboard's analyses: figures per intervention key, figures across sites, and
+    what was analysed (the positions each intervention used, the prompt format)."""
+
+    sites: dict[str, list[tuple[str, go.Figure]]]
+    across: list[tuple[str, go.Figure]]
+    positions_used: dict[str, str]
+    prompt_format: Format
+    n_prompts: int
+
+
 def dashboard_figures(
     reft_model: ReftLike,
     prompts: Any,
     *,
+    positions: Any = None,
+    prompt_format: Any = None,
     targets: Sequence[str | int] = (),
     reference: Mapping[str, Any] | None = None,
     max_prompts: int = 40,
     batch_size: int = 32,
     progress: bool = True,
-) -> list[tuple[str, go.Figure]]:
-    """The dashboard's (section title, figure) pairs, in page order."""
+) -> Figures:
+    """Run ``project``, ``decode``, ``compare`` and ``attribute`` and draw their figures.
+
+    ``positions`` and ``prompt_format`` as in ``reftlab.analysis.project``: None uses each
+    site's own positions and the prompt format recorded with the checkpoint.
+    """
     prompt_set = as_prompt_set(prompts)
     keys = list(reft_model.interventions)
-    proj = project(reft_model, prompt_set, batch_size=batch_size, progress=progress)
-    out: list[tuple[str, go.Figure]] = []
-    for k in keys:
-        out.append((f"Projection per token: {k}", projection_heatmap(proj, k, max_prompts=max_prompts)))
-        out.append((f"Before vs after: {k}", projection_shift(proj, k)))
-    dec = decode(reft_model, prompts=prompt_set, batch_size=batch_size)
-    out += [(f"Decoded directions: {k}", decode_bars(dec, k)) for k in keys]
+    used = positions_used(reft_model, positions, keys, "dashboard")  # a clear error before any work
+    fmt = resolve_format(reft_model, prompt_format)
+    common = {"positions": positions, "prompt_format": fmt, "batch_size": batch_size}
+    proj = project(reft_model, prompt_set, progress=progress, **common)
+    dec = decode(reft_model, prompts=prompt_set, **common)
+    sites: dict[str, list[tuple[str, go.Figure]]] = {
+        k: [
+            ("Projection per token", projection_heatmap(proj, k, max_prompts=max_prompts)),
+            ("Before vs after, at the edited tokens", projection_shift(proj, k)),
+            ("Directions read through the unembedding", decode_bars(dec, k)),
+        ]
+        for k in keys
+    }
     named: dict[str, Any] = dict(subspaces(reft_model))
-    named.update({f"{k} mean edit": mean_edit(reft_model, prompt_set, k, batch_size=batch_size) for k in keys})
+    named.update({f"{k} mean edit": mean_edit(reft_model, prompt_set, k, **common) for k in keys})
     named.update(dict(reference or {}))
     table = compare(named)
-    out.append(("Subspace angles", angle_heatmap(table, "angle_0")))
-    out.append(("Subspace overlap", angle_heatmap(table, "overlap")))
+    across = [
+        ("Subspace angles", angle_heatmap(table, "angle_0")),
+        ("Subspace overlap", angle_heatmap(table, "overlap")),
+    ]
     n_dirs = sum(iv.rank for iv in reft_model.interventions.values())
-    attr = attribute(
-        reft_model, prompt_set, targets=targets, directions=n_dirs <= 16, batch_size=batch_size, progress=progress
-    )
-    out += [(f"Attribution: {m}", attribution_bars(attr, m)) for m in dict.fromkeys(attr["metric"])]
-    return out
+    attr = attribute(reft_model, prompt_set, targets=targets, directions=n_dirs <= 16, progress=progress, **common)
+    across += [(f"Attribution: {m}", attribution_bars(attr, m)) for m in dict.fromkeys(attr["metric"])]
+    return Figures(sites, across, used, fmt, len(prompt_set))
 
 
-def page_html(figures: Sequence[tuple[str, go.Figure]], *, title: str, intro: str = "") -> str:
-    """A self-contained page: ``intro`` (HTML), then each (heading, figure); plotly.js inlined once."""
+def page_html(
+    items: Sequence[tuple[str, go.Figure] | go.Figure | str], *, title: str, intro: str = "", style: str = ""
+) -> str:
+    """A self-contained page: ``intro`` (HTML), then each item; plotly.js inlined once.
+
+    An item is a (heading, figure) pair (an ``h2`` and the figure), a bare figure, or a
+    string of HTML placed as is. Figures get the ids ``reftlab-fig-0``, ``reftlab-fig-1``, ...
+    """
     parts = [
         "<!DOCTYPE html>",
         "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
-        _STYLE,
+        _STYLE.replace("</style>", style + "</style>"),
         _ERROR_CATCHER,
         f"<script>{plotly.offline.get_plotlyjs()}</script>",
         "</head><body>",
@@ -96,14 +140,22 @@ def page_html(figures: Sequence[tuple[str, go.Figure]], *, title: str, intro: st
         "<div id='reftlab-errors'></div>",
         intro,
     ]
-    for i, (heading, fig) in enumerate(figures):
+    n = 0
+    for item in items:
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        heading, fig = item if isinstance(item, tuple) else ("", item)
         body = fig.to_html(
             full_html=False,
             include_plotlyjs=False,
-            div_id=f"reftlab-fig-{i}",
+            div_id=f"reftlab-fig-{n}",
             config={"displaylogo": False, "responsive": True},
         )
-        parts += [f"<h2>{html.escape(heading)}</h2>", f"<div class='figure'>{body}</div>"]
+        n += 1
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(f"<div class='figure'>{body}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -123,15 +175,51 @@ def _html_path(path: str | os.PathLike) -> Path:
 
 
 def dashboard_html(
-    reft_model: ReftLike, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard"
+    reft_model: ReftLike,
+    figures: Figures,
+    *,
+    title: str = "reftlab dashboard",
+    run: Mapping[str, Any] | None = None,
+    checkpoint: str | None = None,
 ) -> str:
-    """The dashboard page: the ReFT's summary and config, then each figure."""
+    """The page: a summary first (what the ReFT is; with ``run``, a training run's ``run.json``:
+    its loss curve and before/after answers), one section per site, the figures across sites,
+    and the config, collapsed, at the end."""
+    items: list[tuple[str, go.Figure] | go.Figure | str] = [
+        "<section id='reftlab-summary'><h2>Summary</h2>",
+        summary_html(
+            reft_model,
+            figures.positions_used,
+            n_prompts=figures.n_prompts,
+            prompt_note=f"formatted {figures.prompt_format.describe()}",
+            checkpoint=checkpoint,
+        ),
+    ]
+    losses = list((run or {}).get("losses") or [])
+    generations = generations_html(run or {})
+    if losses or generations:
+        items.append("<div class='summary-grid'>")
+        if losses:
+            items += ["<div>", loss_curve(losses, title=f"Training loss ({len(losses)} steps)"), "</div>"]
+        if generations:
+            items.append(f"<div>{generations}</div>")
+        items.append("</div>")
+    items.append("</section>")
+    for (key, iv), site in zip(reft_model.interventions.items(), reft_model.sites):
+        heading = f"Site {key}: {site.hook}, {iv.kind} rank {iv.rank}, positions {figures.positions_used.get(key, '')}"
+        items.append(f"<h2 class='site' id='site-{html.escape(key)}'>{html.escape(heading)}</h2>")
+        for sub, fig in figures.sites[key]:
+            items += [f"<h3>{html.escape(sub)}</h3>", fig]
+    items.append("<h2>Across sites</h2>")
+    for sub, fig in figures.across:
+        items += [f"<h3>{html.escape(sub)}</h3>", fig]
     config = json.dumps(reft_model.config.to_json(), indent=2)
-    intro = (
-        f"<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
-        f"<h2>Config</h2><pre id='reftlab-config'>{html.escape(config)}</pre>"
+    items.append(
+        "<details class='config'><summary>Config (JSON)</summary>"
+        f"<pre id='reftlab-config'>{html.escape(config)}</pre>"
+        f"<pre>{html.escape(repr(reft_model))}</pre></details>"
     )
-    return page_html(figures, title=title, intro=intro)
+    return page_html(items, title=title, style=SUMMARY_STYLE)
 
 
 def write_dashboard(
@@ -140,6 +228,10 @@ def write_dashboard(
     path: str | os.PathLike,
     *,
     title: str = "reftlab dashboard",
+    positions: Any = None,
+    prompt_format: Any = None,
+    run: Mapping[str, Any] | None = None,
+    checkpoint: str | None = None,
     targets: Sequence[str | int] = (),
     reference: Mapping[str, Tensor] | None = None,
     max_prompts: int = 40,
@@ -148,51 +240,82 @@ def write_dashboard(
 ) -> Path:
     """Analyse ``reft_model`` on ``prompts`` and write one self-contained HTML file; returns its path.
 
-    ``targets``: tokens whose logits ``attribute`` tracks; ``reference``: named directions
-    (a probe, a ``mean_difference_direction``) added to the angle heatmaps.
+    ``positions``: for sites saved without positions (pyreft's way), or to override them
+    (a spec for every intervention, a list with one per intervention, or a dict by key).
+    ``prompt_format``: None formats prompts as training did (recorded with the checkpoint),
+    False as raw text. ``run``: a training run's ``run.json`` (loss curve, before/after
+    answers) for the summary. ``targets``: tokens whose logits ``attribute`` tracks;
+    ``reference``: named directions (a probe, a ``mean_difference_direction``) added to the
+    angle heatmaps.
     """
     _html_path(path)  # fail before the analysis runs
     figures = dashboard_figures(
         reft_model,
         prompts,
+        positions=positions,
+        prompt_format=prompt_format,
         targets=targets,
         reference=reference,
         max_prompts=max_prompts,
         batch_size=batch_size,
         progress=progress,
     )
-    return write_page(dashboard_html(reft_model, figures, title=title), path)
+    return write_page(dashboard_html(reft_model, figures, title=title, run=run, checkpoint=checkpoint), path)
 
 
 def dashboard_main(
     checkpoint_dir: str | os.PathLike,
-    prompts_file: str | os.PathLike,
+    prompts_file: str | os.PathLike | None,
     out_path: str | os.PathLike,
     model: Any = None,
     *,
     loader: Callable[[Any, Any], Any] | None = None,
     **options: Any,
 ) -> Path:
-    """``reftlab dashboard CHECKPOINT --prompts FILE -o OUT``: load, analyse, write.
+    """``reftlab dashboard CHECKPOINT [--prompts FILE] -o OUT``: load, analyse, write.
 
     ``model``: a ``HookedModel``, a model name/folder/Hub id for ``reftlab.load_model``,
-    or None for the base model the checkpoint records. ``loader(checkpoint_dir, hooked_model) -> ReftModel``
-    defaults to ``ReftModel.load`` (reftlab's checkpoints). ``prompts_file``: .txt (one
-    prompt per line), .jsonl/.json/.csv with a ``prompt`` field. ``options`` go to
-    ``write_dashboard``.
+    or None for the base model the checkpoint records. ``loader(checkpoint_dir, hooked_model)
+    -> ReftModel`` defaults to ``ReftModel.load``. ``prompts_file``: .txt (one prompt per
+    line), .jsonl/.json/.csv with a ``prompt`` field; None takes the held-out prompts of the
+    checkpoint's ``run.json`` (written by ``reftlab train``). ``run.json``, when present,
+    also gives the summary its loss curve and answers. ``options`` go to ``write_dashboard``.
     """
     from ..models import HookedModel, load_model
     from ..reft_model import ReftModel
 
-    prompts = read_prompts(prompts_file)  # fail on a bad prompt file before loading anything
-    if loader is None:
-        loader = ReftModel.load
+    run = read_run(checkpoint_dir)
+    if prompts_file is not None:
+        prompts: Any = read_prompts(prompts_file)  # a bad prompt file fails before anything is loaded
+    elif run and (run.get("after") or run.get("before")):
+        prompts = [r["prompt"] for r in (run.get("after") or run.get("before"))]
+    else:
+        raise ValueError(
+            f"no prompts: give --prompts FILE (one prompt per line); {checkpoint_dir} has no run.json with "
+            "held-out prompts to fall back on"
+        )
+    _html_path(out_path)
     if model is None:
         from ..io import load_base, resolve_source
 
         hooked = load_base(resolve_source(checkpoint_dir))
     else:
         hooked = model if isinstance(model, HookedModel) else load_model(model)
-    reft_model = loader(checkpoint_dir, hooked)
+    reft_model = (loader or ReftModel.load)(checkpoint_dir, hooked)
     title = f"reftlab dashboard: {Path(checkpoint_dir).name}"
-    return write_dashboard(reft_model, prompts, out_path, **{"title": title, **options})
+    options = {"title": title, "run": run, "checkpoint": str(checkpoint_dir), **options}
+    return write_dashboard(reft_model, prompts, out_path, **options)
+
+
+def read_run(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``run.json`` that ``reftlab train`` writes beside a checkpoint, or None."""
+    path = Path(checkpoint_dir) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg}); remove it or write it again") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path} must hold a JSON object (losses, before, after), got {type(run).__name__}")
+    return run

@@ -12,12 +12,47 @@ Each takes the DataFrame its ``reftlab.analysis`` function returns and gives a
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 _BEFORE, _AFTER = "#7f8c8d", "#d35400"
+_VISIBLE = {"\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
+
+
+def token_label(text: str) -> str:
+    r"""A token's text made visible in a plotly label.
+
+    Line breaks and tabs become arrows (``\u21b5``, ``\u21e5``), other control characters
+    their Control Pictures (``\x03`` -> ``\u2403``) or ``U+XXXX``, a token of spaces shows
+    them as ``\u2423``, an empty token as ``\u2205``; ``<``, ``>`` and ``&`` are escaped,
+    because plotly reads labels as HTML (``<|im_start|>`` would otherwise vanish as an
+    unknown tag and leave an empty box).
+
+    >>> token_label("<|im_start|>")
+    '&lt;|im_start|&gt;'
+    >>> [hex(ord(c)) for c in token_label("\n") + token_label("  ")]
+    ['0x21b5', '0x2423', '0x2423']
+    """
+    if text == "":
+        return "\u2205"
+    if not text.strip(" "):
+        text = "\u2423" * len(text)
+    text = "".join(_VISIBLE.get(c) or _invisible(c) or c for c in text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _invisible(c: str) -> str:
+    """A visible stand-in for a control or format character ('' for any other)."""
+    if unicodedata.category(c) not in ("Cc", "Cf"):
+        return ""
+    code = ord(c)
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: \x03 -> U+2403
+    return "\u2421" if code == 0x7F else f"U+{code:04X}"
 
 
 def _pick_key(df: pd.DataFrame, key: str | None) -> tuple[str, pd.DataFrame]:
@@ -25,8 +60,17 @@ def _pick_key(df: pd.DataFrame, key: str | None) -> tuple[str, pd.DataFrame]:
     if key is None:
         key = keys[0]
     if key not in keys:
-        raise KeyError(f"no rows for key {key!r}; the table has {keys}")
+        raise ValueError(f"no rows for key {key!r}; the table has {keys}")
     return key, df[df["key"] == key]
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis; special tokens lose their ``<|``/``|>`` first."""
+    if len(text) <= width:
+        return text
+    if text.startswith("<|") and text.endswith("|>"):
+        text = text[2:-2]
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 def projection_heatmap(
@@ -44,20 +88,27 @@ def projection_heatmap(
     sub = sub[(sub["stage"] == stage) & (sub["prompt_id"] < sub["prompt_id"].min() + max_prompts)]
     z = sub.pivot(index="prompt_id", columns="position", values=direction)
     tokens = sub.pivot(index="prompt_id", columns="position", values="token").reindex_like(z)
+    # Cells narrow as prompts grow: long tokens are cut to fit (the hover shows them whole).
+    width = max(3, 150 // max(z.shape[1], 1))
+    full = np.vectorize(lambda t: token_label(t) if isinstance(t, str) else "", otypes=[object])(tokens.values)
+    cell = np.vectorize(lambda t: token_label(_fit(t, width)) if isinstance(t, str) else "", otypes=[object])(
+        tokens.values
+    )
     limit = float(np.nanmax(np.abs(z.values))) or 1.0
     fig = go.Figure(
         go.Heatmap(
             z=z.values,
             x=list(z.columns),
             y=[f"prompt {i}" for i in z.index],
-            text=tokens.fillna("").values,
+            text=cell,
+            customdata=full,
             texttemplate="%{text}",
             textfont={"size": 9},
             colorscale="RdBu",
             zmid=0,
             zmin=-limit,
             zmax=limit,
-            hovertemplate="%{y}, position %{x}<br>token %{text!r}<br>" + direction + " = %{z:.3f}<extra></extra>",
+            hovertemplate="%{y}, position %{x}<br>token %{customdata}<br>" + direction + " = %{z:.3f}<extra></extra>",
             colorbar={"title": direction},
         )
     )
@@ -101,7 +152,7 @@ def projection_shift(df: pd.DataFrame, key: str | None = None) -> go.Figure:
                 boxpoints="all",
                 jitter=0.4,
                 pointpos=0,
-                text=long["token"],
+                text=[token_label(t) for t in long["token"]],
             )
         )
     fig.update_layout(
@@ -153,18 +204,22 @@ def decode_bars(table: pd.DataFrame, key: str | None = None) -> go.Figure:
     for row, d in enumerate(dirs, start=1):
         for col, side in enumerate(("top", "bottom"), start=1):
             part = sub[(sub["direction"] == d) & (sub["side"] == side)].sort_values("rank", ascending=False)
+            labels = [token_label(t) for t in part["token"]]
+            # One bar per rank (two tokens may decode to the same text); the token is the tick label.
             fig.add_trace(
                 go.Bar(
                     x=part["logit"],
-                    y=[repr(t) for t in part["token"]],
+                    y=list(part["rank"]),
+                    customdata=labels,
                     orientation="h",
                     showlegend=False,
                     marker_color=_AFTER if side == "top" else _BEFORE,
-                    hovertemplate="%{y}: %{x:.2f}<extra></extra>",
+                    hovertemplate="%{customdata}: %{x:.2f}<extra></extra>",
                 ),
                 row=row,
                 col=col,
             )
+            fig.update_yaxes(tickvals=list(part["rank"]), ticktext=labels, row=row, col=col)
     fig.update_layout(title=f"{key}: directions read through the unembedding", height=max(320, 240 * len(dirs)))
     return fig
 
@@ -189,4 +244,21 @@ def attribution_bars(table: pd.DataFrame, metric: str = "loss") -> go.Figure:
         yaxis={"autorange": "reversed"},
         height=max(280, 40 * len(sub) + 160),
     )
+    return fig
+
+
+def loss_curve(losses: list[float], *, title: str = "Training loss") -> go.Figure:
+    """The loss of every optimizer step (e.g. ``run.json``'s ``losses``), as a line."""
+    if not losses:
+        raise ValueError("no losses to plot")
+    fig = go.Figure(
+        go.Scatter(
+            x=list(range(1, len(losses) + 1)),
+            y=list(losses),
+            mode="lines+markers" if len(losses) <= 60 else "lines",
+            line={"color": _AFTER},
+            hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=300, margin={"t": 50, "b": 40})
     return fig

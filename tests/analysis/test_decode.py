@@ -81,5 +81,5 @@ def test_bad_decode_arguments(llama):
         decode(reft, k=0)
     with pytest.raises(ValueError, match=r"directions has shape \(1, 5\)"):
         decode(reft, directions=torch.ones(1, 5))
-    with pytest.raises(KeyError, match="no intervention 'x'"):
+    with pytest.raises(ValueError, match="no intervention 'x'"):
         decode(reft, key="x")

@@ -124,7 +124,7 @@ def test_several_interventions_in_one_pass_and_a_user_subspace(tiny_hooked):
 
 def test_bad_inputs_get_clear_errors_and_leave_no_hook(tiny_hooked):
     reft = _reft(tiny_hooked)
-    with pytest.raises(KeyError, match="no intervention 'nope'.*layer_1_comp_block_output#0"):
+    with pytest.raises(ValueError, match="no intervention 'nope'.*layer_1_comp_block_output#0"):
         project(reft, PROMPTS, key="nope")
     with pytest.raises(ValueError, match=r"subspace has shape \(2, 7\); expected \[k, d_model=64\]"):
         project(reft, PROMPTS, subspace=torch.randn(2, 7))
@@ -134,7 +134,7 @@ def test_bad_inputs_get_clear_errors_and_leave_no_hook(tiny_hooked):
         project(reft, pd.DataFrame({"text": PROMPTS}))
     with pytest.raises(ValueError, match="edits no token of any prompt"):
         project(reft, PROMPTS, positions=torch.full((len(PROMPTS), 2), -1), progress=False)
-    with pytest.raises(ValueError, match="beyond the sequence length"):
+    with pytest.raises(ValueError, match="beyond its sequence"):
         project(reft, PROMPTS, positions=torch.full((len(PROMPTS), 1), 99), progress=False)
     assert no_hooks_anywhere(tiny_hooked)
 

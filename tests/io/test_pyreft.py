@@ -1,6 +1,8 @@
 """pyreft interop: checkpoints written by pyreft 0.1.0 itself load with pyreft's outputs, and exports load back.
 
 The fixtures come from ``tests/fixtures/pyreft/make_fixtures.sh`` (pyreft 0.1.0 in its own venv).
+``make test`` builds that venv (``make pyreft-venv``: ``.venv-pyreft``), so pyreft itself reads
+reftlab's exports in CI; elsewhere the test skips without it.
 """
 
 import json
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FIXTURES
+from helpers import FIXTURES, REPO
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -22,7 +24,7 @@ FIX = FIXTURES / "pyreft"
 REF = json.loads((FIX / "reference.json").read_text())
 LOGITS = load_file(str(FIX / "reference.safetensors"))
 CHECKPOINTS = sorted(p.name.removeprefix("ckpt_") for p in FIX.glob("ckpt_*"))
-PYREFT_VENV = Path(os.environ.get("PYREFT_VENV", "/work/pyreft-venv"))
+PYREFT_VENV = Path(os.environ.get("PYREFT_VENV", REPO / ".venv-pyreft"))
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +141,17 @@ def test_export_to_pyreft_layout_loads_back(base, tmp_path, kind):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not (PYREFT_VENV / "bin" / "python").is_file(), reason="pyreft venv not built (make_fixtures.sh)")
 def test_pyreft_itself_loads_the_export(base, tmp_path):
-    """pyreft 0.1.0 loads each exported kind it can reload and computes reftlab's logits."""
+    """pyreft 0.1.0 loads each exported kind it can reload and computes reftlab's logits.
+
+    NoReFT and NodiReFT are left out: pyreft rebuilds an intervention from its saved
+    representation fields only, which lack their required ``add_bias`` argument, so pyreft
+    cannot reload even its own checkpoints of them (``KeyError: 'add_bias'``).
+    """
+    if not (PYREFT_VENV / ".complete").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"pyreft's venv is missing at {PYREFT_VENV}: `make test` builds it (make pyreft-venv)")
+        pytest.skip(f"pyreft's venv is not built at {PYREFT_VENV} (make pyreft-venv)")
     ivs = []
     for kind in ("loreft", "direft", "consreft", "lobireft"):
         cfg = reftlab.ReftConfig(

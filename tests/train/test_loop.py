@@ -152,3 +152,46 @@ def test_a_failed_checkpoint_write_leaves_nothing_behind(tok, tmp_path, monkeypa
             checkpoint_dir=str(tmp_path),
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_changed_run_and_warns_about_harmless_changes(tok, tmp_path):
+    cfg = TrainConfig(
+        epochs=2, batch_size=2, lr=2e-2, progress=False, log_every=0, checkpoint_every=2, checkpoint_dir=str(tmp_path)
+    )
+    torch.manual_seed(0)
+    rm, ds = make(tok)
+    reftlab.train(rm, ds, cfg)
+    step2 = str(tmp_path / "step-2")
+    resume = cfg.replace(resume_from=step2, checkpoint_every=0)
+    before = [p.clone() for p in rm.interventions.parameters()]
+    refused = {
+        "lr=0.02, this TrainConfig has lr=0.001": {"lr": 1e-3},
+        "batch_size=2, this TrainConfig has batch_size=4": {"batch_size": 4},
+        "seed=0, this TrainConfig has seed=1": {"seed": 1},
+        "schedule='linear', this TrainConfig has schedule='cosine'": {"schedule": "cosine"},
+        "epochs=2, this TrainConfig has epochs=3.*the run's length sets the lr schedule": {"epochs": 3},
+        "shuffle=True.*weight_decay=0.0, this TrainConfig has weight_decay=0.1": {
+            "shuffle": False,
+            "weight_decay": 0.1,
+        },
+    }
+    for phrase, change in refused.items():
+        with pytest.raises(ValueError, match=f"cannot resume: the checkpoint was trained with {phrase}"):
+            reftlab.train(rm, ds, resume.replace(**change))
+    with pytest.raises(ValueError, match="the training set differs from the one it was trained on"):
+        reftlab.train(rm, build_dataset(DF.iloc[:3], tok, positions="l1", num_interventions=2), resume)
+    # nothing of the model was touched by a refused resume
+    assert all(torch.equal(a, b) for a, b in zip(before, rm.interventions.parameters()))
+
+    with pytest.warns(UserWarning, match=r"changed setting: log_every: 0 -> 7") as caught:
+        result = reftlab.train(rm, ds, resume.replace(log_every=7, fast=False))
+    assert any("fast: None -> False" in str(w.message) for w in caught)
+    assert result.steps == 4
+    # A constant lr without warmup does not depend on the run's length: a longer run resumes.
+    const = cfg.replace(schedule="constant", checkpoint_dir=str(tmp_path / "c"))
+    torch.manual_seed(0)
+    rm2, _ = make(tok)
+    reftlab.train(rm2, ds, const)
+    with pytest.warns(UserWarning, match="epochs: 2 -> 3"):
+        longer = reftlab.train(rm2, ds, const.replace(epochs=3, checkpoint_every=0, resume_from=str(tmp_path / "c")))
+    assert len(longer.losses) == 6

@@ -80,7 +80,7 @@ def test_angle_decode_and_attribution_figures(tables):
 
 
 def test_bad_figure_arguments(tables):
-    with pytest.raises(KeyError, match="no rows for key 'x'"):
+    with pytest.raises(ValueError, match="no rows for key 'x'"):
         projection_heatmap(tables["project"], "x")
     with pytest.raises(ValueError, match="has no column 'dir_1'"):
         projection_heatmap(tables["project"], "layer_2_comp_block_output#1", "dir_1")
