@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m reftlab train examples/emoji.yaml
 
-# Headless Chromium (Debian's package) renders the HTML dashboard in tests/test_dashboard.py.
+# Headless Chromium (Debian's package) renders the HTML dashboard in tests/viz/test_dashboard.py and
+# drives the chat page in tests/serve/test_page.py, whose screenshot tesseract reads back.
 $(CHROMIUM):
-	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	test -x /usr/bin/chromium -a -x /usr/bin/tesseract || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium tesseract-ocr)
 	mkdir -p $(VENV) && touch $(CHROMIUM)
 
 pyreft-venv: $(PYREFT_VENV)/.complete

@@ -37,8 +37,9 @@ FLOORS: dict[str, int] = {
     "routing": 5,
     "evaluate": 5,
     "viz": 5,
-    # recipes (train, evaluate, save), then the search over recipes
+    # recipes (train, evaluate, save), then the search over recipes; serving (routing behind HTTP)
     "recipe": 6,
+    "serve": 6,
     "search": 7,
     # entry points: the command line, then the package's front door
     "cli": 8,

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "dashboard",
     "search": "search",
     "eval": "eval",
+    "serve": "serve",
 }
 
 # What a user can fix; anything else is a bug and keeps its traceback.

@@ -1,0 +1,251 @@
+"""Serving throughput: ``reftlab serve`` against one-by-one HF generate and offline batched generate.
+
+The embedded SmolLM2 with 3 ReFTs (random rank-4 LoReFTs at f1+l1 on layers 6, 15 and 24,
+saved as checkpoints and loaded by the real ``reftlab serve`` command in a subprocess) plus
+the base. 64 chat requests (16 per route), 32 new tokens each, greedy. Runs, interleaved,
+``--repeats`` rounds after one warm-up round:
+
+- ``server_mixed``: 16 concurrent clients send the 64 requests (routes interleaved, so the
+  server's batches mix ReFTs); tokens/s = completion tokens / wall time; latency per request.
+- ``server_single``: the same 64 prompts all to one ReFT (single-ReFT batches).
+- ``offline_batched``: ``reftlab.generate`` per route, 16 prompts in one batch each (in this process).
+- ``one_by_one``: each request alone through HF ``generate`` (``reftlab.generate`` of one prompt:
+  the HF model, hooks attached for a ReFT); over the first ``--one-by-one`` requests (4 routes
+  alike), as tokens/s does not depend on how many run one after another.
+
+Printed: server/one_by_one (goal >= 4), server/offline_batched (goal >= 0.8), mixed/single
+(goal >= 0.9), p50/p95 latency, whether every server answer equals the offline greedy one;
+with ``--transformers-cb``, transformers' own ``generate_batch`` (continuous batching, paged
+cache, base model only) on the same prompts: tokens/s and greedy agreement with HF generate
+alone. Machine load (``uptime``) and thread counts are printed. Last line JSON.
+
+    python benchmarks/serve.py [--repeats 5] [--threads 2] [--transformers-cb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import torch
+
+import reftlab
+
+TOPICS = ["a lighthouse keeper", "a lost robot", "the history of bread", "a mountain village", "how rain forms"]
+TOPICS += ["a chess match", "the first train", "a painter's last work", "the deep sea", "a city at night"]
+TOPICS += ["an old clock", "a young inventor", "the moon landing", "a market day", "a winter storm", "a garden"]
+LAYERS = (6, 15, 24)
+
+
+def prompts() -> list[str]:
+    """16 long-answer prompts (each asks for more than 32 tokens)."""
+    return [f"Write a long, detailed story about {t}." for t in TOPICS]
+
+
+def save_refts(hooked, folder: Path) -> dict[str, Path]:
+    out = {}
+    for i, layer in enumerate(LAYERS):
+        torch.manual_seed(i)
+        spec = {"layer": layer, "component": "block_output", "positions": "f1+l1", "kind": "loreft", "rank": 4}
+        reft = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[spec])).eval()
+        out[f"r{i}"] = reft.save(folder / f"r{i}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(paths: dict[str, Path], port: int, threads: int, max_batch: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "reftlab", "serve", "--port", str(port), "--max-batch", str(max_batch)]
+    cmd += ["--log-level", "warning", "--name", "base"]
+    for name, path in paths.items():
+        cmd += ["--reft", f"{name}={path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 300
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("reftlab serve exited")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("reftlab serve did not come up")
+        time.sleep(0.5)
+
+
+def run_clients(url: str, jobs: list[tuple[str, str]], clients: int, new_tokens: int) -> dict:
+    """``jobs`` = [(model, prompt)]; ``clients`` threads take them in order; returns timings and answers."""
+    lock, queue = threading.Lock(), list(enumerate(jobs))
+    latencies, answers, tokens = [0.0] * len(jobs), [""] * len(jobs), [0] * len(jobs)
+
+    def client() -> None:
+        with httpx.Client(timeout=600) as http:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    i, (model, prompt) = queue.pop(0)
+                body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+                body |= {"max_tokens": new_tokens, "temperature": 0}
+                t0 = time.perf_counter()
+                r = http.post(url + "/v1/chat/completions", json=body)
+                latencies[i] = time.perf_counter() - t0
+                r.raise_for_status()
+                answers[i] = r.json()["choices"][0]["message"]["content"]
+                tokens[i] = r.json()["usage"]["completion_tokens"]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
+            f.result()
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "tokens": sum(tokens), "latencies": latencies, "answers": answers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--one-by-one", type=int, default=16, help="requests timed one by one per round")
+    ap.add_argument("--transformers-cb", action="store_true", help="also time transformers' generate_batch")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"torch threads: {args.threads} (this process and the server); cores: {os.cpu_count()}")
+
+    hooked = reftlab.load_model()
+    tmp = Path(tempfile.mkdtemp(prefix="reftlab-serve-bench-"))
+    paths = save_refts(hooked, tmp)
+    refts = {name: reftlab.ReftModel.load(path, hooked).eval() for name, path in paths.items()}
+    routes = ["base", *refts]
+    texts = prompts()
+    mixed_jobs = [(routes[i % 4], texts[i // 4]) for i in range(64)]  # route changes every request
+    single_jobs = [("r0", texts[i // 4]) for i in range(64)]
+    n = args.new_tokens
+
+    def offline_batched() -> tuple[int, dict]:
+        made, out = 0, {}
+        for route in routes:
+            model = hooked if route == "base" else refts[route]
+            g = reftlab.generate(model, texts, chat_template=True, max_new_tokens=n)
+            made += sum(len(x) for x in g.ids)
+            out |= {(route, p): t for p, t in zip(texts, g.texts)}
+        return made, out
+
+    def one_by_one() -> int:
+        made = 0
+        for route, prompt in mixed_jobs[: args.one_by_one]:
+            model = hooked if route == "base" else refts[route]
+            made += len(reftlab.generate(model, [prompt], chat_template=True, max_new_tokens=n).ids[0])
+        return made
+
+    port = free_port()
+    server = start_server(paths, port, args.threads, args.max_batch)
+    url = f"http://127.0.0.1:{port}"
+    rates: dict[str, list[float]] = {k: [] for k in ("server_mixed", "server_single", "offline_batched", "one_by_one")}
+    latencies: list[float] = []
+    agree = None
+    try:
+        for rnd in range(args.repeats + 1):  # round 0 warms up
+            m = run_clients(url, mixed_jobs, args.clients, n)
+            s = run_clients(url, single_jobs, args.clients, n)
+            t0 = time.perf_counter()
+            made, offline = offline_batched()
+            t_off = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            made_one = one_by_one()
+            t_one = time.perf_counter() - t0
+            if rnd == 0:
+                agree = sum(a == offline[job] for a, job in zip(m["answers"], mixed_jobs)) / len(mixed_jobs)
+                continue
+            rates["server_mixed"].append(m["tokens"] / m["wall"])
+            rates["server_single"].append(s["tokens"] / s["wall"])
+            rates["offline_batched"].append(made / t_off)
+            rates["one_by_one"].append(made_one / t_one)
+            latencies += m["latencies"]
+            print(
+                f"round {rnd}: "
+                + ", ".join(f"{k} {v[-1]:.1f} tok/s" for k, v in rates.items())
+                + f"; mixed wall {m['wall']:.1f} s, {m['tokens']} tokens"
+            )
+        stats = httpx.get(url + "/health").json()["stats"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    lat = sorted(latencies)
+    result = {
+        "server_vs_one_by_one": round(med["server_mixed"] / med["one_by_one"], 3),
+        "server_vs_offline_batched": round(med["server_mixed"] / med["offline_batched"], 3),
+        "mixed_vs_single": round(med["server_mixed"] / med["server_single"], 3),
+        "tokens_per_s": {k: round(v, 1) for k, v in med.items()},
+        "latency_s": {"p50": round(lat[len(lat) // 2], 2), "p95": round(lat[int(0.95 * (len(lat) - 1))], 2)},
+        "server_equals_offline_greedy": agree,
+        "mixed_forwards": stats["mixed_forwards"],
+        "forwards": stats["forwards"],
+        "max_rows": stats["max_rows"],
+        "requests": 64,
+        "clients": args.clients,
+        "new_tokens": n,
+        "repeats": args.repeats,
+        "threads": args.threads,
+    }
+    if args.transformers_cb:
+        result["transformers_cb"] = transformers_cb(hooked, texts, n, args.repeats)
+    print(json.dumps(result))
+
+
+def transformers_cb(hooked, texts: list[str], n: int, repeats: int) -> dict:
+    """transformers' ``generate_batch`` on the untouched base model: tokens/s for the 64 requests
+    (16 prompts x 4, as the server's base load) and greedy agreement with HF generate alone."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    hf = AutoModelForCausalLM.from_pretrained(reftlab.embedded_model_path()).eval()
+    tok = hooked.tokenizer
+    ids = [
+        tok(
+            tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        for t in texts
+    ] * 4
+    cfg = GenerationConfig(
+        max_new_tokens=n, do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    rates = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        out = hf.generate_batch(inputs=ids, generation_config=cfg, progress_bar=False)
+        rates.append(sum(len(o.generated_tokens) for o in out.values()) / (time.perf_counter() - t0))
+    alone = reftlab.generate(hooked, texts, chat_template=True, max_new_tokens=n, batch_size=1)
+    got = [out[k].generated_tokens for k in sorted(out, key=lambda k: int(k.rsplit("_", 1)[1]))][: len(texts)]
+    same = sum([t for t in g if t != tok.eos_token_id] == a.tolist() for g, a in zip(got, alone.ids))
+    return {"tokens_per_s": round(statistics.median(rates[1:]), 1), "equals_generate_alone": same / len(texts)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""``reftlab serve --model M --reft NAME=CHECKPOINT ...``: an OpenAI-compatible server for many ReFTs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+HELP = "serve a base model and named ReFT checkpoints over an OpenAI-compatible HTTP API (with a chat page)"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default=None, help="base model: a name or local HF folder (default: the embedded SmolLM2)"
+    )
+    p.add_argument(
+        "--reft",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="a ReFT checkpoint folder served as model NAME (repeatable); each is checked against the base",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-batch", type=int, default=16, help="most requests decoded together in one forward")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load the base in this dtype")
+    p.add_argument("--device", help="e.g. cuda, cuda:1 or cpu (default: where the model loads)")
+    p.add_argument("--name", help="the base model's name in requests (default: the --model value's last part)")
+    p.add_argument("--max-tokens", type=int, default=256, help="new tokens when a request gives no max_tokens")
+    p.add_argument("--strict", action="store_true", help="refuse checkpoints whose base fingerprint differs")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def parse_refts(specs: list[str], base_name: str) -> dict[str, str]:
+    """``["emoji=runs/emoji", ...]`` -> ``{"emoji": "runs/emoji"}``, with names checked."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--reft {spec!r}: expected NAME=CHECKPOINT, e.g. --reft emoji=runs/emoji")
+        if not _NAME.match(name):
+            raise ValueError(f"--reft {spec!r}: the name may hold letters, digits, '.', '_', ':' and '-'")
+        if name in out:
+            raise ValueError(f"--reft {name!r} is given twice; give each ReFT its own name")
+        if name == base_name:
+            raise ValueError(f"--reft {name!r} has the base model's name; pick another name (or --name for the base)")
+        out[name] = path
+    return out
+
+
+def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    """The base HookedModel, every ReFT on it (validated), and the base's served name.
+
+    Without ``--model`` the base is the one the first checkpoint records (or the embedded
+    SmolLM2 when no ReFT is given); every other checkpoint is checked against it.
+    """
+    import reftlab
+    from reftlab.models.loading import EMBEDDED
+
+    specs = parse_refts(args.reft, args.name or "")
+    refts: dict[str, Any] = {}
+    if args.model is None and specs:
+        name, path = next(iter(specs.items()))
+        first = _load_reft(
+            name, path, lambda p: reftlab.ReftModel.load(p, strict=args.strict, dtype=args.dtype, device=args.device)
+        )
+        hooked, refts[name] = first.hooked, first
+    else:
+        hooked = reftlab.load_model(args.model or EMBEDDED, dtype=args.dtype, device=args.device)
+    source = getattr(hooked, "source", None)
+    ref = str(args.model or (source.ref if source is not None and source.ref else EMBEDDED))
+    base_name = args.name or Path(ref.rstrip("/")).name or ref
+    parse_refts(args.reft, base_name)  # the names again, now that the base's name is known
+    for name, path in specs.items():
+        if name not in refts:
+            refts[name] = _load_reft(name, path, lambda p: reftlab.ReftModel.load(p, hooked, strict=args.strict))
+    return hooked, refts, base_name
+
+
+def _load_reft(name: str, path: str, loader: Any) -> Any:
+    try:
+        return loader(path).eval()
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as e:
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise type(e)(f"--reft {name}={path}: {message}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serve.server import require_web_stack
+
+    require_web_stack()
+    from ..serve import Engine
+    from ..serve.app import create_app
+    from ..serve.server import run as run_server
+
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch {args.max_batch} must be >= 1")
+    if args.max_tokens < 1:
+        raise ValueError(f"--max-tokens {args.max_tokens} must be >= 1")
+    hooked, refts, base_name = load(args)
+    engine = Engine(hooked, refts, max_batch=args.max_batch)
+    app = create_app(engine, model_name=base_name, default_max_tokens=args.max_tokens)
+    names = ", ".join(refts) or "none"
+    print(f"reftlab serve: base {base_name!r}, ReFTs: {names}; http://{args.host}:{args.port} (chat page at /)")
+    run_server(app, args.host, args.port, log_level=args.log_level)
+    return 0
