@@ -153,7 +153,7 @@ def random_llama(shape: str, dtype: torch.dtype, device: torch.device, seed: int
     config = LlamaConfig(**SHAPES[shape], pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     with torch.device(device):
         model = LlamaForCausalLM._from_config(config, dtype=dtype)
-    return model.eval()
+    return model.to(device=device, dtype=dtype).eval()  # a no-op unless the device context was ignored
 
 
 def synthetic_examples(n: int, prompt: int, response: int, vocab: int, seed: int = 0) -> list[dict[str, Any]]:

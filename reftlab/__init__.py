@@ -5,7 +5,10 @@ at sites, train them, generate with them, and look inside them (``reftlab.analys
 for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 """
 
-from . import analysis
+from . import (
+    _quiet,  # noqa: F401  (first: before transformers imports torchao)
+    analysis,
+)
 from ._version import __version__
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap

@@ -198,6 +198,20 @@ class Recipe:
     dtype: str = field(
         default="float32", metadata={"help": "float32, bfloat16, float16, or auto (the checkpoint's own dtype)"}
     )
+    device: str | None = field(
+        default=None,
+        metadata={
+            "help": "where the model runs: 'cpu', 'cuda', 'cuda:1'; default: this process's GPU when CUDA is "
+            "present (cuda:LOCAL_RANK under torchrun), else the CPU"
+        },
+    )
+    device_map: str | None = field(
+        default=None,
+        metadata={"help": "'auto' shards the model over the GPUs, offloading what does not fit (instead of device)"},
+    )
+    quantization: str | None = field(
+        default=None, metadata={"help": "load the frozen base quantized: nf4, fp4, int8 (CUDA) or torchao-int8"}
+    )
     task: str = field(
         default="generation", metadata={"help": "generation, multiple_choice or classification (reftlab.data.tasks)"}
     )
@@ -224,6 +238,24 @@ class Recipe:
             raise ValueError(f"revision={self.revision!r} must be a string (a branch, tag or commit hash)")
         from .data.tasks import check_task
         from .models.loading import parse_dtype
+        from .models.quantize import NAMES
+
+        if self.device is not None and self.device_map is not None:
+            raise ValueError("give device (where the model runs) or device_map (how to split it), not both")
+        for name in ("device", "device_map"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a string (e.g. 'cuda', 'auto')")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device={self.device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+        if self.quantization is not None and self.quantization not in NAMES:
+            raise ValueError(f"quantization={self.quantization!r} must be one of {', '.join(NAMES)}")
+        if self.quantization is not None and self.task == "classification":
+            raise ValueError("quantization applies to generation and multiple-choice recipes (causal LMs) here")
         from .search.space import SearchSettings
 
         check_task(self.task)
@@ -255,7 +287,8 @@ class Recipe:
             own = evaluation["data"] if isinstance(evaluation["data"], Mapping) else {"path": evaluation["data"]}
             inherited = {k: v for k, v in spec.to_json().items() if k not in ("path", "bigbench")}
             evaluation["data"] = DataSpec.from_mapping({**inherited, **own}, base_dir, "evaluation.data")
-        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "revision", "dtype", "output_dir", "task") if k in data}
+        plain = ("model", "revision", "dtype", "device", "device_map", "quantization", "output_dir", "task")
+        kwargs: dict[str, Any] = {k: data[k] for k in plain if k in data}
         return cls(
             data=spec,
             interventions=ReftConfig(representations=data["interventions"]),
@@ -307,14 +340,33 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
 
 def load_base(recipe: Recipe, num_labels: int = 0) -> Any:
     """The recipe's hooked base model: its causal LM, or for classification a sequence classifier."""
+    import torch
+
     from .models.classifier import load_classifier
     from .models.loading import load_model
+    from .models.quantize import BITSANDBYTES
+    from .train.ddp import local_device
 
+    device = torch.device(recipe.device) if recipe.device is not None else local_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={recipe.device!r} but this torch has no CUDA device; use device: cpu")
     if recipe.task == "classification":
-        return load_classifier(
+        hooked = load_classifier(
             recipe.model, num_labels=num_labels, dtype=recipe.dtype, seed=recipe.training.seed, revision=recipe.revision
         )
-    return load_model(recipe.model, revision=recipe.revision, dtype=recipe.dtype)
+        return hooked if device.type == "cpu" else hooked.to(device)
+    place: dict[str, Any] = {"device": device}
+    if recipe.device_map is not None:
+        place = {"device_map": recipe.device_map}
+    elif recipe.quantization in BITSANDBYTES:  # bitsandbytes places its weights while loading
+        place = {"device_map": {"": device.index or 0} if device.type == "cuda" else None}
+    return load_model(
+        recipe.model, revision=recipe.revision, dtype=recipe.dtype, quantization=recipe.quantization, **place
+    )
+
+
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0: nothing."""
 
 
 def recipe_examples(recipe: Recipe, spec: DataSpec | None = None) -> list[dict[str, Any]]:
@@ -379,8 +431,11 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     from .data.prompt_format import PromptFormat
     from .generate import generate
     from .reft_model import get_reft_model
+    from .train.ddp import is_main_process
     from .train.task import train_task
 
+    if not is_main_process():  # under torchrun: every process trains its shard, rank 0 talks and writes
+        log = _silent
     t0 = time.perf_counter()
     out_dir = Path(recipe.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "run.json").is_file():
@@ -433,21 +488,22 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
         summary, table = ev.summary(), ev.table
         log(f"held-out {held_out_data.describe()}: {json.dumps(summary)}")
-    reft_model.save(out_dir)
-    if table is not None:
-        write_text(out_dir / "eval.csv", table.to_csv(index=False))
-    write_json(
-        out_dir / "run.json",
-        {
-            "losses": result.losses,
-            "before": before,
-            "after": after,
-            "evaluation": summary,
-            "task": recipe.task,
-            "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
-            "seconds": time.perf_counter() - t0,
-        },
-    )
+    if is_main_process():
+        reft_model.save(out_dir)
+        if table is not None:
+            write_text(out_dir / "eval.csv", table.to_csv(index=False))
+        write_json(
+            out_dir / "run.json",
+            {
+                "losses": result.losses,
+                "before": before,
+                "after": after,
+                "evaluation": summary,
+                "task": recipe.task,
+                "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
+                "seconds": time.perf_counter() - t0,
+            },
+        )
     log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
     return {
         "losses": result.losses,

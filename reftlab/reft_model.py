@@ -345,12 +345,17 @@ class ReftModel(nn.Module):
         cache_dir: str | os.PathLike | None = None,
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
+        device_map: Any = None,
+        quantization: Any = None,
+        offload_folder: str | os.PathLike | None = None,
     ) -> "ReftModel":
         """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
 
         Without ``model``, the base model the checkpoint records (Hub id and revision,
         folder, or the embedded model) is loaded with its tokenizer, in the dtype it had
-        when saved unless ``dtype`` says otherwise, on ``device``. ``revision`` and
+        when saved unless ``dtype`` says otherwise, on ``device`` (or placed by
+        ``device_map`` with ``offload_folder``, quantized by ``quantization``: see
+        ``reftlab.load_model``); every intervention goes to the device of its site. ``revision`` and
         ``cache_dir`` apply to a checkpoint on the Hub. The base model is checked first
         (architecture, d_model, n_layers, vocab, hooks: errors; config/weight
         fingerprints: a warning, an error with ``strict=True``).
@@ -362,9 +367,19 @@ class ReftModel(nn.Module):
         if model is None:
             if tokenizer is not None:
                 raise ValueError("tokenizer= goes with model=; without a model the base's own tokenizer is loaded")
-            hooked = load_base(folder, dtype=dtype, device=device)
-        elif dtype is not None or device is not None:
-            raise ValueError("dtype= and device= apply when the base model is loaded from the checkpoint (model=None)")
+            hooked = load_base(
+                folder,
+                dtype=dtype,
+                device=device,
+                device_map=device_map,
+                quantization=quantization,
+                offload_folder=offload_folder,
+            )
+        elif any(x is not None for x in (dtype, device, device_map, quantization, offload_folder)):
+            raise ValueError(
+                "dtype=, device=, device_map=, offload_folder= and quantization= apply when the base model is "
+                "loaded from the checkpoint (model=None)"
+            )
         else:
             hooked = _hooked(model, tokenizer)
         loaded = load_reft(folder, hooked, strict=strict)

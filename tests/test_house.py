@@ -18,6 +18,7 @@ FLOORS: dict[str, int] = {
     "atomic": 0,
     "metrics": 0,
     "_version": 0,
+    "_quiet": 0,  # log filters for torchao's start-up noise, imported first by __init__
     # the base model's hook points (and where models are cached), configs
     "models": 1,
     "config": 1,

@@ -143,3 +143,42 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
     assert main(args) == 2 and "needs --labels" in capsys.readouterr().err
     assert main([*args, "--labels", "bad,good,ugly"]) == 2 and "names 3 classes" in capsys.readouterr().err
     assert main([*args, "--labels", "bad,good"]) == 0
+
+
+def test_a_recipe_trains_on_a_quantized_base_and_only_rank_0_writes(tmp_path, tiny_dir, monkeypatch):
+    pytest.importorskip("torchao")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {w}", "response": w}) + "\n" for w in ("a", "bb", "cc")))
+    sections = dict(
+        model=str(tiny_dir),
+        quantization="torchao-int8",
+        data=str(data),
+        interventions=[{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}],
+        training={"epochs": 2, "batch_size": 3, "progress": False, "log_every": 0},
+        output_dir=str(tmp_path / "out"),
+    )
+    run_recipe(write_recipe(tmp_path, **sections), log=lambda m: None)
+    saved = json.loads((tmp_path / "out" / "reftlab_config.json").read_text())
+    assert saved["base_model"]["quantization"] == "torchao Int8WeightOnlyConfig"
+
+    monkeypatch.setenv("RANK", "1")  # another process of a torchrun launch: it trains, but neither logs nor writes
+    said = []
+    result = run_recipe(write_recipe(tmp_path, **{**sections, "output_dir": str(tmp_path / "rank1")}), log=said.append)
+    assert len(result["losses"]) == 2 and said == [] and not (tmp_path / "rank1").exists()
+
+
+def test_recipe_placement_errors_name_the_problem(tmp_path, tiny_dir):
+    base = {
+        "model": str(tiny_dir),
+        "data": "a.jsonl",
+        "interventions": [{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}],
+    }
+    with pytest.raises(ValueError, match="device .* or device_map .* not both"):
+        Recipe.from_mapping({**base, "device": "cpu", "device_map": "auto"})
+    with pytest.raises(ValueError, match="quantization='fp8' must be one of nf4, fp4, int8, torchao-int8"):
+        Recipe.from_mapping({**base, "quantization": "fp8"})
+    with pytest.raises(ValueError, match="device='gpu0' is not a device"):
+        Recipe.from_mapping({**base, "device": "gpu0"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device; use device: cpu"):
+            reftlab.recipe.load_base(Recipe.from_mapping({**base, "device": "cuda"}))

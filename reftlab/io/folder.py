@@ -156,8 +156,13 @@ def load_base(
     dtype: Any = None,
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
+    device_map: Any = None,
+    quantization: Any = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> Any:
     """Load the base model (and its tokenizer) that the checkpoint in ``folder`` records.
+
+    ``device_map``, ``offload_folder`` and ``quantization`` go to ``load_model`` (a causal LM's base only).
 
     ``dtype`` defaults to the dtype the base had when saved. A sequence classifier is
     rebuilt on the recorded body with as many labels as the saved head has (the head's
@@ -171,14 +176,27 @@ def load_base(
     source = identity.model_source
     options: dict[str, Any] = {
         "revision": source.revision,
-        "dtype": dtype if dtype is not None else identity.dtype,
+        # A quantized load picks its own compute dtype (bfloat16 under bitsandbytes) unless told.
+        "dtype": dtype if dtype is not None or quantization is not None else identity.dtype,
         "cache_dir": cache_dir,
     }
     try:
         if identity.architecture.endswith("ForSequenceClassification"):
+            if device_map is not None or quantization is not None or offload_folder is not None:
+                raise ValueError(
+                    f"checkpoint {folder} was trained on a sequence classifier; device_map= and quantization= apply "
+                    "to causal LMs here: load the classifier yourself and pass it (ReftModel.load(dir, model))"
+                )
             hooked = load_classifier(str(source.ref), num_labels=_saved_num_labels(folder), **options)
             return hooked if device is None else hooked.to(device)
-        return load_model(str(source.ref), device=device, **options)
+        return load_model(
+            str(source.ref),
+            device=device,
+            device_map=device_map,
+            quantization=quantization,
+            offload_folder=offload_folder,
+            **options,
+        )
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"checkpoint {folder} records its base model as {source.name!r}, which does not load here: {e}. "

@@ -77,5 +77,9 @@ def test_disk_offloaded_base_matches_trains_and_loads_checkpoints(tmp_path):
     back = reftlab.ReftModel.load(trained, full)
     assert torch.allclose(back.run(**enc, positions="l1").logits, reft.run(**enc, positions="l1").logits, atol=1e-6)
     assert reft.set_device("cpu") is reft and reft.hooked.dispatched  # the base stays where accelerate put it
+    # The recorded base, dispatched while loading.
+    placed = reftlab.ReftModel.load(trained, device_map=DEVICE_MAP, offload_folder=tmp_path / "offload-2")
+    assert placed.hooked.dispatched and placed.hooked.site_device("blocks.2.hook_mlp_in") == torch.device("cpu")
+    assert torch.allclose(placed.run(**enc, positions="l1").logits, back.run(**enc, positions="l1").logits, atol=1e-6)
     with pytest.raises(ValueError, match="offload_folder= goes with device_map="):
         reftlab.load_model(folder, offload_folder=tmp_path / "x")

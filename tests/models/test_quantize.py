@@ -81,6 +81,9 @@ def test_a_full_precision_checkpoint_loads_onto_the_quantized_copy_with_a_warnin
     assert torch.equal(next(iter(loaded.interventions.values())).weight, next(iter(reft.interventions.values())).weight)
     with pytest.raises(ValueError, match="strict=True"):
         reftlab.ReftModel.load(saved, quantized, strict=True)
+    with pytest.warns(FingerprintMismatch, match="quantized copy"):  # the recorded base, loaded quantized
+        again = reftlab.ReftModel.load(saved, quantization="torchao-int8")
+    assert describe(again.hooked.hf_model) == "torchao Int8WeightOnlyConfig"
 
 
 def test_merge_refuses_a_quantized_base_and_bad_requests_say_what_to_do(folder, quantized):
@@ -94,3 +97,17 @@ def test_merge_refuses_a_quantized_base_and_bad_requests_say_what_to_do(folder, 
     with pytest.raises(ValueError, match="quantization= .* apply when loading by name"):
         reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer(), quantization="torchao-int8")
     assert quantization_config("torchao-int8").quant_method.value == "torchao"
+
+
+def test_torchaos_start_up_noise_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    import reftlab._quiet  # noqa: F401  (imported by reftlab first)
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("torchao").warning("Failed to load /x/torchao/_C_mxfp8.abi3.so: no CUDA")
+        logging.getLogger("torch.utils._pytree").warning(
+            "<enum 'X'> is an Enum subclass and is now natively supported by torch.compile as an opaque value type."
+        )
+        logging.getLogger("torchao").warning("Int4 needs a GPU")
+    assert [r.getMessage() for r in caplog.records] == ["Int4 needs a GPU"]
