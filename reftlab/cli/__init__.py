@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "train": "train",
     "dashboard": "dashboard",
+    "concepts": "concepts",
 }
 
 # What a user can fix; anything else is a bug and keeps its traceback.
