@@ -8,13 +8,24 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 from . import analysis
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
-from .config import ReftConfig, Representation
+from .config import ReftConfig, Representation, TaskType
 from .data import (
+    PromptFormat,
     ReftDataCollator,
+    ReftDataset,
+    ReftGenerationDataset,
+    ReftPreferenceDataset,
+    ReftRawDataset,
+    ReftRewardCollator,
+    ReftRewardDataset,
+    ReftSupervisedDataset,
     build_dataset,
+    get_intervention_locations,
     make_last_position_supervised_data_module,
     make_multiple_position_supervised_data_module,
+    parse_positions,
 )
+from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
 from .interference import interference, principal_angles
 from .interventions import (
@@ -40,9 +51,13 @@ from .io import FingerprintMismatch
 from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tiny_llama, tiny_tokenizer
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
+from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
 from .train import TrainConfig, TrainResult, train
-from .train.hf_trainer import ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.distributed import ReftTrainerForCausalLMDistributed
+from .train.dpo import ReftDPOTrainer
+from .train.hf_trainer import ReftTrainer, ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
+from .train.reward import ReftTrainerForRewardModelling
 
 __version__ = "0.1.0"
 
@@ -54,6 +69,7 @@ __all__ = [
     "ConsreftIntervention",
     "DiReFT",
     "DireftIntervention",
+    "Evaluation",
     "FingerprintMismatch",
     "Generation",
     "HookedModel",
@@ -67,16 +83,30 @@ __all__ = [
     "NodireftIntervention",
     "NoreftIntervention",
     "Positions",
+    "PromptFormat",
     "ReftConfig",
+    "ReftDPOTrainer",
     "ReftDataCollator",
+    "ReftDataset",
+    "ReftGenerationDataset",
     "ReftModel",
+    "ReftPreferenceDataset",
+    "ReftRawDataset",
+    "ReftRewardCollator",
+    "ReftRewardDataset",
+    "ReftSupervisedDataset",
+    "ReftTrainer",
     "ReftTrainerForCausalLM",
+    "ReftTrainerForCausalLMDistributed",
+    "ReftTrainerForRewardModelling",
     "ReftTrainerForSequenceClassification",
     "Representation",
     "Routed",
+    "SearchSpace",
     "SimilarityGated",
     "Site",
     "SumOfEdits",
+    "TaskType",
     "TrainConfig",
     "TrainResult",
     "__version__",
@@ -87,8 +117,10 @@ __all__ = [
     "compose",
     "describe",
     "embedded_model_path",
+    "evaluate",
     "for_layers",
     "generate",
+    "get_intervention_locations",
     "get_reft_model",
     "interference",
     "kinds",
@@ -96,10 +128,12 @@ __all__ = [
     "make_last_position_supervised_data_module",
     "make_multiple_position_supervised_data_module",
     "parse_layers",
+    "parse_positions",
     "positions_overlap",
     "principal_angles",
     "resolve_positions",
     "route",
+    "search",
     "tiny_gpt2",
     "tiny_llama",
     "tiny_tokenizer",

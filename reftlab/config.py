@@ -14,6 +14,7 @@ and so does a native, file-friendly form::
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,21 @@ _REP_KEYS = {
     "max_number_of_units": "pyreft's field; accepted and ignored (positions decide)",
     "share": "a group name: representations with the same name share ONE intervention (pyreft's share_weights)",
 }
+
+
+class TaskType(str, enum.Enum):
+    """pyreft's task types: which head the base model has and which trainer fits it.
+
+    ``CAUSAL_LM``: an ``*ForCausalLM`` model with ``ReftTrainerForCausalLM`` (or ``ReftTrainer``);
+    ``SEQ_CLS``: an ``*ForSequenceClassification`` model with ``ReftTrainerForSequenceClassification``.
+    Labels only, as in pyreft: nothing reads them, the model's class decides.
+
+    >>> TaskType.SEQ_CLS == "SEQ_CLS"
+    True
+    """
+
+    SEQ_CLS = "SEQ_CLS"
+    CAUSAL_LM = "CAUSAL_LM"
 
 
 @dataclass(frozen=True, kw_only=True)

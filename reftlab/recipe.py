@@ -1,7 +1,8 @@
 """A training recipe: what ``reftlab train CONFIG.yaml`` reads, checks and runs.
 
-    model: smollm2-135m-instruct        # the embedded default, or a local HF folder
-    dtype: float32
+    model: smollm2-135m-instruct        # the embedded default, a local HF folder, or a Hub id
+    revision: null                      # a Hub branch, tag or commit (Hub ids only)
+    dtype: float32                      # or auto (the checkpoint's own), bfloat16, float16
     data: {path: emoji.jsonl, chat_template: true}     # path relative to the YAML file
     interventions:                      # ReftConfig representations (native or pyreft keys)
       - {layer: 6, component: block_output, positions: f1+l1, kind: loreft, rank: 4}
@@ -9,12 +10,20 @@
     generation: {prompts: [...], max_new_tokens: 32, metrics: [emoji_fraction]}
     output_dir: runs/emoji              # relative to the working directory
 
+Recipes on other tasks add a ``task`` type, a data source and a held-out evaluation::
+
+    task: multiple_choice               # generation (default), multiple_choice, classification
+    data: {bigbench: {task: social_iqa, stop: 400}, chat_template: true}
+    evaluation: {data: {bigbench: {task: social_iqa, start: 400, stop: 500}}, metric: accuracy}
+    search: {budget: 20m, max_params: 23040}   # defaults for `reftlab search` (reftlab.search)
+
 Every section is a frozen dataclass; an unknown key is an error that names it and lists
 the valid ones, before any model is loaded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -22,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ReftConfig, _load
+from .data.bigbench import BigBenchSource
 from .train.config import TrainConfig
 
 METRICS: dict[str, Callable[[str], float]] = {}
@@ -35,8 +45,13 @@ def _metrics() -> dict[str, Callable[[str], float]]:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
-    path: str = field(
-        metadata={"help": "a .jsonl, .json or .csv file of prompt/response pairs (relative to the YAML file)"}
+    path: str | None = field(
+        default=None,
+        metadata={"help": "a .jsonl, .json or .csv file of examples (relative to the YAML file)"},
+    )
+    bigbench: BigBenchSource | None = field(
+        default=None,
+        metadata={"help": "instead of path: {task, subtasks, seed, start, stop}, a BIG-bench task read offline"},
     )
     prompt_column: str = field(default="prompt", metadata={"help": "column holding the prompts"})
     response_column: str = field(default="response", metadata={"help": "column holding the responses"})
@@ -47,6 +62,88 @@ class DataSpec:
         default=None, metadata={"help": "an optional system message (needs chat_template)"}
     )
     nonstop: bool = field(default=False, metadata={"help": "do not append the eos token to responses"})
+    choices_column: str = field(default="choices", metadata={"help": "multiple choice: the list of choices"})
+    answer_column: str = field(default="answer", metadata={"help": "multiple choice: the right choice (index or text)"})
+    label_column: str = field(default="label", metadata={"help": "classification: the class (index or name)"})
+    labels: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "classification: the class names, in head order (default: sorted labels)"}
+    )
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.bigbench is None):
+            raise ValueError("data needs exactly one source: 'path' (a file) or 'bigbench' ({task: ..., ...})")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+
+    @classmethod
+    def from_mapping(cls, raw: Any, base_dir: str | os.PathLike, where: str = "data") -> "DataSpec":
+        raw = raw if isinstance(raw, Mapping) else {"path": raw}
+        _check_keys(raw, cls, where)
+        raw = dict(raw)
+        if raw.get("path") is not None:
+            path = Path(raw["path"])
+            raw["path"] = str(path if path.is_absolute() else Path(base_dir) / path)
+        if raw.get("bigbench") is not None:
+            if not isinstance(raw["bigbench"], Mapping):
+                raise ValueError(f"{where}.bigbench must be a mapping such as {{task: arithmetic}}")
+            raw["bigbench"] = BigBenchSource.from_mapping(raw["bigbench"])
+        return cls(**raw)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["bigbench"] = None if self.bigbench is None else self.bigbench.to_json()
+        out["labels"] = None if self.labels is None else list(self.labels)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def examples(self, task: str) -> list[dict[str, Any]]:
+        """The examples of this source for ``task`` (``reftlab.data.tasks``)."""
+        from .data.tasks import read_examples
+
+        if self.bigbench is not None:
+            return self.bigbench.examples(task)
+        return read_examples(
+            self.path,
+            task,
+            prompt_column=self.prompt_column,
+            response_column=self.response_column,
+            choices_column=self.choices_column,
+            answer_column=self.answer_column,
+            label_column=self.label_column,
+            labels=self.labels,
+        )
+
+    def describe(self) -> str:
+        if self.bigbench is not None:
+            b = self.bigbench
+            return f"BIG-bench {b.task}{'/' + ','.join(b.subtasks) if b.subtasks else ''} [{b.start}:{b.stop}]"
+        return str(self.path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationSpec:
+    data: DataSpec | None = field(
+        default=None,
+        metadata={"help": "held-out examples (path or bigbench, as in data; other keys default to data's)"},
+    )
+    metric: str | None = field(
+        default=None, metadata={"help": "exact_match, accuracy, contains, emoji_fraction or loss (default by task)"}
+    )
+    held_out: float = field(
+        default=0.2, metadata={"help": "without evaluation data, reftlab search holds out this fraction of data"}
+    )
+    max_new_tokens: int = field(default=16, metadata={"help": "tokens generated per held-out prompt (greedy)"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
+
+    def __post_init__(self) -> None:
+        from .metrics import METRICS
+
+        if self.metric is not None and self.metric not in METRICS:
+            raise ValueError(f"evaluation.metric={self.metric!r} is unknown; known: {', '.join(sorted(METRICS))}")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"evaluation.held_out={self.held_out!r} must be in (0, 1)")
+        for name in ("max_new_tokens", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"evaluation.{name}={getattr(self, name)!r} must be an int >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,9 +171,16 @@ class GenerationSpec:
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
     model: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "'smollm2-135m-instruct' or a local HF folder"}
+        default="smollm2-135m-instruct",
+        metadata={"help": "'smollm2-135m-instruct', a local HF folder, or a Hub id ('org/name')"},
     )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    revision: str | None = field(default=None, metadata={"help": "a Hub branch, tag or commit hash (Hub ids only)"})
+    dtype: str = field(
+        default="float32", metadata={"help": "float32, bfloat16, float16, or auto (the checkpoint's own dtype)"}
+    )
+    task: str = field(
+        default="generation", metadata={"help": "generation, multiple_choice or classification (reftlab.data.tasks)"}
+    )
     data: DataSpec = field(metadata={"help": "the training data (see DataSpec)"})
     interventions: ReftConfig = field(
         metadata={"help": "list of representations: layer/component or hook, positions, kind, rank"}
@@ -85,9 +189,28 @@ class Recipe:
     generation: GenerationSpec = field(
         default_factory=GenerationSpec, metadata={"help": "held-out prompts and metrics"}
     )
+    evaluation: EvaluationSpec = field(
+        default_factory=EvaluationSpec, metadata={"help": "held-out data and metric (see EvaluationSpec)"}
+    )
+    search: Mapping[str, Any] = field(
+        default_factory=dict, metadata={"help": "settings and space for `reftlab search` (reftlab.search)"}
+    )
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model={self.model!r} must be a model name, a folder or a Hub id")
+        if self.revision is not None and not isinstance(self.revision, str):
+            raise ValueError(f"revision={self.revision!r} must be a string (a branch, tag or commit hash)")
+        from .data.tasks import check_task
+        from .models.loading import parse_dtype
+        from .search.space import SearchSettings
+
+        check_task(self.task)
+        if self.task == "classification" and self.generation.prompts:
+            raise ValueError("generation.prompts are for generation tasks; a classification recipe has none")
+        SearchSettings.from_mapping(self.search)  # a bad search section fails here, before any model loads
+        parse_dtype(self.dtype)  # so does a bad dtype
         for i, rep in enumerate(self.interventions.representations):
             if rep.site.positions is None:
                 raise ValueError(
@@ -101,20 +224,31 @@ class Recipe:
         _check_keys(data, cls, "the recipe")
         if "data" not in data or "interventions" not in data:
             raise ValueError("the recipe needs a 'data' section (path: ...) and an 'interventions' list")
-        raw_data = data["data"] if isinstance(data["data"], Mapping) else {"path": data["data"]}
-        _check_keys(raw_data, DataSpec, "data")
-        path = Path(raw_data["path"])
-        spec = DataSpec(**{**raw_data, "path": str(path if path.is_absolute() else Path(base_dir) / path)})
+        spec = DataSpec.from_mapping(data["data"], base_dir)
         gen = data.get("generation") or {}
         _check_keys(gen, GenerationSpec, "generation")
-        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "dtype", "output_dir") if k in data}
+        evaluation = dict(data.get("evaluation") or {})
+        _check_keys(evaluation, EvaluationSpec, "evaluation")
+        if evaluation.get("data") is not None:
+            own = evaluation["data"] if isinstance(evaluation["data"], Mapping) else {"path": evaluation["data"]}
+            inherited = {k: v for k, v in spec.to_json().items() if k not in ("path", "bigbench")}
+            evaluation["data"] = DataSpec.from_mapping({**inherited, **own}, base_dir, "evaluation.data")
+        kwargs: dict[str, Any] = {k: data[k] for k in ("model", "revision", "dtype", "output_dir", "task") if k in data}
         return cls(
             data=spec,
             interventions=ReftConfig(representations=data["interventions"]),
             training=TrainConfig.from_mapping(data.get("training") or {}, "training"),
             generation=GenerationSpec(**gen),
+            evaluation=EvaluationSpec(**evaluation),
+            search=dict(data.get("search") or {}),
             **kwargs,
         )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The recipe as plain data (``from_mapping`` reads it back; paths are absolute)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        out["interventions"] = [r.to_json() for r in self.interventions.representations]
+        return {k: v for k, v in out.items() if v not in (None, {}, [])} | {"interventions": out["interventions"]}
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "Recipe":
@@ -122,6 +256,21 @@ class Recipe:
         if not path.is_file():
             raise FileNotFoundError(f"no recipe file at {path}")
         return cls.from_mapping(_load(path.read_text(), path), base_dir=path.parent)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses -> dicts (None fields dropped), tuples -> lists, recursively: YAML-safe data."""
+    from dataclasses import is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "to_json") and not isinstance(value, (DataSpec, EvaluationSpec, GenerationSpec)):
+            return _plain(value.to_json())
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value) if getattr(value, f.name) is not None}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
@@ -134,45 +283,98 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
 
 
-def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Load the model, answer the held-out prompts, train, answer them again, save.
+def load_base(recipe: Recipe, num_labels: int = 0) -> Any:
+    """The recipe's hooked base model: its causal LM, or for classification a sequence classifier."""
+    from .models.classifier import load_classifier
+    from .models.loading import load_model
 
-    Returns ``{"losses", "before", "after", "output_dir", "seconds"}``; ``before``/``after``
-    are lists of ``{"prompt", "text", **metrics}``. The output folder is a reftlab checkpoint (``ReftModel.save``) plus
-    ``run.json`` (losses, generations, recipe).
+    if recipe.task == "classification":
+        return load_classifier(
+            recipe.model, num_labels=num_labels, dtype=recipe.dtype, seed=recipe.training.seed, revision=recipe.revision
+        )
+    return load_model(recipe.model, revision=recipe.revision, dtype=recipe.dtype)
+
+
+def recipe_examples(recipe: Recipe, spec: DataSpec | None = None) -> list[dict[str, Any]]:
+    """The examples of ``spec`` (default: the recipe's data) for the recipe's task."""
+    from .data.tasks import as_classes
+
+    examples = (spec or recipe.data).examples(recipe.task)
+    if recipe.task == "classification":
+        examples = as_classes(examples, recipe.data.labels)
+    return examples
+
+
+def encode_for(recipe: Recipe, hooked: Any, examples: list[dict[str, Any]], config: ReftConfig) -> list[dict[str, Any]]:
+    """Training rows of ``examples`` for ``config``'s interventions, prompts formatted as the recipe says."""
+    from .data.encode import context_length
+    from .data.tasks import encode_task_examples
+
+    reps = config.representations
+    return encode_task_examples(
+        hooked.tokenizer,
+        examples,
+        recipe.task,
+        positions=[r.site.positions for r in reps],
+        num_interventions=len(reps),
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        nonstop=recipe.data.nonstop,
+        max_length=context_length(hooked.tokenizer, hooked),
+    )
+
+
+def evaluate_recipe(recipe: Recipe, model: Any, examples: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """``reftlab.evaluate`` of ``model`` on ``examples`` with the recipe's task, metric and prompt format."""
+    from .evaluate import evaluate
+
+    return evaluate(
+        model,
+        examples,
+        task=recipe.task,
+        metric=recipe.evaluation.metric,
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        max_new_tokens=recipe.evaluation.max_new_tokens,
+        batch_size=recipe.evaluation.batch_size,
+        **kwargs,
+    )
+
+
+def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load the model, answer the held-out prompts, train, answer them again, evaluate, save.
+
+    Returns ``{"losses", "before", "after", "evaluation", "output_dir", "seconds"}``;
+    ``before``/``after`` are lists of ``{"prompt", "text", **metrics}``; ``evaluation`` is
+    the held-out summary (``Evaluation.summary``) when the recipe has evaluation data, else
+    None. The output folder is a reftlab checkpoint (``ReftModel.save``) plus ``run.json``
+    (losses, generations, evaluation) and, with evaluation data, ``eval.csv`` (one row per example).
     """
     import time
 
     import torch
 
-    from .data.build import build_dataset
+    from .data.prompt_format import PromptFormat
     from .generate import generate
-    from .models.loading import load_model
     from .reft_model import get_reft_model
-    from .train.loop import train
+    from .train.task import train_task
 
     t0 = time.perf_counter()
     out_dir = Path(recipe.output_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "run.json").is_file():
         raise FileExistsError(f"output_dir {out_dir} exists and holds other files; choose an empty or new folder")
-    hooked = load_model(recipe.model, dtype=recipe.dtype)
+    examples = recipe_examples(recipe)
+    held_out = recipe_examples(recipe, recipe.evaluation.data) if recipe.evaluation.data is not None else None
+    n_labels = len(examples[0]["choices"]) if recipe.task == "classification" else 0
+    hooked = load_base(recipe, n_labels)
     log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
-    reps = recipe.interventions.representations
-    dataset = build_dataset(
-        recipe.data.path,
-        hooked.tokenizer,
-        positions=[r.site.positions for r in reps],
-        num_interventions=len(reps),
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        prompt_column=recipe.data.prompt_column,
-        response_column=recipe.data.response_column,
-        nonstop=recipe.data.nonstop,
-        model=hooked,
-    )
-    log(f"data: {len(dataset)} examples from {recipe.data.path}")
+    rows = encode_for(recipe, hooked, examples, recipe.interventions)
+    log(f"data: {len(rows)} {recipe.task} examples from {recipe.data.describe()}")
     torch.manual_seed(recipe.training.seed)
     reft_model = get_reft_model(hooked, recipe.interventions)
+    reft_model.prompt_format = PromptFormat(
+        chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt
+    )
     log(repr(reft_model))
     gen = recipe.generation
 
@@ -196,22 +398,39 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         return rows
 
     before = answers(hooked, "before training (base model)")
-    result = train(reft_model, dataset, recipe.training)
+    result = train_task(reft_model, rows, recipe.task, recipe.training)
     log(
         f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}"
     )
     reft_model.eval()
     after = answers(reft_model, "after training (with the interventions)")
+    summary = None
+    table = None
+    if held_out is not None:
+        ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
+        summary, table = ev.summary(), ev.table
+        log(f"held-out {recipe.evaluation.data.describe()}: {json.dumps(summary)}")  # type: ignore[union-attr]
     reft_model.save(out_dir)
+    if table is not None:
+        tmp = out_dir / ".eval.csv.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out_dir / "eval.csv")
     _write_json(
         out_dir / "run.json",
-        {"losses": result.losses, "before": before, "after": after, "seconds": time.perf_counter() - t0},
+        {
+            "losses": result.losses,
+            "before": before,
+            "after": after,
+            "evaluation": summary,
+            "seconds": time.perf_counter() - t0,
+        },
     )
-    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir, model); plus run.json)")
+    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
     return {
         "losses": result.losses,
         "before": before,
         "after": after,
+        "evaluation": summary,
         "output_dir": str(out_dir),
         "seconds": time.perf_counter() - t0,
     }

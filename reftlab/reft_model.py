@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .attach import Binding, attach
 from .config import ReftConfig
+from .data.prompt_format import PromptFormat
 from .interventions import Intervention
 from .models.hooked import HookedModel
 from .sites import MODULE_SITE, Positions, Site, resolve_positions
@@ -29,11 +30,23 @@ class ReftModel(nn.Module):
     """Interventions attached to a (frozen) causal LM.
 
     ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
-    the ``HookedModel`` around it.
+    the ``HookedModel`` around it. ``prompt_format`` records how training formatted
+    prompts (chat template, system prompt; None when unknown): ``save`` writes it into the
+    checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
     """
 
-    def __init__(self, hooked: HookedModel, config: ReftConfig, interventions: Sequence[Intervention]) -> None:
+    prompt_format: PromptFormat | None
+
+    def __init__(
+        self,
+        hooked: HookedModel,
+        config: ReftConfig,
+        interventions: Sequence[Intervention],
+        *,
+        prompt_format: PromptFormat | None = None,
+    ) -> None:
         super().__init__()
+        self.prompt_format = prompt_format
         if len(interventions) != len(config.representations):
             raise ValueError(f"{len(interventions)} interventions for {len(config.representations)} representations")
         self.hooked = hooked
@@ -54,6 +67,18 @@ class ReftModel(nn.Module):
 
     def set_device(self, device: str | torch.device) -> "ReftModel":
         return self.to(device)
+
+    def get_device(self) -> torch.device:
+        """The device of the base model's parameters (pyvene's ``get_device``)."""
+        return self.hooked.device
+
+    def count_parameters(self, include_model: bool = False) -> int:
+        """Trainable intervention parameters (shared ones once), plus the base model's trainable
+        ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
+        n = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        if include_model:
+            n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return n
 
     def forward(
         self,
@@ -214,19 +239,30 @@ class ReftModel(nn.Module):
         hf_repo_name: str | None = None,
         *,
         format: str = "reftlab",
+        prompt_format: PromptFormat | Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a checkpoint folder atomically (``reftlab.io.checkpoint`` documents the format).
 
         ``format="pyreft"`` writes pyreft 0.1.0's layout instead. With ``save_to_hf_hub``
         the folder is then uploaded as ``hf_repo_name``; an upload failure raises with the
         local folder intact. A peft model's LoRA adapter is saved alongside in peft's format.
+        ``prompt_format`` (a ``PromptFormat`` or its dict) is recorded instead of
+        ``self.prompt_format``: how training formatted prompts.
         """
         from . import __version__
         from .io import save_reft, upload_folder
 
         if save_to_hf_hub and not hf_repo_name:
             raise ValueError("save_to_hf_hub=True needs hf_repo_name='user/name'")
-        folder = save_reft(self, save_directory, format=format, repo_id=hf_repo_name, version=__version__)  # type: ignore[arg-type]
+        fmt = self.prompt_format if prompt_format is None else PromptFormat.from_json(prompt_format)
+        folder = save_reft(
+            self,
+            save_directory,
+            format=format,  # type: ignore[arg-type]
+            repo_id=hf_repo_name,
+            version=__version__,
+            prompt_format=fmt,
+        )
         if save_to_hf_hub:
             upload_folder(folder, hf_repo_name)  # type: ignore[arg-type]
         return folder
@@ -244,27 +280,43 @@ class ReftModel(nn.Module):
     @staticmethod
     def load(
         source: str | os.PathLike,
-        model: nn.Module,
+        model: nn.Module | None = None,
         strict: bool = False,
         *,
         tokenizer: Any = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
     ) -> "ReftModel":
         """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
 
-        The base model is checked first (architecture, d_model, n_layers, vocab, hooks: errors;
-        config/weight fingerprints: a warning, an error with ``strict=True``).
+        Without ``model``, the base model the checkpoint records (Hub id and revision,
+        folder, or the embedded model) is loaded with its tokenizer, in the dtype it had
+        when saved unless ``dtype`` says otherwise, on ``device``. ``revision`` and
+        ``cache_dir`` apply to a checkpoint on the Hub. The base model is checked first
+        (architecture, d_model, n_layers, vocab, hooks: errors; config/weight
+        fingerprints: a warning, an error with ``strict=True``).
         """
         from .config import Representation
-        from .io import load_reft, resolve_source
+        from .io import load_base, load_reft, resolve_source
 
-        hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
-        loaded = load_reft(resolve_source(source, revision=revision, cache_dir=cache_dir), hooked, strict=strict)
+        folder = resolve_source(source, revision=revision, cache_dir=cache_dir)
+        if model is None:
+            if tokenizer is not None:
+                raise ValueError("tokenizer= goes with model=; without a model the base's own tokenizer is loaded")
+            hooked = load_base(folder, dtype=dtype, device=device)
+        elif dtype is not None or device is not None:
+            raise ValueError("dtype= and device= apply when the base model is loaded from the checkpoint (model=None)")
+        else:
+            hooked = model if isinstance(model, HookedModel) else HookedModel(model, tokenizer)
+        loaded = load_reft(folder, hooked, strict=strict)
         if loaded.model is not hooked.model:
-            hooked = HookedModel(loaded.model, hooked.tokenizer)
+            hooked = HookedModel(loaded.model, hooked.tokenizer, source=hooked.source)
         reps = [Representation(site=s, intervention=iv) for s, iv in zip(loaded.sites, loaded.interventions)]
-        return get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
+        reft = get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
+        reft.prompt_format = loaded.prompt_format
+        return reft
 
     def merge_into_base(self) -> nn.Module:
         """Fold every intervention into the base weights (see ``reftlab.io.merge``); returns the HF model.

@@ -34,6 +34,14 @@ def smol():
     return reftlab.load_model(), ref, tok
 
 
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """An empty offline Hugging Face cache under a temp HF_HOME (see hub_helpers)."""
+    from hub_helpers import offline_hf_home
+
+    return offline_hf_home(tmp_path, monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -23,3 +23,20 @@ def no_hooks_anywhere(hooked) -> bool:
             if isinstance(getattr(fn, "__self__", None), HookPoint):
                 return False
     return True
+
+
+def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):
+    """A tiny random LlamaForSequenceClassification (d_model 64) whose pad token is the tokenizer's."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    cfg = LlamaConfig(
+        vocab_size=260,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tok.pad_token_id,
+        num_labels=num_labels,
+    )
+    return LlamaForSequenceClassification(cfg).eval()

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers import REPO
+from hub_helpers import add_snapshot, save_tiny
 from safetensors.torch import load_file
 
 import reftlab
@@ -110,3 +112,68 @@ def test_emoji_example_runs_end_to_end_on_a_short_schedule(tmp_path):
     config = json.loads((out / "reftlab_config.json").read_text())
     tensors = load_file(str(out / "interventions.safetensors"))
     assert len(config["representations"]) * 3 == len(tensors)  # rotation, weight, bias per LoReFT
+    assert config["base_model"]["name"] == "smollm2-135m-instruct (Q4_1 GGUF, dequantized)"
+    assert config["base_model"]["source"] == "smollm2-135m-instruct"
+    assert config["prompt_format"] == {"chat_template": True, "system_prompt": None}
+
+
+def tiny_recipe(tmp_path, **top):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in [("hi", "ok"), ("yo", "no")]))
+    cfg = tmp_path / "r.yaml"
+    recipe = {
+        "data": {"path": "d.jsonl", "chat_template": True, "system_prompt": "Be brief."},
+        "interventions": [{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 2}],
+        "training": {"epochs": 1, "progress": False},
+        "output_dir": str(tmp_path / "o"),
+        **top,
+    }
+    cfg.write_text(yaml.safe_dump(recipe))
+    return cfg
+
+
+def test_train_on_a_hub_id_then_dashboard_without_model_offline(hf_home, tmp_path, capsys):
+    commit = "c" * 40
+    add_snapshot(hf_home, "org/tiny", save_tiny(tmp_path / "seed1", seed=1), "a" * 40)
+    add_snapshot(hf_home, "org/tiny", save_tiny(tmp_path / "seed2", seed=2), commit, refs=("v2",))
+    cfg = tiny_recipe(tmp_path, model="org/tiny", revision="v2", dtype="auto")
+    assert main(["train", str(cfg)]) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "o" / "reftlab_config.json").read_text())
+    base = config["base_model"]
+    assert (base["name"], base["source"], base["revision"], base["dtype"]) == (
+        "org/tiny",
+        "org/tiny",
+        commit,
+        "float32",
+    )
+    assert config["prompt_format"] == {"chat_template": True, "system_prompt": "Be brief."}
+    loaded = reftlab.ReftModel.load(tmp_path / "o")  # the base comes from the record: org/tiny at v2's commit
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(loaded.hooked(ids).logits, reftlab.tiny_llama(seed=2)(ids).logits)
+    assert loaded.prompt_format == reftlab.PromptFormat(chat_template=True, system_prompt="Be brief.")
+    (tmp_path / "prompts.txt").write_text("hi\nyo\n")
+    report = tmp_path / "report.html"
+    args = ["dashboard", str(tmp_path / "o"), "--prompts", str(tmp_path / "prompts.txt"), "-o", str(report)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert report.is_file()
+
+
+def test_cli_model_errors_are_one_line(hf_home, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert main(["train", str(tiny_recipe(tmp_path, model="runs/emoj"))]) == 2
+    assert "no such folder: runs/emoj" in capsys.readouterr().err
+    assert main(["train", str(tiny_recipe(tmp_path, model="org/absent"))]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model 'org/absent'" in err and "`hf download org/absent`" in err and err.count("\n") == 1
+    assert main(["train", str(tiny_recipe(tmp_path, dtype="int4"))]) == 2
+    assert "dtype='int4' is not supported" in capsys.readouterr().err
+    hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())  # in memory: no source
+    cfg = reftlab.ReftConfig(
+        representations={"layer": 1, "component": "block_output", "positions": "l1", "rank": 2, "kind": "loreft"}
+    )
+    reftlab.get_reft_model(hooked, cfg).save(tmp_path / "mem")
+    (tmp_path / "p.txt").write_text("hi\n")
+    assert main(["dashboard", str(tmp_path / "mem"), "--prompts", str(tmp_path / "p.txt"), "-o", "r.html"]) == 2
+    assert "source was not recorded; pass the base model" in capsys.readouterr().err

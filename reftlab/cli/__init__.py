@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "dashboard": "dashboard",
     "concepts": "concepts",
+    "search": "search",
+    "eval": "eval",
 }
 
 # What a user can fix; anything else is a bug and keeps its traceback.

@@ -11,7 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a folder written by ReftModel.save")
     p.add_argument("--prompts", required=True, help="prompts: .txt (one per line), .jsonl/.json/.csv with 'prompt'")
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
-    p.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
+    p.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

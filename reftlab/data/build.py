@@ -20,25 +20,41 @@ from ..sites import Positions
 from .encode import context_length, encode_pair, format_prompt, locations_for
 
 
+def read_table(path: str | os.PathLike) -> Any:
+    """A pandas DataFrame from a local ``.jsonl``, ``.json`` (a list of records), ``.csv`` or ``.parquet`` file.
+
+    Text stays text: JSON values keep their JSON types and CSV cells are read as strings.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file at {path}")
+    try:
+        if path.suffix == ".jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        if path.suffix == ".json":
+            return pd.read_json(path, dtype=False)
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+    except ValueError as e:
+        raise ValueError(f"cannot read {path} as {path.suffix[1:].upper()} ({e}); check the file's format") from None
+    raise ValueError(f"data file {path} must end in {', '.join(TABLE_SUFFIXES)}")
+
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
 def read_pairs(
     source: Any, prompt_column: str = "prompt", response_column: str = "response"
 ) -> tuple[list[str], list[str]]:
-    """``(prompts, responses)`` from a ``.jsonl``/``.json``/``.csv`` path, a pandas DataFrame or a ``datasets.Dataset``."""
+    """``(prompts, responses)`` from a data file (see ``read_table``), a pandas DataFrame or a ``datasets.Dataset``."""
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no data file at {path}")
-        if path.suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif path.suffix == ".json":
-            frame = pd.read_json(path, dtype=False)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise ValueError(f"data file {path} must end in .jsonl, .json or .csv")
-        where = str(path)
+        frame, where = read_table(source), str(source)
     elif isinstance(source, pd.DataFrame):
         frame, where = source, "the DataFrame"
     elif hasattr(source, "column_names") and hasattr(source, "to_pandas"):

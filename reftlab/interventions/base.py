@@ -173,6 +173,16 @@ class Intervention(nn.Module, abc.ABC):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def __getitem__(self, index: int) -> "Intervention":
+        """pyreft compatibility: pyvene stored ``(intervention, hook)`` pairs, so pyreft scripts
+        write ``reft_model.interventions[k][0]``; index 0 is the intervention itself."""
+        if index != 0:
+            raise IndexError(
+                f"{self.kind}[{index!r}]: only [0] exists (pyvene's (intervention, hook) pair); "
+                "reftlab's interventions dict holds the interventions themselves"
+            )
+        return self
+
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, rank={self.rank}, params={self.num_parameters():,}"
 

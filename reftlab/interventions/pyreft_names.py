@@ -4,12 +4,21 @@
 ``LoReFT(d_model=..., rank=...)``. These are factories, not subclasses: the object
 they return is the native kind. Unlike pyreft, ``dtype=None`` (the default) means
 "follow the model" rather than bfloat16.
+
+pyreft's paper runner passes one keyword set to every kind (``embed_dim``,
+``low_rank_dimension``, ``dropout``, ``dtype``, ``act_fn``, ``device``, ``add_bias``), so
+each factory accepts all of them: ``device`` places the parameters; ``add_bias`` and
+``act_fn`` act where pyreft's kind uses them and are ignored where pyreft ignores them
+(an ``act_fn`` other than None on a kind without an activation is an error).
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
+from .base import Intervention
 from .consreft import ConsReFT
 from .direft import DiReFT
 from .lobireft import LobiReFT
@@ -26,9 +35,11 @@ def LoreftIntervention(
     act_fn: str | None = None,
     dtype: torch.dtype | str | None = None,
     identity_init: bool = False,
+    device: torch.device | str | None = None,
+    add_bias: bool = True,
 ) -> LoReFT:
-    """pyreft's ``LoreftIntervention``: h + R^T(act(Wh + b) - Rh)."""
-    return LoReFT(
+    """pyreft's ``LoreftIntervention``: h + R^T(act(Wh + b) - Rh) (``add_bias`` ignored, as in pyreft)."""
+    iv = LoReFT(
         d_model=embed_dim,
         rank=low_rank_dimension,
         dropout=dropout,
@@ -36,6 +47,7 @@ def LoreftIntervention(
         init="identity" if identity_init else "random",
         dtype=dtype,
     )
+    return _placed(iv, device)
 
 
 def NoreftIntervention(
@@ -46,9 +58,10 @@ def NoreftIntervention(
     dropout: float = 0.0,
     act_fn: str | None = None,
     dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
 ) -> NoReFT:
     """pyreft's ``NoreftIntervention``: h + P^T(act(Wh + b) - (Ph + c)); ``add_bias`` gives c."""
-    return NoReFT(
+    iv = NoReFT(
         d_model=embed_dim,
         rank=low_rank_dimension,
         dropout=dropout,
@@ -56,6 +69,7 @@ def NoreftIntervention(
         proj_bias=add_bias,
         dtype=dtype,
     )
+    return _placed(iv, device)
 
 
 def DireftIntervention(
@@ -65,9 +79,12 @@ def DireftIntervention(
     dropout: float = 0.0,
     act_fn: str | None = None,
     dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    add_bias: bool = True,
 ) -> DiReFT:
-    """pyreft's ``DireftIntervention``: h + R^T act(Wh + b), R orthonormal."""
-    return DiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype)
+    """pyreft's ``DireftIntervention``: h + R^T act(Wh + b), R orthonormal (``add_bias`` ignored, as in pyreft)."""
+    iv = DiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype)
+    return _placed(iv, device)
 
 
 def NodireftIntervention(
@@ -78,13 +95,15 @@ def NodireftIntervention(
     dropout: float = 0.0,
     act_fn: str | None = None,
     dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
 ) -> NodiReFT:
     """pyreft's ``NodireftIntervention`` (the paper's DiReFT): h + P^T act(Wh + b).
 
     ``add_bias`` is accepted for compatibility; pyreft never uses that bias in the output.
     """
     del add_bias  # pyreft allocates it but never reads it
-    return NodiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype)
+    iv = NodiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype)
+    return _placed(iv, device)
 
 
 def ConsreftIntervention(
@@ -93,9 +112,13 @@ def ConsreftIntervention(
     low_rank_dimension: int,
     dropout: float = 0.0,
     dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    act_fn: str | None = None,
+    add_bias: bool = True,
 ) -> ConsReFT:
-    """pyreft's ``ConsreftIntervention``: h + R^T(b - Rh)."""
-    return ConsReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype)
+    """pyreft's ``ConsreftIntervention``: h + R^T(b - Rh) (``add_bias`` ignored, as in pyreft)."""
+    _no_activation("ConsreftIntervention", act_fn)
+    return _placed(ConsReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype), device)
 
 
 def LobireftIntervention(
@@ -104,6 +127,22 @@ def LobireftIntervention(
     low_rank_dimension: int,
     dropout: float = 0.0,
     dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    act_fn: str | None = None,
+    add_bias: bool = True,
 ) -> LobiReFT:
-    """pyreft's ``LobireftIntervention``: h + R^T b."""
-    return LobiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype)
+    """pyreft's ``LobireftIntervention``: h + R^T b (``add_bias`` ignored, as in pyreft)."""
+    _no_activation("LobireftIntervention", act_fn)
+    return _placed(LobiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype), device)
+
+
+_Kind = TypeVar("_Kind", bound=Intervention)
+
+
+def _placed(iv: _Kind, device: torch.device | str | None) -> _Kind:
+    return iv if device is None else iv.to(device)
+
+
+def _no_activation(name: str, act_fn: str | None) -> None:
+    if act_fn is not None:
+        raise ValueError(f"{name} has no activation (its edit is constant in h's subspace); pass act_fn=None")

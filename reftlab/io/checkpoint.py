@@ -3,10 +3,17 @@
 Layout of a folder (``CONFIG_FILE``, ``WEIGHTS_FILE``)::
 
     reftlab_config.json        format, format_version, reftlab_version,
-                               base_model (see ``fingerprint.ModelIdentity``),
+                               base_model (see ``fingerprint.ModelIdentity``: name, source,
+                                 revision, dtype, architecture, sizes, fingerprints),
+                               prompt_format: null or {"chat_template": bool|str,
+                                 "system_prompt": str|null} (how training formatted prompts),
                                representations: [{key, hook, positions, intervention, tied_to}],
                                lora: null or {"adapter_config": ..., "weights": ...}
     interventions.safetensors  "interventions.<key>.<parameter>" -> tensor
+
+``format_version`` 2 added ``prompt_format`` and the base model's name, source,
+revision and dtype; version-1 folders still load (no prompt format; the base model's
+source inferred from ``name_or_path``).
 
 ``intervention`` is the kind's ``.spec()`` (every constructor argument); kinds resolve
 through the registry (``reftlab.interventions.build``), never a class path. Tensors are
@@ -29,15 +36,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import ReftConfig
+from ..data.prompt_format import PromptFormat
 from ..interventions import Intervention, build
 from .fingerprint import ModelIdentity
 
 FORMAT_NAME = "reftlab"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "reftlab_config.json"
 WEIGHTS_FILE = "interventions.safetensors"
 PREFIX = "interventions."
-_TOP = ("format", "format_version", "reftlab_version", "base_model", "representations", "lora")
+_TOP_V1 = ("format", "format_version", "reftlab_version", "base_model", "representations", "lora")
+_TOP = (*_TOP_V1[:4], "prompt_format", *_TOP_V1[4:])
 _REP = ("key", "hook", "positions", "intervention", "tied_to")
 
 
@@ -53,6 +62,8 @@ class NativeCheckpoint:
     tied_to: tuple[str | None, ...]
     tensors: dict[str, dict[str, torch.Tensor]]
     lora: dict[str, str] | None
+    prompt_format: PromptFormat | None = None
+    format_version: int = FORMAT_VERSION
 
 
 def write_native(
@@ -64,6 +75,7 @@ def write_native(
     identity: ModelIdentity,
     lora: dict[str, str] | None,
     version: str,
+    prompt_format: PromptFormat | None = None,
 ) -> None:
     """Write ``CONFIG_FILE`` and ``WEIGHTS_FILE`` into ``folder`` (the caller makes it atomic)."""
     owner: dict[int, str] = {}
@@ -80,6 +92,7 @@ def write_native(
         "format_version": FORMAT_VERSION,
         "reftlab_version": version,
         "base_model": identity.to_json(),
+        "prompt_format": None if prompt_format is None else prompt_format.to_json(),
         "representations": reps,
         "lora": lora,
     }
@@ -100,18 +113,23 @@ def read_native(folder: Path) -> NativeCheckpoint:
         raise ValueError(f"{cfg_path} is not valid JSON ({e}); the checkpoint is corrupted, save it again") from None
     if not isinstance(data, dict):
         raise ValueError(f"{cfg_path} must hold a JSON object, got {type(data).__name__}")
-    _exact_keys(data, _TOP, str(cfg_path))
-    if data["format"] != FORMAT_NAME:
-        raise ValueError(f"{cfg_path}: format={data['format']!r}, expected {FORMAT_NAME!r}")
-    version = data["format_version"]
-    if not isinstance(version, int) or version < 1:
+    if data.get("format") != FORMAT_NAME:
+        raise ValueError(f"{cfg_path}: format={data.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{cfg_path}: format_version={version!r} must be a positive int")
     if version > FORMAT_VERSION:
         raise ValueError(
-            f"{cfg_path} has format_version {version}, written by reftlab {data['reftlab_version']}; this reftlab "
+            f"{cfg_path} has format_version {version}, written by reftlab {data.get('reftlab_version')}; this reftlab "
             f"reads format_version <= {FORMAT_VERSION}: upgrade reftlab (pip install -U reftlab)"
         )
-    identity = ModelIdentity.from_json(data["base_model"])
+    _exact_keys(data, _TOP if version >= 2 else _TOP_V1, f"{cfg_path} (format_version {version})")
+    try:
+        identity = ModelIdentity.from_json(data["base_model"], version)
+        raw_format = data.get("prompt_format")
+        prompt_format = None if raw_format is None else PromptFormat.from_json(raw_format)
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from None
     reps = data["representations"]
     if not isinstance(reps, list) or not reps:
         raise ValueError(f"{cfg_path}: 'representations' must be a non-empty list")
@@ -141,6 +159,8 @@ def read_native(folder: Path) -> NativeCheckpoint:
         tied_to=tuple(r["tied_to"] for r in reps),
         tensors=tensors,
         lora=lora,
+        prompt_format=prompt_format,
+        format_version=version,
     )
 
 
@@ -172,15 +192,20 @@ def build_interventions(
     return out
 
 
-def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's safetensors file; a clear error when it is missing or damaged."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights {path} are missing; the folder is incomplete, save it again")
     try:
-        flat = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(
             f"{path} is unreadable (truncated or corrupted safetensors: {e}); save the checkpoint again"
         ) from None
+
+
+def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    flat = read_safetensors(path)
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for name, t in flat.items():
         key, _, param = name.removeprefix(PREFIX).partition(".")  # keys hold no dots; params may (nested kinds)

@@ -1,11 +1,19 @@
 """The base model's identity in a checkpoint, and the check made when loading onto a model.
 
+Where it came from (format_version 2): ``name`` (a label: the Hub id, the folder, or
+``smollm2-135m-instruct (Q4_1 GGUF, dequantized)`` for the embedded model), ``source``
+(what ``reftlab.load_model`` takes to load it again: the embedded name, a Hub id or an
+absolute folder; null for a model built in memory), ``revision`` (the Hub commit hash)
+and ``dtype`` (the base model's dtype when saved). ``ReftModel.load(dir)`` without a
+model loads that base. Version-1 records lack these; they are inferred from
+``name_or_path`` (the embedded cache folder, a Hub id, or an existing folder).
+
 Identity = architecture (HF class), ``model_type``, d_model, n_layers, vocab size, plus two
 fingerprints:
 
 - ``config_sha256``: SHA-256 of the model config as canonical JSON, without the fields
   that do not change what the model computes (``_name_or_path``, ``transformers_version``,
-  ``dtype``/``torch_dtype``, ``architectures``, ...).
+  ``dtype``/``torch_dtype``, ``architectures``, a classifier's ``problem_type``, ...).
 - ``weights_fingerprint``: SHA-256 over, for every base parameter in name order, its name,
   shape and ``SAMPLES`` evenly spaced elements cast to bfloat16. Reading ~16 numbers per
   tensor costs milliseconds even on large models, any fine-tune that moves a tensor
@@ -29,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.source import ModelSource, guess_source
+
 SAMPLES = 16
 WEIGHTS_METHOD = f"sha256-bf16-strided{SAMPLES}"
 _VOLATILE = {
@@ -45,12 +55,16 @@ _VOLATILE = {
     "_attn_implementation",
     "_attn_implementation_autoset",
     "attn_implementation",
+    "problem_type",  # a classifier's loss kind, set by its first labelled forward; logits do not depend on it
 }
 _STRICT_FIELDS = ("architecture", "model_type", "d_model", "n_layers", "vocab_size")
 
 
 class FingerprintMismatch(UserWarning):
     """The base model's config or weights differ from those the checkpoint was trained on."""
+
+
+_SOURCE_FIELDS = ("name", "source", "revision", "dtype")  # new in format_version 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,36 +79,63 @@ class ModelIdentity:
     name_or_path: str
     config_sha256: str
     weights_fingerprint: str
+    name: str = ""
+    source: str | None = None
+    revision: str | None = None
+    dtype: str | None = None
+
+    @property
+    def model_source(self) -> ModelSource:
+        return ModelSource(ref=self.source, revision=self.revision, name=self.name)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "weights_method": WEIGHTS_METHOD}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelIdentity":
+    def from_json(cls, data: Any, version: int = 2) -> "ModelIdentity":
+        """Parse a record of ``format_version`` ``version`` (1 lacks the source fields)."""
         names = {f.name for f in fields(cls)}
         expected = names | {"weights_method"}
-        if set(data) != expected:
-            missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+        if version < 2:
+            expected -= set(_SOURCE_FIELDS)
+        if not isinstance(data, dict) or set(data) != expected:
+            got = set(data) if isinstance(data, dict) else set()
+            missing, extra = sorted(expected - got), sorted(got - expected)
             raise ValueError(f"checkpoint base_model record: missing fields {missing}, unknown fields {extra}")
         if data["weights_method"] != WEIGHTS_METHOD:
             raise ValueError(
                 f"checkpoint weights fingerprint method {data['weights_method']!r} is not {WEIGHTS_METHOD!r}"
             )
-        return cls(**{k: data[k] for k in names})
+        values = {k: data[k] for k in names if k in data}
+        for key in ("source", "revision", "dtype"):
+            if values.get(key) is not None and not isinstance(values[key], str):
+                raise ValueError(f"checkpoint base_model.{key}={values[key]!r} must be a string or null")
+        if version < 2:
+            guess = guess_source(str(data["name_or_path"]))
+            name = guess.name if guess else str(data["name_or_path"] or data["architecture"])
+            values.update(name=name, source=guess.ref if guess else None)
+        return cls(**values)
 
 
 def identify(hooked: Any) -> ModelIdentity:
-    """The identity of a ``HookedModel``'s base model."""
+    """The identity of a ``HookedModel``'s base model (its ``source``, else a guess from its config)."""
     hf = hooked.hf_model
+    name_or_path = str(getattr(hf.config, "_name_or_path", "") or "")
+    source = hooked.source or guess_source(name_or_path, getattr(hf.config, "_commit_hash", None))
+    source = source or ModelSource(ref=None)
     return ModelIdentity(
         architecture=type(hf).__name__,
         model_type=str(hooked.cfg["model_type"]),
         d_model=int(hooked.d_model),
         n_layers=int(hooked.n_layers),
         vocab_size=int(hooked.cfg["d_vocab"]),
-        name_or_path=str(getattr(hf.config, "_name_or_path", "") or ""),
+        name_or_path=name_or_path,
         config_sha256=config_sha256(hf.config),
         weights_fingerprint=weights_fingerprint(hf),
+        name=source.name or type(hf).__name__,
+        source=source.ref,
+        revision=source.revision,
+        dtype=str(hooked.dtype).removeprefix("torch."),
     )
 
 
@@ -134,7 +175,7 @@ def check_identity(saved: ModelIdentity, hooked: Any, *, strict: bool = False) -
         if want != got:
             raise ValueError(
                 f"checkpoint was trained on a model with {name}={want!r}, but this model has {name}={got!r}; "
-                f"load it onto the base model it was trained on ({saved.name_or_path or saved.architecture})"
+                f"load it onto the base model it was trained on ({saved.name or saved.name_or_path or saved.architecture})"
             )
     for name, what in (("config_sha256", "config"), ("weights_fingerprint", "weights")):
         if getattr(saved, name) != getattr(current, name):

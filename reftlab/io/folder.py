@@ -1,25 +1,39 @@
 """Save a ReFT model to a folder and load one back: the steps ``ReftModel.save``/``load`` run.
 
 Saving writes everything into a temporary folder (native or pyreft files, the LoRA
-adapter when the model is a peft model, the README model card) and renames it into
-place, so a failed save leaves the previous checkpoint intact. Loading accepts a
+adapter when the model is a peft model, the base parameters trained alongside such as a
+classifier head, the README model card) and renames it into place, so a failed save
+leaves the previous checkpoint intact. Loading accepts a
 native folder, a pyreft folder, or a Hub repo id (through the hub client's cache);
-it validates the base model before building anything.
+it validates the base model before building anything. ``load_base`` loads the base
+model a native checkpoint records (``ReftModel.load(dir)`` without a model).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
+from ..data.prompt_format import PromptFormat
 from ..interventions import Intervention
+from ..models.source import classify
 from ..sites import Site
 from .atomic import atomic_folder
-from .checkpoint import build_interventions, is_native, read_native, write_native
+from .base_params import (
+    BASE_FILE,
+    applied,
+    read_base_parameters,
+    trainable_base_parameters,
+    write_base_parameters,
+)
+from .checkpoint import build_interventions, is_native, read_native, read_safetensors, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
-from .hub import download, looks_like_repo_id
+from .hub import download
 from .lora import ADAPTER_CONFIG, attach_lora, is_peft, write_lora
 from .modelcard import CARD_FILE, model_card
 from .pyreft_format import is_pyreft, read_pyreft, write_pyreft
@@ -35,12 +49,22 @@ class LoadedReft:
     sites: list[Site]
     interventions: list[Intervention]
     identity: ModelIdentity | None
+    prompt_format: PromptFormat | None = None
 
 
 def save_reft(
-    reft_model: Any, target: str | os.PathLike, *, format: Format = "reftlab", repo_id: str | None = None, version: str
+    reft_model: Any,
+    target: str | os.PathLike,
+    *,
+    format: Format = "reftlab",
+    repo_id: str | None = None,
+    version: str,
+    prompt_format: PromptFormat | None = None,
 ) -> Path:
-    """Write ``reft_model`` to ``target`` atomically; returns the folder."""
+    """Write ``reft_model`` to ``target`` atomically; returns the folder.
+
+    ``prompt_format`` (native format only) records how training formatted prompts.
+    """
     if format not in ("reftlab", "pyreft"):
         raise ValueError(f"format={format!r}: use 'reftlab' (native) or 'pyreft' (pyreft 0.1.0's layout)")
     hooked = reft_model.hooked
@@ -49,6 +73,7 @@ def save_reft(
     with atomic_folder(target) as tmp:
         lora = write_lora(hooked.model, tmp) if is_peft(hooked.model) else None
         if format == "reftlab":
+            write_base_parameters(hooked.hf_model, tmp)
             write_native(
                 tmp,
                 keys=keys,
@@ -57,9 +82,17 @@ def save_reft(
                 identity=identity,
                 lora=lora,
                 version=version,
+                prompt_format=prompt_format,
             )
         else:
             write_pyreft(tmp, reft_model.sites, ivs)
+            if trainable_base_parameters(hooked.hf_model):
+                warnings.warn(
+                    f"format='pyreft' has no safe place for trained base parameters "
+                    f"({sorted(trainable_base_parameters(hooked.hf_model))[:3]}...): they are not saved; "
+                    "save with format='reftlab' to keep them",
+                    stacklevel=3,
+                )
         sites = [
             {
                 "hook": s.hook,
@@ -71,11 +104,12 @@ def save_reft(
         ]
         (tmp / CARD_FILE).write_text(
             model_card(
-                base_model=hub_base_model(identity.name_or_path),
+                base=identity.model_source,
                 architecture=identity.architecture,
                 sites=sites,
                 n_params=reft_model.num_intervention_parameters(),
                 repo_id=repo_id,
+                folder=Path(target).resolve(),
                 has_lora=lora is not None,
                 fmt=format,
             )
@@ -83,41 +117,99 @@ def save_reft(
     return Path(target)
 
 
-def hub_base_model(name_or_path: str) -> str:
-    """The base model's Hub id for the card: the embedded SmolLM2's id, a repo id, or '' for a local path."""
-    from ..models.loading import EMBEDDED
-
-    if Path(name_or_path).name == EMBEDDED:
-        return "HuggingFaceTB/SmolLM2-135M-Instruct"
-    return name_or_path if name_or_path and looks_like_repo_id(name_or_path) else ""
-
-
 def resolve_source(
     source: str | os.PathLike, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None
 ) -> Path:
-    """A local folder for ``source``: itself, or the Hub snapshot of a repo id."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if path.exists():
+    """A local folder for ``source``: itself, or the Hub snapshot of a repo id (``models.source`` has the rule)."""
+    try:
+        kind, ref = classify(source, embedded=False, what="checkpoint folder")
+    except NotADirectoryError:
         raise ValueError(
-            f"{path} is a file; a checkpoint is a folder (reftlab_config.json + interventions.safetensors)"
+            f"{source} is a file; a checkpoint is a folder (reftlab_config.json + interventions.safetensors)"
+        ) from None
+    if kind == "folder":
+        return Path(ref)
+    return download(ref, revision=revision, cache_dir=cache_dir)
+
+
+def base_source(folder: Path) -> ModelIdentity:
+    """The base model record of a checkpoint folder that says where its base came from; errors say what to pass."""
+    if not is_native(folder):
+        kind = "a pyreft checkpoint" if is_pyreft(folder) else "not a reftlab checkpoint"
+        raise ValueError(
+            f"{folder} is {kind}, which records no base model: pass it (ReftModel.load(dir, model); "
+            "on the command line --model NAME)"
         )
-    if looks_like_repo_id(str(source)):
-        return download(str(source), revision=revision, cache_dir=cache_dir)
-    raise FileNotFoundError(f"no checkpoint folder at {path}, and {str(source)!r} is not a Hub repo id")
+    identity = read_native(folder).identity
+    if identity.source is None:
+        raise ValueError(
+            f"checkpoint {folder} was trained on an in-memory {identity.architecture} whose source was not "
+            "recorded; pass the base model: ReftModel.load(dir, model) (on the command line --model NAME)"
+        )
+    return identity
+
+
+def load_base(
+    folder: Path,
+    *,
+    dtype: Any = None,
+    device: Any = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Any:
+    """Load the base model (and its tokenizer) that the checkpoint in ``folder`` records.
+
+    ``dtype`` defaults to the dtype the base had when saved. A sequence classifier is
+    rebuilt on the recorded body with as many labels as the saved head has (the head's
+    values come in with the checkpoint). A base folder that no longer exists, or a Hub id
+    that is not cached offline, is an error naming it and the fix.
+    """
+    from ..models.classifier import load_classifier
+    from ..models.loading import load_model
+
+    identity = base_source(folder)
+    source = identity.model_source
+    options: dict[str, Any] = {
+        "revision": source.revision,
+        "dtype": dtype if dtype is not None else identity.dtype,
+        "cache_dir": cache_dir,
+    }
+    try:
+        if identity.architecture.endswith("ForSequenceClassification"):
+            hooked = load_classifier(str(source.ref), num_labels=_saved_num_labels(folder), **options)
+            return hooked if device is None else hooked.to(device)
+        return load_model(str(source.ref), device=device, **options)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"checkpoint {folder} records its base model as {source.name!r}, which does not load here: {e}. "
+            "Pass the base model yourself: ReftModel.load(dir, model) (on the command line --model NAME)"
+        ) from None
+
+
+def _saved_num_labels(folder: Path) -> int:
+    path = folder / BASE_FILE
+    heads = read_safetensors(path) if path.is_file() else {}  # a head or two: small
+    for name in ("score.weight", "classifier.weight", "classifier.out_proj.weight"):
+        if name in heads:
+            return int(heads[name].shape[0])
+    raise ValueError(
+        f"checkpoint {folder} was trained on a sequence classifier but holds no head weights ({BASE_FILE}); "
+        "pass the base model: ReftModel.load(dir, model)"
+    )
 
 
 def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
     """Read and validate ``folder`` against ``hooked``; build its interventions on its device."""
     if is_native(folder):
         ckpt = read_native(folder)
-        check_identity(ckpt.identity, hooked, strict=strict)
-        model = attach_lora(hooked.model, folder) if ckpt.lora is not None else hooked.model
-        sites = [r.site for r in ckpt.config.representations]
-        _check_hooks(sites, hooked, folder)
-        ivs = build_interventions(ckpt, model_dtype=hooked.dtype, device=hooked.device)
-        return LoadedReft(model, sites, ivs, ckpt.identity)
+        # Trained base parameters (a head) go in first, so the weights fingerprint sees the model
+        # as it was saved; any failure below puts the previous values back.
+        with applied(hooked.hf_model, read_base_parameters(folder, hooked.hf_model)):
+            check_identity(ckpt.identity, hooked, strict=strict)
+            sites = [r.site for r in ckpt.config.representations]
+            _check_hooks(sites, hooked, folder)
+            ivs = build_interventions(ckpt, model_dtype=hooked.dtype, device=hooked.device)
+            model = attach_lora(hooked.model, folder) if ckpt.lora is not None else hooked.model
+        return LoadedReft(model, sites, ivs, ckpt.identity, ckpt.prompt_format)
     if is_pyreft(folder):
         imported = read_pyreft(folder)
         model = attach_lora(hooked.model, folder) if (folder / ADAPTER_CONFIG).is_file() else hooked.model
@@ -135,6 +227,31 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
         f"{folder} is not a ReFT checkpoint: expected reftlab's reftlab_config.json + interventions.safetensors, "
         "or pyreft's config.json + intkey_*.bin"
     )
+
+
+def load_into(reft_model: Any, folder: str | os.PathLike, *, strict: bool = False) -> None:
+    """Load a native checkpoint of ``reft_model``'s own layout into its interventions, in place.
+
+    For resuming a run: the parameters keep their identity (an optimizer holding them stays
+    valid). The checkpoint must have the same intervention keys, sites and kinds; anything
+    else is an error before a value is written.
+    """
+    folder = Path(folder)
+    if not is_native(folder):
+        raise FileNotFoundError(f"no reftlab checkpoint at {folder} (expected reftlab_config.json there)")
+    saved = read_native(folder)
+    keys = list(reft_model.interventions)
+    ours = [(k, s.hook, iv.spec()) for k, s, iv in zip(keys, reft_model.sites, reft_model.interventions.values())]
+    theirs = [(k, r.site.hook, dict(r.intervention)) for k, r in zip(saved.keys, saved.config.representations)]
+    if ours != theirs:
+        raise ValueError(
+            f"checkpoint {folder} holds interventions {[t[:2] for t in theirs]}, the model has "
+            f"{[o[:2] for o in ours]} (or their kinds/ranks differ); resume with the configuration it was saved from"
+        )
+    loaded = load_reft(folder, reft_model.hooked, strict=strict)
+    with torch.no_grad():
+        for mine, new in zip(reft_model.interventions.values(), loaded.interventions):
+            mine.load_state_dict(new.state_dict(), strict=True)
 
 
 def _check_hooks(sites: list[Site], hooked: Any, folder: Path) -> None:

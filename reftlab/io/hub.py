@@ -3,24 +3,13 @@
 Both go through ``huggingface_hub`` (``HfApi.upload_folder``, ``snapshot_download``). A
 download is served from the hub client's local cache when it holds the repo, so with
 ``HF_HUB_OFFLINE=1`` a cached checkpoint still loads. Network or auth failures become
-one clear error; an upload never touches the local folder it uploads.
+one clear error; an upload never touches the local folder it uploads. Which strings
+are Hub ids and which are paths: ``reftlab.models.source``.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def looks_like_repo_id(name: str) -> bool:
-    """``"user/name"`` or ``"name"``; a path that exists locally is never a repo id.
-
-    >>> looks_like_repo_id("stanfordnlp/reft-emoji"), looks_like_repo_id("./ckpt/x/y")
-    (True, False)
-    """
-    return bool(_REPO_ID.match(name)) and not Path(name).exists()
 
 
 def upload_folder(folder: Path, repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
@@ -47,6 +36,8 @@ def upload_folder(folder: Path, repo_id: str, *, private: bool | None = None, to
 
 def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """The local folder of ``repo_id`` (downloaded, or from the hub client's cache)."""
+    from ..models.hub import unavailable
+
     try:
         from huggingface_hub import snapshot_download
 
@@ -58,9 +49,5 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
                 cache_dir=None if cache_dir is None else str(cache_dir),
             )
         )
-    except Exception as e:
-        raise FileNotFoundError(
-            f"{repo_id!r} is not a local folder, and the Hugging Face Hub could not provide it "
-            f"({type(e).__name__}: {e}); it is not in the local hub cache either. Pass a local checkpoint "
-            "folder, or go online (unset HF_HUB_OFFLINE) to download it"
-        ) from e
+    except Exception as e:  # offline, not found, gated, network: all end the same way
+        raise unavailable(repo_id, revision, e, cache_dir, what="checkpoint") from None

@@ -2,18 +2,22 @@
 
 from .arch import ARCHS, ArchSpec, arch_of, get_module
 from .hooked import HookedModel, SiteHookPoint
-from .loading import EMBEDDED, cache_dir, embedded_model_path, load_model
+from .loading import cache_dir, embedded_model_path, load_model
+from .source import EMBEDDED, EMBEDDED_LABEL, ModelSource, classify
 from .tiny import TINY_VOCAB, tiny_gpt2, tiny_llama, tiny_tokenizer
 
 __all__ = [
     "ARCHS",
     "EMBEDDED",
+    "EMBEDDED_LABEL",
     "TINY_VOCAB",
     "ArchSpec",
     "HookedModel",
+    "ModelSource",
     "SiteHookPoint",
     "arch_of",
     "cache_dir",
+    "classify",
     "embedded_model_path",
     "get_module",
     "load_model",

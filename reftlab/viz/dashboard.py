@@ -183,8 +183,8 @@ def dashboard_main(
 ) -> Path:
     """``reftlab dashboard CHECKPOINT --prompts FILE -o OUT``: load, analyse, write.
 
-    ``model``: a ``HookedModel``, a model name/folder for ``reftlab.load_model``, or None
-    for the embedded SmolLM2. ``loader(checkpoint_dir, hooked_model) -> ReftModel``
+    ``model``: a ``HookedModel``, a model name/folder/Hub id for ``reftlab.load_model``,
+    or None for the base model the checkpoint records. ``loader(checkpoint_dir, hooked_model) -> ReftModel``
     defaults to ``ReftModel.load`` (reftlab's checkpoints). ``prompts_file``: .txt (one
     prompt per line), .jsonl/.json/.csv with a ``prompt`` field. ``options`` go to
     ``write_dashboard``.
@@ -197,7 +197,12 @@ def dashboard_main(
         loader = getattr(ReftModel, "load", None)
         if loader is None:
             raise RuntimeError("this reftlab has no ReftModel.load (checkpoints); pass loader=callable(dir, model)")
-    hooked = model if isinstance(model, HookedModel) else load_model() if model is None else load_model(model)
+    if model is None:
+        from ..io import load_base, resolve_source
+
+        hooked = load_base(resolve_source(checkpoint_dir))
+    else:
+        hooked = model if isinstance(model, HookedModel) else load_model(model)
     reft_model = loader(checkpoint_dir, hooked)
     title = f"reftlab dashboard: {Path(checkpoint_dir).name}"
     return write_dashboard(reft_model, prompts, out_path, **{"title": title, **options})

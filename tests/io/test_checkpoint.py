@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import FIXTURES
 from safetensors.torch import load_file
 
 import reftlab
@@ -171,3 +172,92 @@ def test_load_leaves_the_global_rng_alone(tmp_path):
     after = torch.rand(3)
     torch.manual_seed(5)
     assert torch.equal(after, torch.rand(3))
+
+
+# --- format_version 2: where the base came from, how prompts were formatted; version 1 still reads ---
+
+V1 = FIXTURES / "v1" / "tiny_llama_loreft_direft"  # written by reftlab at format_version 1 (commit 37f306f)
+
+
+def test_v2_records_the_base_source_dtype_and_prompt_format(tmp_path):
+    hf = tiny_llama(dtype=torch.bfloat16)
+    hf.save_pretrained(tmp_path / "base")
+    tiny_tokenizer().save_pretrained(tmp_path / "base")
+    hooked = reftlab.load_model(tmp_path / "base", dtype="auto")
+    rm = reftlab.get_reft_model(hooked, two_site_config("loreft"))
+    rm.prompt_format = reftlab.PromptFormat(chat_template=True, system_prompt="Be brief.")
+    rm.save(tmp_path / "c")
+    data = json.loads((tmp_path / "c" / checkpoint.CONFIG_FILE).read_text())
+    assert data["format_version"] == 2
+    base = data["base_model"]
+    assert base["source"] == str((tmp_path / "base").resolve()) and base["revision"] is None
+    assert base["name"] == str((tmp_path / "base").resolve()) and base["dtype"] == "bfloat16"
+    assert data["prompt_format"] == {"chat_template": True, "system_prompt": "Be brief."}
+    loaded = reftlab.ReftModel.load(tmp_path / "c")  # no model: the recorded folder, in bfloat16
+    assert loaded.prompt_format == rm.prompt_format
+    assert loaded.hooked.dtype == torch.bfloat16 and loaded.tokenizer is not None
+    ids = torch.randint(0, 256, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded.run(ids).logits, rm.run(ids).logits)
+
+
+def test_prompt_format_is_null_when_unknown_and_settable_at_save(tmp_path):
+    rm = reftlab.get_reft_model(reftlab.load_model(tiny_llama(), tiny_tokenizer()), two_site_config("direft"))
+    rm.save(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / checkpoint.CONFIG_FILE).read_text())["prompt_format"] is None
+    assert reftlab.ReftModel.load(tmp_path / "a", tiny_llama()).prompt_format is None
+    rm.save(tmp_path / "b", prompt_format={"chat_template": False, "system_prompt": None})
+    loaded = reftlab.ReftModel.load(tmp_path / "b", tiny_llama())
+    assert loaded.prompt_format == reftlab.PromptFormat(chat_template=False) and rm.prompt_format is None
+    with pytest.raises(ValueError, match="system_prompt needs chat_template"):
+        rm.save(tmp_path / "c", prompt_format={"chat_template": False, "system_prompt": "hi"})
+    with pytest.raises(ValueError, match="prompt_format must be null or"):
+        rm.save(tmp_path / "c", prompt_format={"chat_template": True})
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_model_built_in_memory_has_no_source_and_needs_a_model_to_load(tmp_path):
+    rm = reftlab.get_reft_model(reftlab.load_model(tiny_llama(), tiny_tokenizer()), two_site_config("loreft"))
+    rm.save(tmp_path / "c")
+    base = json.loads((tmp_path / "c" / checkpoint.CONFIG_FILE).read_text())["base_model"]
+    assert base["source"] is None and base["name"] == "LlamaForCausalLM"
+    with pytest.raises(
+        ValueError, match=r"in-memory LlamaForCausalLM.*pass the base model: ReftModel.load\(dir, model\)"
+    ):
+        reftlab.ReftModel.load(tmp_path / "c")
+
+
+def test_version_1_checkpoints_still_load_exactly(tmp_path):
+    data = json.loads((V1 / checkpoint.CONFIG_FILE).read_text())
+    assert data["format_version"] == 1 and "prompt_format" not in data and "source" not in data["base_model"]
+    ref = load_file(str(FIXTURES / "v1" / "tiny_llama_loreft_direft.logits.safetensors"))
+    loaded = reftlab.ReftModel.load(V1, tiny_llama(seed=0))
+    assert loaded.prompt_format is None and [iv.kind for iv in loaded.interventions.values()] == ["loreft", "direft"]
+    saved = load_file(str(V1 / checkpoint.WEIGHTS_FILE))
+    for key, iv in loaded.interventions.items():
+        for name, t in iv.state_dict().items():
+            assert torch.equal(t, saved[f"interventions.{key}.{name}"])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.run(ref["input_ids"]).logits, ref["logits"], rtol=0, atol=1e-6)
+    loaded.save(tmp_path / "v2")  # re-saved in the current format, bitwise the same parameters
+    assert json.loads((tmp_path / "v2" / checkpoint.CONFIG_FILE).read_text())["format_version"] == 2
+    assert load_file(str(tmp_path / "v2" / checkpoint.WEIGHTS_FILE)).keys() == saved.keys()
+    with pytest.raises(ValueError, match="records no base model|source was not recorded"):
+        reftlab.ReftModel.load(V1)
+
+
+def test_version_1_records_infer_the_source_from_name_or_path(tmp_path):
+    from reftlab.io import ModelIdentity
+
+    record = json.loads((V1 / checkpoint.CONFIG_FILE).read_text())["base_model"]
+    embedded = ModelIdentity.from_json({**record, "name_or_path": "/root/.cache/reftlab/smollm2-135m-instruct"}, 1)
+    assert (embedded.source, embedded.name) == (
+        "smollm2-135m-instruct",
+        "smollm2-135m-instruct (Q4_1 GGUF, dequantized)",
+    )
+    hub = ModelIdentity.from_json({**record, "name_or_path": "org/tiny"}, 1)
+    assert (hub.source, hub.revision, hub.dtype) == ("org/tiny", None, None)
+    with pytest.raises(ValueError, match=r"missing fields \['dtype', 'name', 'revision', 'source'\]"):
+        ModelIdentity.from_json(record, 2)
+    with pytest.raises(ValueError, match=r"unknown fields \['source'\]"):
+        ModelIdentity.from_json({**record, "source": None}, 1)

@@ -121,7 +121,10 @@ def test_missing_weights_file(saved):
         (lambda d: d["base_model"].pop("d_model"), r"base_model record: missing fields \['d_model'\]"),
         (lambda d: d["representations"][0]["intervention"].update(kind="pickle"), "unknown intervention kind 'pickle'"),
         (lambda d: d["representations"][0]["intervention"].update(rank=3), "tensors of .* need"),
-        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "format_version 2.*upgrade reftlab"),
+        (
+            lambda d: d.update(format_version=FORMAT_VERSION + 1),
+            f"format_version {FORMAT_VERSION + 1}.*upgrade reftlab",
+        ),
     ],
 )
 def test_bad_configs_give_clear_errors(saved, edit, message):
@@ -137,7 +140,7 @@ def test_invalid_json_and_non_checkpoint_folders(saved, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is not a ReFT checkpoint"):
         reftlab.ReftModel.load(tmp_path / "empty", tiny_llama())
-    with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder: .*nope.x .*looks like a path"):
         reftlab.ReftModel.load(tmp_path / "nope" / "x", tiny_llama())
 
 
@@ -147,3 +150,11 @@ def test_fingerprint_samples_stay_in_bounds_for_large_tensors():
     with torch.no_grad():
         big.weight[-1] += 1.0  # the last element is always sampled
     assert weights_fingerprint(big) != a
+
+
+def test_a_missing_relative_checkpoint_path_is_no_such_folder_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ["runs/emoj", "./emoj", "out/runs/emoj"]:
+        with pytest.raises(FileNotFoundError, match=f"no such checkpoint folder: {name} .*looks like a path"):
+            reftlab.ReftModel.load(name, tiny_llama())

@@ -123,8 +123,8 @@ def test_load_model_from_local_folder_and_cache_override(tmp_path, tok, monkeypa
     from reftlab.models import cache_dir
 
     assert cache_dir() == tmp_path / "cache"
-    with pytest.raises(ValueError, match="neither 'smollm2-135m-instruct' nor a local HF folder"):
-        reftlab.load_model("org/some-hub-model")
+    with pytest.raises(FileNotFoundError, match="no such folder: ./some-missing-model .*looks like a path"):
+        reftlab.load_model("./some-missing-model")
 
 
 def test_unsupported_architecture_is_named(tok):

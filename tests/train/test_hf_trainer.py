@@ -3,7 +3,7 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForSequenceClassification, TrainingArguments
+from transformers import DataCollatorWithPadding, LlamaConfig, LlamaForSequenceClassification, TrainingArguments
 
 import reftlab
 from reftlab.train.loss import plain_loss
@@ -72,19 +72,7 @@ def test_tokenizer_given_twice_differently_is_an_error(tok, tmp_path):
 
 
 def test_sequence_classification_trainer_uses_the_heads_loss(tok, tmp_path):
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=260,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=256,
-        num_labels=2,
-    )
-    hf = LlamaForSequenceClassification(cfg).eval()
-    rm = loreft_model(tok, hf)
+    rm = loreft_model(tok, _classifier(tok))
     rm.model.score.weight.requires_grad_(True)  # unfrozen on purpose: trains with the interventions
     head0 = rm.model.score.weight.detach().clone()
     texts = ["good day", "bad day", "very good", "very bad"]
@@ -112,3 +100,134 @@ def test_sequence_classification_trainer_uses_the_heads_loss(tok, tmp_path):
         labels=batch["labels"],
     )
     assert out.logits.shape == (4, 2) and torch.isfinite(out.loss)
+
+
+def _resume_args(out, save_steps=2):
+    return TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=2,
+        per_device_train_batch_size=2,
+        learning_rate=5e-2,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        use_cpu=True,
+        seed=7,
+    )
+
+
+def _step_losses(trainer):
+    return {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+
+
+@pytest.mark.parametrize("checkpoint", ["checkpoint-2", "checkpoint-3"])  # mid-epoch, epoch boundary
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tok, tmp_path, checkpoint):
+    # 6 examples, batch 2: 3 steps per epoch, 6 in all; checkpoints every 2 steps (and at 3 below).
+    prompts, responses = [*PROMPTS, "One", "Two"], [*RESPONSES, "1", "2"]
+    torch.manual_seed(0)
+    full = loreft_model(tok)
+    dm = reftlab.make_last_position_supervised_data_module(tok, full.model, prompts, responses)
+    args = _resume_args(tmp_path / "a", save_steps=2 if checkpoint == "checkpoint-2" else 3)
+    uninterrupted = reftlab.ReftTrainerForCausalLM(model=full, tokenizer=tok, args=args, **dm)
+    uninterrupted.train()
+
+    torch.manual_seed(1)  # other initial weights: the checkpoint must replace them
+    again = loreft_model(tok)
+    resumed = reftlab.ReftTrainerForCausalLM(model=again, tokenizer=tok, args=_resume_args(tmp_path / "b"), **dm)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / checkpoint))
+
+    # The resumed log holds the checkpoint's history up to its step, then its own steps: the
+    # same loss curve as the uninterrupted run, exactly.
+    assert resumed.state.global_step == 6 and _step_losses(resumed) == _step_losses(uninterrupted)
+    for x, y in zip(full.interventions.values(), again.interventions.values()):
+        assert all(torch.equal(p, q) for p, q in zip(x.state_dict().values(), y.state_dict().values()))
+
+
+def _classifier(tok):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=260,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=256,
+        num_labels=2,
+    )
+    return LlamaForSequenceClassification(cfg).eval()
+
+
+def _classification_data(tok):
+    texts, labels = ["good day", "bad day", "very good", "very bad"], [1, 0, 1, 0]
+    return [
+        {"input_ids": tok(t)["input_ids"], "labels": lab, "intervention_locations": [[len(tok(t)["input_ids"]) - 1]]}
+        for t, lab in zip(texts, labels)
+    ]
+
+
+def test_sequence_classification_head_is_saved_resumed_and_loaded(tok, tmp_path):
+    collate = reftlab.ReftDataCollator(data_collator=DataCollatorWithPadding(tok))
+    train = _classification_data(tok)
+
+    def run(out, seed, resume=None):
+        rm = loreft_model(tok, _classifier(tok))
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(rm.model.score.weight)  # seed 1: another head, replaced by the checkpoint's
+        rm.model.score.weight.requires_grad_(True)
+        trainer = reftlab.ReftTrainerForSequenceClassification(
+            model=rm, tokenizer=tok, args=_resume_args(out), train_dataset=train, data_collator=collate
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return rm, trainer
+
+    full, trainer = run(tmp_path / "a", seed=0)
+    head_file = tmp_path / "a" / "checkpoint-2" / "reft" / "base_parameters.safetensors"
+    assert set(load_file(str(head_file))) == {"score.weight"}
+    resumed, _ = run(tmp_path / "b", seed=1, resume=str(tmp_path / "a" / "checkpoint-2"))
+    assert torch.equal(resumed.model.score.weight, full.model.score.weight)
+
+    trainer.save_model(str(tmp_path / "final"))
+    fresh = _classifier(tok)
+    torch.nn.init.zeros_(fresh.score.weight)
+    again = reftlab.ReftModel.load(tmp_path / "final" / "reft", fresh, tokenizer=tok)
+    assert torch.equal(fresh.score.weight, full.model.score.weight)
+    batch = collate(train)
+    positions = batch["intervention_locations"][:, 0]
+    with torch.no_grad():
+        want = full.eval().run(batch["input_ids"], batch["attention_mask"], positions=positions).logits
+        got = again.eval().run(batch["input_ids"], batch["attention_mask"], positions=positions).logits
+    assert torch.equal(want, got)
+
+
+def test_only_the_main_process_writes_checkpoints(tok, tmp_path, monkeypatch):
+    rm = loreft_model(tok)
+    dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+    trainer = reftlab.ReftTrainerForCausalLM(model=rm, tokenizer=tok, args=args(tmp_path / "out"), **dm)
+    monkeypatch.setattr(TrainingArguments, "should_save", property(lambda self: False))  # as on rank 1
+    trainer.save_model(str(tmp_path / "rank1"))
+    assert not (tmp_path / "rank1").exists()
+    monkeypatch.undo()
+    trainer.save_model(str(tmp_path / "rank0"))
+    assert (tmp_path / "rank0" / "reft" / "interventions.safetensors").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(tok, tmp_path):
+    rm = loreft_model(tok)
+    rm.save(tmp_path / "ckpt" / "reft")
+    other = reftlab.get_reft_model(
+        reftlab.load_model(reftlab.tiny_llama(), tok),
+        reftlab.ReftConfig(
+            representations={
+                "layer": 2,
+                "component": "block_output",
+                "intervention": reftlab.LoreftIntervention(embed_dim=64, low_rank_dimension=2),
+            }
+        ),
+    )
+    before = [p.clone() for p in other.interventions.parameters()]
+    trainer = reftlab.ReftTrainerForCausalLM(model=other, tokenizer=tok, args=args(tmp_path / "out"))
+    with pytest.raises(ValueError, match="resume with the configuration it was saved from"):
+        trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
+    assert all(torch.equal(p, q) for p, q in zip(before, other.interventions.parameters()))

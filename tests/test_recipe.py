@@ -1,0 +1,132 @@
+"""Task recipes: BIG-bench sources, multiple choice and classification runs, held-out evaluation."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from bigbench_helpers import cached_archive
+from helpers import REPO
+from safetensors.torch import load_file
+
+import reftlab
+from reftlab.models.classifier import load_classifier
+from reftlab.recipe import Recipe, run_recipe
+
+EXAMPLES = REPO / "examples"
+SIQA = [
+    {"input": f"{who} {did}. What will {who} do?", "target_scores": {"sleep": int(i % 2 == 0), "eat": int(i % 2 == 1)}}
+    for i, (who, did) in enumerate(
+        [("Al", "ran"), ("Bo", "sang"), ("Cy", "cooked"), ("Di", "swam"), ("Ed", "read"), ("Fa", "sat")]
+    )
+]
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    model_dir = tmp_path / "tiny"
+    reftlab.tiny_llama(seed=0).save_pretrained(model_dir)
+    reftlab.tiny_tokenizer().save_pretrained(model_dir)
+    return model_dir
+
+
+def write_recipe(tmp_path, **sections):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return Recipe.from_file(path)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "social_iqa", "classify", "emoji"])
+def test_example_recipes_parse_round_trip_and_keep_test_data_apart(name):
+    recipe = Recipe.from_file(EXAMPLES / f"{name}.yaml")
+    again = Recipe.from_mapping(recipe.to_mapping())
+    assert again == recipe
+    if recipe.data.bigbench is not None:
+        train, test = recipe.data.bigbench, recipe.evaluation.data.bigbench
+        assert (train.task, train.subtasks, train.seed) == (test.task, test.subtasks, test.seed)
+        assert train.stop is not None and test.start >= train.stop  # disjoint slices of one shuffle
+        assert recipe.evaluation.data.chat_template == recipe.data.chat_template  # inherited from data
+
+
+def test_recipe_errors_name_the_problem(tmp_path):
+    base = {
+        "interventions": [{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}]
+    }
+    with pytest.raises(ValueError, match="exactly one source"):
+        Recipe.from_mapping({**base, "data": {"path": "a.jsonl", "bigbench": {"task": "social_iqa"}}})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['metrics'\\] in evaluation"):
+        Recipe.from_mapping({**base, "data": "a.jsonl", "evaluation": {"metrics": "accuracy"}})
+    with pytest.raises(ValueError, match="evaluation.metric='bleu' is unknown"):
+        Recipe.from_mapping({**base, "data": "a.jsonl", "evaluation": {"metric": "bleu"}})
+    with pytest.raises(ValueError, match="task='summarise' is not a task type"):
+        Recipe.from_mapping({**base, "data": "a.jsonl", "task": "summarise"})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['budgets'\\] in search"):
+        Recipe.from_mapping({**base, "data": "a.jsonl", "search": {"budgets": "1m"}})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['stopp'\\] in bigbench"):
+        Recipe.from_mapping({**base, "data": {"bigbench": {"task": "social_iqa", "stopp": 3}}})
+
+
+def test_multiple_choice_recipe_on_bigbench_data(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setenv("REFTLAB_CACHE", str(tmp_path / "cache"))
+    cached_archive(tmp_path / "cache", {"social_iqa": {"examples": SIQA}})
+    recipe = write_recipe(
+        tmp_path,
+        model=str(tiny_dir),
+        task="multiple_choice",
+        data={"bigbench": {"task": "social_iqa", "stop": 4}},
+        evaluation={"data": {"bigbench": {"task": "social_iqa", "start": 4}}, "max_new_tokens": 3},
+        interventions=[{"layer": 1, "component": "block_output", "positions": "f1+l1", "kind": "loreft", "rank": 1}],
+        training={"epochs": 2, "batch_size": 2, "progress": False},
+        output_dir=str(tmp_path / "out"),
+    )
+    result = run_recipe(recipe, log=lambda m: None)
+    ev = result["evaluation"]
+    assert ev["metric"] == "accuracy" and ev["n"] == 2 and 0 <= ev["score"] <= 1 and "base" in ev["compare"]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "eval.csv")
+    assert set(table["reference"]) <= {"sleep", "eat"} and list(table.columns)[:4] == [
+        "prompt",
+        "reference",
+        "prediction",
+        "score",
+    ]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["evaluation"] == ev
+    # the prompts the model saw listed the choices
+    examples = reftlab.recipe.recipe_examples(recipe)
+    assert len(examples) == 4 and all(e["choices"] in (["sleep", "eat"],) for e in examples)
+
+
+def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, tiny_dir):
+    words = ["cat", "dog", "sun", "sky", "red", "big", "hot", "ice", "car", "bus"]
+    rows = [
+        {"prompt": f"{w} is {'good' if i % 2 else 'bad'}", "label": ["bad", "good"][i % 2]} for i, w in enumerate(words)
+    ]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:8]))
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[8:]))
+    recipe = write_recipe(
+        tmp_path,
+        model=str(tiny_dir),
+        task="classification",
+        data={"path": "train.jsonl", "labels": ["bad", "good"]},
+        evaluation={"data": "test.jsonl"},
+        interventions=[{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}],
+        training={"epochs": 2, "batch_size": 4, "lr": 1e-2, "progress": False},
+        output_dir=str(tmp_path / "out"),
+    )
+    torch.manual_seed(0)
+    head0 = load_classifier(str(tiny_dir), num_labels=2).hf_model.score.weight.clone()
+    result = run_recipe(recipe, log=lambda m: None)
+    ev = result["evaluation"]
+    assert ev["metric"] == "accuracy" and ev["n"] == 2 and ev["trainable_params"] == 2 * 64 + 1 + 2 * 64
+    assert len(result["losses"]) == 4
+    table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
+    assert table[0] == "prompt,reference,prediction,score" and len(table) == 3
+    assert head0.shape == (2, 64)
+    # Without a model, the checkpoint rebuilds its classifier on the recorded folder; the head comes back trained.
+    loaded = reftlab.ReftModel.load(tmp_path / "out")
+    assert type(loaded.hooked.hf_model).__name__ == "LlamaForSequenceClassification"
+    saved = load_file(str(tmp_path / "out" / "base_parameters.safetensors"))
+    assert torch.equal(loaded.hooked.hf_model.score.weight, saved["score.weight"])
+    again = reftlab.evaluate(loaded, tmp_path / "test.jsonl", task="classification", labels=["bad", "good"])
+    assert again.summary()["score"] == ev["score"]

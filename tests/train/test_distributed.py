@@ -1,0 +1,48 @@
+"""ReftTrainerForCausalLMDistributed under torchrun: 2 CPU processes (gloo) train like 1 with their global batch."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import REPO
+from safetensors.torch import load_file
+
+WORKER = REPO / "tests" / "train" / "ddp_worker.py"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        str(two),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runpy.run_path(str(WORKER))["run"](one)  # the same run in this process: world size 1, batch 4
+
+    # Gradients were all-reduced: both ranks hold the same weights, and those of the 1-process run.
+    rank0, rank1, single = (load_file(str(p)) for p in (two / "rank0.safetensors", two / "rank1.safetensors", one / "rank0.safetensors"))  # fmt: skip
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert all(torch.allclose(rank0[k], single[k], atol=1e-5) for k in rank0)
+    a, b = json.loads((two / "losses.json").read_text()), json.loads((one / "losses.json").read_text())
+    assert a["world"] == 2 and len(a["losses"]) == len(b["losses"]) == 4
+    assert a["losses"] == pytest.approx(b["losses"], abs=1e-5)
+
+    # Checkpoints (steps 2 and 4) and the final save were written by rank 0 only.
+    assert (two / "saves.log").read_text().split() == ["0", "0", "0"]
+    assert (two / "run" / "checkpoint-4" / "reft" / "interventions.safetensors").is_file()
+    assert (two / "final" / "reft" / "interventions.safetensors").is_file()
