@@ -29,7 +29,6 @@ Readers take a ``pandas.DataFrame``, a ``datasets.Dataset`` or a file (.csv, .js
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.build import read_table
+
 LABELS = ("positive", "negative", "hard negative")
 SHARED = "EEEEE"  # AxBench's concept name for negatives shared by every concept
 AXBENCH_COLUMNS = ("input", "output", "output_concept", "category", "concept_id")
 PLAIN_COLUMNS = ("text", "concept", "label")
-SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,7 +149,7 @@ def read_concepts(
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        return from_frame(_read_file(path), text_column=text_column, name=name or str(path))
+        return from_frame(read_table(path), text_column=text_column, name=name or str(path))
     if hasattr(source, "to_pandas") and hasattr(source, "column_names"):  # datasets.Dataset
         return from_frame(source.to_pandas(), text_column=text_column, name=name or "<dataset>")
     if isinstance(source, pd.DataFrame):
@@ -247,24 +247,3 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{name}: missing column {missing[0]!r} (columns: {sorted(map(str, frame.columns))})")
-
-
-def _read_file(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"no concept data file at {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(path, keep_default_na=False, na_values=[])
-        if suffix == ".jsonl":
-            return pd.read_json(path, lines=True)
-        if suffix == ".json":
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(rows, list):
-                raise ValueError("a .json concept file must hold a list of row objects")
-            return pd.DataFrame(rows)
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-    except (ValueError, OSError, ImportError) as e:
-        raise ValueError(f"{path}: cannot read it as {suffix[1:]} ({e})") from None
-    raise ValueError(f"{path}: a concept data file must end in {', '.join(SUFFIXES)}")

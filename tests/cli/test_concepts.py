@@ -52,7 +52,7 @@ def test_fit_writes_directions_tables_and_the_report(base, tmp_path):
 def test_bad_input_exits_2_with_one_line(base, tmp_path, capsys):
     args = ["concepts", "fit", str(tmp_path / "none.csv"), "--layer", "1", "-o", str(tmp_path / "o")]
     assert main(args) == 2
-    assert "no concept data file" in capsys.readouterr().err
+    assert "no data file" in capsys.readouterr().err
     assert main(["concepts", "fit", str(EXAMPLES / "train.csv"), "--layer", "1", "--methods", "lda", "-o", "x"]) == 2
     assert "unknown" in capsys.readouterr().err
     bad = ["concepts", "fit", str(EXAMPLES / "train.csv"), "--model", str(base), "--layer", "1"]

@@ -114,10 +114,10 @@ def test_bad_tables_name_the_column_and_the_fix(frame, match):
 
 
 def test_bad_files_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no concept data file"):
+    with pytest.raises(FileNotFoundError, match="no data file"):
         read_concepts(tmp_path / "none.csv")
     (tmp_path / "d.txt").write_text("x")
-    with pytest.raises(ValueError, match="must end in .csv"):
+    with pytest.raises(ValueError, match="must end in"):
         read_concepts(tmp_path / "d.txt")
     (tmp_path / "bad.csv").write_text("output,category\nhello,positive\n")
     with pytest.raises(ValueError, match="bad.csv: columns"):
