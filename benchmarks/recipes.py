@@ -155,7 +155,7 @@ def bench(name: str, out: Path, lora_lrs: Sequence[float], budget: str | None) -
         "train": len(train),
         "test": len(test),
         "reft": {
-            "settings": result.best.key,
+            "settings": result.best.describe(),
             "params": reft["trainable_params"],
             "score": reft["score"],
             "val_score": result.score,
@@ -182,7 +182,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         base = "-" if r["base"] is None else f"{r['base']:.3f}"
         lines.append(
             f"| {r['recipe']} | {r['metric']} (n={r['test']}) | {base} | {r['reft']['score']:.3f} "
-            f"(`{r['reft']['settings']}`) | {r['reft']['params']:,} | {r['lora']['score']:.3f} (lr {r['lora']['lr']:g}) "
+            f"({r['reft']['settings']}) | {r['reft']['params']:,} | {r['lora']['score']:.3f} (lr {r['lora']['lr']:g}) "
             f"| {r['lora']['params']:,} | {r['reft']['params'] / r['lora']['params']:.3f} |"
         )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ for tables, ``reftlab.viz`` for plotly figures and the HTML dashboard).
 """
 
 from . import analysis
+from ._version import __version__
 from .attach import Binding, apply_at_positions, attach
 from .compose import compose, describe, for_layers, parse_layers, positions_overlap
 from .config import ReftConfig, Representation, TaskType
@@ -27,7 +28,7 @@ from .data import (
 )
 from .evaluate import Evaluation, evaluate
 from .generate import Generation, generate
-from .interference import interference, principal_angles
+from .interference import interference
 from .interventions import (
     ConcatLoReFT,
     ConsReFT,
@@ -53,13 +54,12 @@ from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
 from .search import SearchSpace, search
 from .sites import COMPONENTS, Positions, Site, resolve_positions
+from .subspace import principal_angles
 from .train import TrainConfig, TrainResult, train
 from .train.distributed import ReftTrainerForCausalLMDistributed
 from .train.dpo import ReftDPOTrainer
 from .train.hf_trainer import ReftTrainer, ReftTrainerForCausalLM, ReftTrainerForSequenceClassification
 from .train.reward import ReftTrainerForRewardModelling
-
-__version__ = "0.1.0"
 
 __all__ = [
     "COMPONENTS",

@@ -6,8 +6,10 @@ duration of the ``with`` block and removes them (and their taps on the HF model)
 applies the intervention to those ``[n, d_model]`` vectors, and scatters them back;
 other positions pass through untouched.
 
-An intervention with ``arity = k > 1`` (a class or instance attribute; default 1)
-reads groups of k positions at once: the binding's ``[batch, n]`` positions (n
+A binding applies an ``Edit``: an ``Intervention``, or any object with ``kind``,
+``arity`` and a call ``[..., d_model] -> [..., d_model]`` (analysis binds taps and
+ablated copies the same way). An edit with ``arity = k > 1`` reads groups of k
+positions at once: the binding's ``[batch, n]`` positions (n
 divisible by k) are grouped ``[batch, n/k, k]``, the hook gathers ``[N, k, d_model]``,
 calls the intervention, and scatters all k rows back. Groups with any -1 slot are
 skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
@@ -17,17 +19,38 @@ edits only the tokens after the prompt (``min_length`` tokens): the generated on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
-from .interventions import Intervention
+from .config import ReftConfig
+from .interventions import InterventionDict
 from .models.hooked import HookedModel
+from .sites import Site
+
+
+@runtime_checkable
+class Edit(Protocol):
+    """What a binding applies at its positions: ``[..., d_model] -> [..., d_model]``.
+
+    With ``arity = k > 1`` it maps groups ``[..., k, d_model]`` to the same shape.
+    ``kind`` names it in error messages. Every ``Intervention`` is one; so are the
+    analysis taps (``reftlab.analysis._capture.Tap``) and ablated copies.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def arity(self) -> int: ...
+
+    def __call__(self, h: Tensor, /) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,7 @@ class Binding:
     """
 
     hook: str
-    intervention: Intervention
+    intervention: Edit
     positions: Int[Tensor, "batch n"] | None = None
     rows: Bool[Tensor, " batch"] | None = None
     after_prompt: bool = False
@@ -54,7 +77,7 @@ class Binding:
 
 def apply_at_positions(
     h: Float[Tensor, "batch pos d_model"],
-    intervention: Intervention,
+    intervention: Edit,
     positions: Int[Tensor, "batch n"] | None,
     min_length: int = 0,
     rows: Bool[Tensor, " batch"] | None = None,
@@ -76,7 +99,7 @@ def apply_at_positions(
             return h
         tail = apply_at_positions(h[:, start:], intervention, None, rows=rows)  # [batch, pos - start, d_model]
         return torch.cat([h[:, :start], tail], dim=1)
-    arity = int(getattr(intervention, "arity", 1))
+    arity = intervention.arity
     if positions is None:
         if arity != 1:
             raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
@@ -108,7 +131,7 @@ def apply_at_positions(
 
 
 def _apply_grouped(
-    h: Float[Tensor, "batch pos d_model"], intervention: Intervention, positions: Int[Tensor, "batch n"], k: int
+    h: Float[Tensor, "batch pos d_model"], intervention: Edit, positions: Int[Tensor, "batch n"], k: int
 ) -> Float[Tensor, "batch pos d_model"]:
     if positions.shape[1] % k:
         raise ValueError(
@@ -154,10 +177,72 @@ def _hook(
     h: Tensor,
     hook: object,
     *,
-    intervention: Intervention,
+    intervention: Edit,
     positions: Tensor | None,
     min_length: int,
     rows: Tensor | None,
     after_prompt: bool,
 ) -> Tensor:
     return apply_at_positions(h, intervention, positions, min_length, rows, after_prompt=after_prompt)
+
+
+@runtime_checkable
+class ReftLike(Protocol):
+    """The contract train/, analysis/, io/ and viz/ rely on: what a ``ReftModel`` offers them.
+
+    ``reftlab.ReftModel`` is the implementation (its test checks it satisfies this
+    protocol); typing consumers against the protocol keeps the rooms below
+    ``reft_model.py`` (``io/``) free of an upward import.
+    """
+
+    @property
+    def hooked(self) -> HookedModel:
+        """The base model with its hook points."""
+
+    @property
+    def model(self) -> nn.Module:
+        """What runs: the HF model, or its peft wrapper (``hooked.model``)."""
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer given with the model (None when none was)."""
+
+    @property
+    def config(self) -> ReftConfig:
+        """The representations: one site and intervention spec each."""
+
+    @property
+    def sites(self) -> tuple[Site, ...]:
+        """One site per intervention, in binding order."""
+
+    @property
+    def interventions(self) -> InterventionDict:
+        """The named interventions, in binding order (a shared module appears under each key)."""
+
+    @property
+    def origins(self) -> Mapping[str, str]:
+        """Intervention key -> the ReFT it came from, for composed models; empty otherwise."""
+
+    @property
+    def merged(self) -> bool:
+        """True once ``merge_into_base`` folded the interventions into the base weights."""
+
+    def bindings(
+        self,
+        positions: Any,
+        attention_mask: Tensor,
+        prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
+    ) -> list[Binding]:
+        """One ``Binding`` per intervention for this batch (see ``ReftModel.run`` for ``positions``)."""
+
+    def num_intervention_parameters(self) -> int:
+        """Intervention parameters, a shared module counted once."""
+
+    # nn.Module's own, used by training and analysis
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def modules(self) -> Iterator[nn.Module]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...

@@ -193,8 +193,7 @@ def compose(
         reps.append(rep)
         ivs.append(iv)
         origins.append(origin)
-    composed = ReftModel(hooked, ReftConfig(representations=reps), ivs)
-    composed.origins = dict(zip(composed.interventions, origins))
+    composed = ReftModel(hooked, ReftConfig(representations=reps), ivs, origins=origins)
     if interference_threshold is not None:
         interference(composed, threshold=interference_threshold, warn=True)
     return composed
@@ -203,7 +202,7 @@ def compose(
 def describe(reft: ReftModel) -> str:
     """The plan as text: hook by hook in the order the forward pass meets them, and at each
     hook the interventions in the order they apply, with their origin when composed."""
-    origins: Mapping[str, str] = getattr(reft, "origins", {})
+    origins = reft.origins
     rows = list(zip(reft.interventions.items(), reft.sites))
     rows.sort(key=lambda row: _hook_rank(row[1]))  # stable: same hook keeps binding order
     lines = [f"plan: {len(rows)} interventions, {reft.num_intervention_parameters():,} parameters"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text
 from .interventions import Intervention, build, intervention_class, kinds
 from .sites import COMPONENTS, Positions, Site
 
@@ -114,7 +115,7 @@ class ReftConfig:
                     f"{where}: intervention embed_dim/d_model={spec.get('d_model')} != the model's d_model={d_model}"
                 )
             rank = spec.get("rank")
-            if rank is None and getattr(intervention_class(spec["kind"]), "derives_rank", False):
+            if rank is None and intervention_class(spec["kind"]).derives_rank:
                 continue  # a composite's rank comes from its children, checked when it is built
             if not isinstance(rank, int) or not 1 <= rank <= d_model:
                 raise ValueError(f"{where}: rank/low_rank_dimension={rank!r} must be in [1, d_model={d_model}]")
@@ -134,10 +135,7 @@ class ReftConfig:
     def to_file(self, path: str | os.PathLike) -> None:
         """Write JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
         path = Path(path)
-        text = _dump(self.to_json(), path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(path, _dump(self.to_json(), path))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "ReftConfig":
@@ -193,7 +191,7 @@ def _parse(rep: Mapping[str, Any], i: int) -> Representation:
         if "rank" in spec and spec["rank"] != rank:
             raise ValueError(f"{where}: rank given twice ({rank} and {spec['rank']})")
         spec["rank"] = rank
-    if "rank" not in spec and not getattr(cls, "derives_rank", False):
+    if "rank" not in spec and not cls.derives_rank:
         raise ValueError(f"{where} needs 'low_rank_dimension' (or 'rank')")
     return Representation(site=site, intervention=spec, share=rep.get("share"))
 

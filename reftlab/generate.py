@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attach import attach
+from .attach import ReftLike, attach
 from .data.encode import format_prompt
 from .models.hooked import HookedModel
 
@@ -40,7 +40,7 @@ class Generation:
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: ReftLike | HookedModel,
     prompts: Sequence[str] | str,
     *,
     positions: Any = None,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json, write_text
 from .config import ReftConfig, _load
 from .data.bigbench import BigBenchSource
 from .train.config import TrainConfig
@@ -412,16 +413,16 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         log(f"held-out {recipe.evaluation.data.describe()}: {json.dumps(summary)}")  # type: ignore[union-attr]
     reft_model.save(out_dir)
     if table is not None:
-        tmp = out_dir / ".eval.csv.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out_dir / "eval.csv")
-    _write_json(
+        write_text(out_dir / "eval.csv", table.to_csv(index=False))
+    write_json(
         out_dir / "run.json",
         {
             "losses": result.losses,
             "before": before,
             "after": after,
             "evaluation": summary,
+            "task": recipe.task,
+            "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
             "seconds": time.perf_counter() - t0,
         },
     )
@@ -434,11 +435,3 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         "output_dir": str(out_dir),
         "seconds": time.perf_counter() - t0,
     }
-
-
-def _write_json(path: Path, data: Any) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

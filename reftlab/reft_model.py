@@ -16,25 +16,33 @@ import torch
 from jaxtyping import Int
 from torch import Tensor, nn
 
+from ._version import __version__
 from .attach import Binding, attach
 from .config import ReftConfig
 from .data.prompt_format import PromptFormat
-from .interventions import Intervention
+from .interventions import Intervention, InterventionDict
 from .models.hooked import HookedModel
 from .sites import MODULE_SITE, Positions, Site, resolve_positions
-
-PositionsArg = "str | Positions | Tensor | Sequence[Any] | None"
 
 
 class ReftModel(nn.Module):
     """Interventions attached to a (frozen) causal LM.
 
     ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
-    the ``HookedModel`` around it. ``prompt_format`` records how training formatted
-    prompts (chat template, system prompt; None when unknown): ``save`` writes it into the
-    checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
+    the ``HookedModel`` around it. ``origins`` maps each intervention key to the ReFT it
+    came from (``reftlab.compose`` passes one label per intervention; empty otherwise); ``merged`` turns True once
+    ``merge_into_base`` has folded the interventions into the base weights. It satisfies
+    ``reftlab.attach.ReftLike``, the contract the rooms above and below rely on. ``prompt_format``
+    records how training formatted prompts (chat template, system prompt; None when unknown):
+    ``save`` writes it into the checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
     """
 
+    hooked: HookedModel
+    config: ReftConfig
+    sites: tuple[Site, ...]
+    interventions: InterventionDict
+    origins: dict[str, str]
+    merged: bool
     prompt_format: PromptFormat | None
 
     def __init__(
@@ -43,6 +51,7 @@ class ReftModel(nn.Module):
         config: ReftConfig,
         interventions: Sequence[Intervention],
         *,
+        origins: Sequence[str] | None = None,
         prompt_format: PromptFormat | None = None,
     ) -> None:
         super().__init__()
@@ -51,10 +60,16 @@ class ReftModel(nn.Module):
             raise ValueError(f"{len(interventions)} interventions for {len(config.representations)} representations")
         self.hooked = hooked
         self.config = config
-        self.sites: tuple[Site, ...] = tuple(r.site for r in config.representations)
-        self.interventions = nn.ModuleDict()
+        self.sites = tuple(r.site for r in config.representations)
+        self.interventions = InterventionDict()
         for i, (site, iv) in enumerate(zip(self.sites, interventions)):
             self.interventions[_key(site, i)] = iv
+        if origins is not None and len(origins) != len(interventions):
+            raise ValueError(
+                f"{len(origins)} origins for {len(interventions)} interventions; give one per intervention"
+            )
+        self.origins = dict(zip(self.interventions, origins or ()))
+        self.merged = False
 
     # --- pyreft-compatible surface -------------------------------------------------
     @property
@@ -75,7 +90,7 @@ class ReftModel(nn.Module):
     def count_parameters(self, include_model: bool = False) -> int:
         """Trainable intervention parameters (shared ones once), plus the base model's trainable
         ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
-        n = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        n = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         if include_model:
             n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         return n
@@ -147,7 +162,7 @@ class ReftModel(nn.Module):
 
     def print_trainable_parameters(self) -> None:
         """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
-        iv = sum(p.numel() for p in _unique(self.interventions.parameters()) if p.requires_grad)
+        iv = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
         trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total_model = sum(p.numel() for p in self.model.parameters())
         print(
@@ -185,7 +200,7 @@ class ReftModel(nn.Module):
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
     ) -> list[Binding]:
         """Resolve ``positions`` (see ``run``) into one ``Binding`` per intervention."""
-        if getattr(self, "_merged", False):
+        if self.merged:
             raise RuntimeError(
                 "the interventions were merged into the base model (merge_into_base); "
                 "run reft_model.model (or the returned HF model) directly"
@@ -218,7 +233,7 @@ class ReftModel(nn.Module):
         return out
 
     def num_intervention_parameters(self) -> int:
-        return sum(p.numel() for p in _unique(self.interventions.parameters()))
+        return sum(p.numel() for p in self.interventions.parameters())  # parameters() yields a shared one once
 
     def __repr__(self) -> str:
         lines = [f"ReftModel on {self.hooked!r}"]
@@ -249,7 +264,6 @@ class ReftModel(nn.Module):
         ``prompt_format`` (a ``PromptFormat`` or its dict) is recorded instead of
         ``self.prompt_format``: how training formatted prompts.
         """
-        from . import __version__
         from .io import save_reft, upload_folder
 
         if save_to_hf_hub and not hf_repo_name:
@@ -258,7 +272,7 @@ class ReftModel(nn.Module):
         folder = save_reft(
             self,
             save_directory,
-            format=format,  # type: ignore[arg-type]
+            format=format,
             repo_id=hf_repo_name,
             version=__version__,
             prompt_format=fmt,
@@ -328,7 +342,7 @@ class ReftModel(nn.Module):
         from .io import merge_into_base
 
         merged = merge_into_base(list(self.sites), list(self.interventions.values()), self.hooked)
-        self._merged = True
+        self.merged = True
         return merged
 
 
@@ -415,15 +429,6 @@ def _depth(x: Any) -> int:
     while isinstance(x, (list, tuple)) and x:
         x, d = x[0], d + 1
     return d
-
-
-def _unique(params: Any) -> list[nn.Parameter]:
-    seen, out = set(), []
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
 
 
 def _key(site: Site, i: int) -> str:

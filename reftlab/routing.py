@@ -24,8 +24,6 @@ from .attach import Binding, attach
 from .models.hooked import HookedModel
 from .reft_model import ReftModel
 
-Route = "str | Sequence[str] | None"
-
 
 class Routed:
     """Several ReftModels sharing one base model; ``routes`` picks per example.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,19 @@ def no_hooks_anywhere(hooked) -> bool:
             if isinstance(getattr(fn, "__self__", None), HookPoint):
                 return False
     return True
+
+
+def rotated(d: int, angles_deg: list[float]):
+    """Two orthonormal float64 [r, d] bases whose principal angles are exactly ``angles_deg``, in a random frame."""
+    import torch
+
+    r = len(angles_deg)
+    e = torch.eye(d, dtype=torch.float64)
+    b = torch.stack(
+        [math.cos(math.radians(t)) * e[i] + math.sin(math.radians(t)) * e[r + i] for i, t in enumerate(angles_deg)]
+    )
+    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]  # a random rotation of the whole space
+    return e[:r] @ q, b @ q
 
 
 def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):

@@ -10,6 +10,7 @@ from reftlab.attach import Binding, apply_at_positions
 
 class AddOne(torch.nn.Module):
     kind = "add_one"
+    arity = 1
 
     def forward(self, h):
         return h + 1.0
@@ -42,6 +43,7 @@ def test_generation_only_edit_keeps_the_first_new_token_and_leaves_no_hook(tok):
 
     class Record(torch.nn.Module):
         kind = "record"
+        arity = 1
 
         def forward(self, h):
             seen.append(h.shape[1])

@@ -2,13 +2,13 @@
 
 import io
 import json
-import math
 import warnings
 from contextlib import redirect_stdout
 
 import pytest
 import torch
 from composition_helpers import perturb
+from helpers import rotated
 from safetensors.torch import load_file, save_file
 
 import reftlab
@@ -190,28 +190,6 @@ def test_compose_checkpoint_folders_and_save_the_composition_as_one(hooked, tok,
         again = reftlab.ReftModel.load(tmp_path / "ab", hooked)
         assert torch.equal(x, again.run(enc["input_ids"], enc["attention_mask"]).logits)
     assert [iv.kind for iv in again.interventions.values()] == ["sum"]
-
-
-def rotated(d, angles_deg):
-    """Two orthonormal [r, d] bases whose principal angles are exactly ``angles_deg``."""
-    r = len(angles_deg)
-    e = torch.eye(d, dtype=torch.float64)
-    a = e[:r]
-    b = torch.stack(
-        [math.cos(math.radians(t)) * e[i] + math.sin(math.radians(t)) * e[r + i] for i, t in enumerate(angles_deg)]
-    )
-    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]  # a random rotation of the whole space
-    return a @ q, b @ q
-
-
-@pytest.mark.parametrize("angles", [[0.0, 90.0], [10.0, 45.0], [30.0, 60.0, 80.0]])
-def test_principal_angles_on_constructed_subspaces(angles):
-    a, b = rotated(12, angles)
-    got = reftlab.principal_angles(a, b)
-    torch.testing.assert_close(got, torch.tensor(sorted(angles)), atol=1e-3, rtol=0)
-    # scaling or mixing the rows changes nothing: angles belong to the subspaces
-    mix = torch.randn(len(angles), len(angles), dtype=torch.float64)
-    torch.testing.assert_close(reftlab.principal_angles(mix @ a, 3 * b), got, atol=1e-3, rtol=0)
 
 
 def test_interference_warns_with_both_names_and_the_angle(hooked):

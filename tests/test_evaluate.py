@@ -108,3 +108,17 @@ def test_bad_metric_and_task_are_named(tok):
         reftlab.evaluate(hooked, [{"prompt": "a", "response": "b"}], metric="bleu")
     with pytest.raises(ValueError, match="task='summarise' is not a task type"):
         reftlab.evaluate(hooked, [{"prompt": "a", "response": "b"}], task="summarise")
+
+
+def test_prompts_are_formatted_as_the_model_records(tok):
+    from reftlab.data.prompt_format import PromptFormat
+
+    hooked = reftlab.load_model(reftlab.tiny_llama(seed=0), tok)
+    rm = reft_of(hooked)
+    data = [{"prompt": p, "response": "x"} for p in PROMPTS]
+    chat = reftlab.evaluate(rm, data, chat_template=True, max_new_tokens=4).table["prediction"].tolist()
+    raw = reftlab.evaluate(rm, data, chat_template=False, max_new_tokens=4).table["prediction"].tolist()
+    assert chat != raw
+    rm.prompt_format = PromptFormat(chat_template=True)  # what a checkpoint trained on chat prompts records
+    assert reftlab.evaluate(rm, data, max_new_tokens=4).table["prediction"].tolist() == chat
+    assert reftlab.evaluate(rm, data, chat_template=False, max_new_tokens=4).table["prediction"].tolist() == raw

@@ -97,7 +97,7 @@ def test_multiple_choice_recipe_on_bigbench_data(tmp_path, tiny_dir, monkeypatch
     assert len(examples) == 4 and all(e["choices"] in (["sleep", "eat"],) for e in examples)
 
 
-def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, tiny_dir):
+def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, tiny_dir, capsys):
     words = ["cat", "dog", "sun", "sky", "red", "big", "hot", "ice", "car", "bus"]
     rows = [
         {"prompt": f"{w} is {'good' if i % 2 else 'bad'}", "label": ["bad", "good"][i % 2]} for i, w in enumerate(words)
@@ -122,7 +122,6 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
     assert len(result["losses"]) == 4
     table = (tmp_path / "out" / "eval.csv").read_text().splitlines()
     assert table[0] == "prompt,reference,prediction,score" and len(table) == 3
-    assert head0.shape == (2, 64)
     # Without a model, the checkpoint rebuilds its classifier on the recorded folder; the head comes back trained.
     loaded = reftlab.ReftModel.load(tmp_path / "out")
     assert type(loaded.hooked.hf_model).__name__ == "LlamaForSequenceClassification"
@@ -130,3 +129,17 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
     assert torch.equal(loaded.hooked.hf_model.score.weight, saved["score.weight"])
     again = reftlab.evaluate(loaded, tmp_path / "test.jsonl", task="classification", labels=["bad", "good"])
     assert again.summary()["score"] == ev["score"]
+    # the trained head is in the checkpoint, and reftlab eval rebuilds the classifier from it
+    assert saved["score.weight"].shape == head0.shape == (2, 64) and not torch.equal(saved["score.weight"], head0)
+    from reftlab.cli import main
+
+    args = ["eval", str(tmp_path / "out"), "--data", str(tmp_path / "test.jsonl"), "--model", str(tiny_dir)]
+    assert main(args[:4]) == 0  # the base the checkpoint records
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["score"] == ev["score"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {k: ev[k] for k in ("metric", "score", "n", "trainable_params")}
+    (tmp_path / "out" / "run.json").unlink()  # without the run record the class names must be given
+    assert main(args) == 2 and "needs --labels" in capsys.readouterr().err
+    assert main([*args, "--labels", "bad,good,ugly"]) == 2 and "names 3 classes" in capsys.readouterr().err
+    assert main([*args, "--labels", "bad,good"]) == 0

@@ -176,3 +176,20 @@ def test_all_positions_edit_generated_tokens_in_padded_batches_too(tiny_hf, tok)
     for i, p in enumerate(prompts):
         _, alone = rm.generate(dict(enc_left(tok, [p])), **kw)
         assert torch.equal(batched[i, -10:], alone[0, -10:])
+
+
+def test_reft_model_meets_the_reft_like_contract_with_declared_fields(tiny_hooked):
+    from reftlab.analysis._capture import Tap
+    from reftlab.attach import Edit, ReftLike
+
+    rm = reftlab.get_reft_model(tiny_hooked, loreft_config())
+    assert isinstance(rm, ReftLike) and rm.origins == {} and rm.merged is False
+    assert isinstance(rm.interventions, reftlab.interventions.InterventionDict)
+    assert all(isinstance(iv, Edit) for iv in rm.interventions.values()) and isinstance(Tap(), Edit)
+    ivs = list(rm.interventions.values())
+    labelled = reftlab.ReftModel(tiny_hooked, rm.config, ivs, origins=["run_a"])
+    assert labelled.origins == {next(iter(labelled.interventions)): "run_a"}
+    with pytest.raises(ValueError, match="2 origins for 1 interventions"):
+        reftlab.ReftModel(tiny_hooked, rm.config, ivs, origins=["a", "b"])
+    with pytest.raises(TypeError, match="must be an Intervention, got Linear"):
+        rm.interventions["extra"] = torch.nn.Linear(2, 2)

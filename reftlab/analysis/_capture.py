@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..attach import Binding, attach
+from ..attach import Binding, ReftLike, attach
 from ._prompts import Batch
 
 
@@ -33,8 +33,11 @@ class Tap:
     """Identity on ``[..., d_model]`` that keeps the last value it saw (detached).
 
     With a ``group`` (a list of taps, itself included), the tap that completes the group
-    raises ``StopForward``.
+    raises ``StopForward``. An ``Edit`` (``reftlab.attach``) of kind ``"tap"``.
     """
+
+    kind = "tap"
+    arity = 1
 
     def __init__(self, group: list["Tap"] | None = None) -> None:
         self.value: Tensor | None = None
@@ -58,7 +61,7 @@ class Seen:
     positions: Int[Tensor, "batch n"] | None
 
 
-def check_keys(reft_model: Any, key: str | Sequence[str] | None) -> list[str]:
+def check_keys(reft_model: ReftLike, key: str | Sequence[str] | None) -> list[str]:
     """Intervention keys to analyse (None: all), with a clear error for unknown ones."""
     known = list(reft_model.interventions)
     keys = known if key is None else [key] if isinstance(key, str) else list(key)
@@ -69,7 +72,7 @@ def check_keys(reft_model: Any, key: str | Sequence[str] | None) -> list[str]:
 
 
 @contextmanager
-def eval_mode(reft_model: Any) -> Iterator[None]:
+def eval_mode(reft_model: ReftLike) -> Iterator[None]:
     """Every module in eval mode (no dropout) and no autograd; each module's own flag restored after."""
     was = [(m, m.training) for m in reft_model.modules()]
     try:
@@ -82,7 +85,7 @@ def eval_mode(reft_model: Any) -> Iterator[None]:
 
 
 def forward_seen(
-    reft_model: Any,
+    reft_model: ReftLike,
     batch: Batch,
     keys: Sequence[str],
     positions: Any = None,

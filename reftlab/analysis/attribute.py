@@ -32,18 +32,24 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
+from ..attach import ReftLike
+from ..interventions import Intervention
+from ..subspace import orthonormal_basis
 from ._capture import batch_positions, eval_mode, forward_seen
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
-from .compare import orthonormal_basis
 
 NONE = "none"
 
 
 class WithoutDirections:
-    """``h -> h + (I - Q^T Q)(phi(h) - h)``: an intervention with span(Q) removed from its edit."""
+    """``h -> h + (I - Q^T Q)(phi(h) - h)``: an intervention with span(Q) removed from its edit.
 
-    def __init__(self, intervention: Any, q: Float[Tensor, "m d_model"]) -> None:
+    An ``Edit`` (``reftlab.attach``) with the wrapped intervention's ``kind`` and ``arity``.
+    """
+
+    def __init__(self, intervention: Intervention, q: Float[Tensor, "m d_model"]) -> None:
         self.intervention, self.q = intervention, q
+        self.kind, self.arity = intervention.kind, intervention.arity
 
     def __call__(self, h: Tensor) -> Tensor:
         delta = self.intervention(h) - h  # [n, d_model]
@@ -66,7 +72,7 @@ def target_ids(tokenizer: Any, targets: Sequence[str | int]) -> dict[str, int]:
 
 
 def attribute(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     *,
     targets: Sequence[str | int] = (),

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..attach import ReftLike
 from ..models.arch import get_module
 from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
 from ._prompts import as_prompt_set, batches, pad_id, tokenize
@@ -50,7 +51,7 @@ def direction_logits(
 
 
 def mean_edit(
-    reft_model: Any, prompts: Any, key: str, *, positions: Any = None, batch_size: int = 32, column: str = "prompt"
+    reft_model: ReftLike, prompts: Any, key: str, *, positions: Any = None, batch_size: int = 32, column: str = "prompt"
 ) -> Float[Tensor, " d_model"]:
     """Mean of phi(h) - h over every position the intervention ``key`` edits, over the prompts."""
     (key,) = check_keys(reft_model, key)
@@ -71,7 +72,7 @@ def mean_edit(
 
 
 def decode(
-    reft_model: Any,
+    reft_model: ReftLike,
     key: str | Sequence[str] | None = None,
     *,
     k: int = 10,

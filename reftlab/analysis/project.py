@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
+from ..attach import ReftLike
 from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask
 from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
 
@@ -52,7 +53,7 @@ def unit_directions(
 
 
 def project(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     key: str | Sequence[str] | None = None,
     *,
@@ -109,7 +110,7 @@ def project(
     return pd.concat(frames, ignore_index=True)
 
 
-def _frame(reft_model: Any, key: str, parts: list[dict[str, np.ndarray]], tokenizer: Any) -> pd.DataFrame:
+def _frame(reft_model: ReftLike, key: str, parts: list[dict[str, np.ndarray]], tokenizer: Any) -> pd.DataFrame:
     cat = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     if not cat["intervened"].any():
         raise ValueError(

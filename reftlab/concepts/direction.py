@@ -33,10 +33,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..atomic import atomic_folder
 from ..config import ReftConfig, Representation
 from ..interventions import LobiReFT
 from ..io import ModelIdentity, identify
-from ..io.atomic import atomic_folder
 from ..io.fingerprint import check_identity
 from ..sites import Positions, Site
 

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..analysis.decode import direction_logits, top_and_bottom
-from ..io.atomic import atomic_file
+from ..atomic import write_text
 from ..sites import COMPONENTS
 from .data import ConceptData, read_concepts
 from .detect import detection_table, roc_curve
@@ -114,8 +114,7 @@ class ConceptRun:
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     """``table`` to ``path`` through a temporary file and a rename."""
-    with atomic_file(path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_text(path, table.to_csv(index=False))
 
 
 def fit_concepts(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_bytes
 from ..models.loading import cache_dir
 
 PACKAGE = "bigbench==1.0.0"
@@ -90,10 +91,7 @@ def load_task(task: str, subtask: str | None = None, *, download: bool = True) -
         if data is None:
             near = sorted(n for n in names if n.split("/")[0] == task) or sorted({n.split("/")[0] for n in names})
             raise ValueError(f"BIG-bench has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".task.json.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, cached)
+        write_bytes(cached, data)
     return json.loads(cached.read_text())
 
 

@@ -1,11 +1,12 @@
 """Typed subspace interventions, one module per kind; see ``base`` for the protocol."""
 
-from .base import Intervention, build, intervention_class, kinds, orthonormal_rows, register
+from .base import Intervention, InterventionDict, build, intervention_class, kinds, orthonormal_rows, register
 from .concat import ConcatLoReFT, concat_loreft_edit
 from .consreft import ConsReFT, consreft_edit
 from .direft import DiReFT, direft_edit
 from .lobireft import LobiReFT, lobireft_edit
 from .loreft import LoReFT, loreft_edit
+from .lowrank import LowRank
 from .nodireft import NodiReFT, nodireft_edit
 from .noreft import NoReFT, noreft_edit
 from .pyreft_names import (
@@ -26,10 +27,12 @@ __all__ = [
     "DiReFT",
     "DireftIntervention",
     "Intervention",
+    "InterventionDict",
     "LoReFT",
     "LobiReFT",
     "LobireftIntervention",
     "LoreftIntervention",
+    "LowRank",
     "NoReFT",
     "NodiReFT",
     "NodireftIntervention",

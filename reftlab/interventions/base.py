@@ -12,8 +12,8 @@ exactly the identity in both modes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, ItemsView, ValuesView
+from typing import Any, ClassVar, cast
 
 import torch
 from jaxtyping import Float
@@ -129,11 +129,18 @@ class Intervention(nn.Module, abc.ABC):
     """Abstract base: ``forward(h) = h + dropout(edit(h))`` on ``[..., d_model]``.
 
     Subclasses set ``kind``, own their parameters, implement ``edit`` by calling
-    their pure function, ``subspace`` and ``spec``.
+    their pure function, ``subspace`` and ``spec``. The six single-position kinds share
+    their constructor through ``reftlab.interventions.lowrank.LowRank``.
+
+    ``arity`` is the number of positions read jointly: 1 for ``[..., d_model]``
+    vectors, k > 1 for groups ``[..., k, d_model]`` (see ``reftlab.attach``).
+    ``derives_rank`` marks composites whose rank comes from their children (a spec
+    need not give ``rank``).
     """
 
     kind: ClassVar[str]
-    orthogonal: ClassVar[bool]
+    derives_rank: ClassVar[bool] = False
+    arity: int = 1
     d_model: int
     rank: int
 
@@ -194,3 +201,27 @@ class Intervention(nn.Module, abc.ABC):
             "dropout": self.dropout.p,
             "dtype": dtype_name(self.requested_dtype),
         }
+
+
+class InterventionDict(nn.ModuleDict):
+    """``nn.ModuleDict`` of interventions, typed as such (a plain ModuleDict hands back ``nn.Module``).
+
+    >>> d = InterventionDict({"a": build({"kind": "loreft", "d_model": 4, "rank": 1})})
+    >>> d["a"].kind, [iv.rank for iv in d.values()]
+    ('loreft', [1])
+    """
+
+    def __getitem__(self, key: str) -> Intervention:
+        return cast(Intervention, super().__getitem__(key))
+
+    def __setitem__(self, key: str, module: nn.Module) -> None:
+        if not isinstance(module, Intervention):
+            raise TypeError(f"interventions[{key!r}] must be an Intervention, got {type(module).__name__}")
+        super().__setitem__(key, module)
+
+    # The casts hold because __setitem__ (which __init__ and update() go through) admits interventions only.
+    def values(self) -> ValuesView[Intervention]:
+        return cast("ValuesView[Intervention]", super().values())
+
+    def items(self) -> ItemsView[str, Intervention]:
+        return cast("ItemsView[str, Intervention]", super().items())

@@ -61,7 +61,6 @@ class ConcatLoReFT(Intervention):
     """
 
     kind = "concat_loreft"
-    orthogonal = True
 
     def __init__(
         self,

@@ -8,13 +8,11 @@ so no initialisation makes it the identity. Parameters: d r + r.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Intervention, orthonormal_rows, random_orthonormal, register
+from .base import register
+from .lowrank import LowRank
 
 
 def consreft_edit(
@@ -27,9 +25,10 @@ def consreft_edit(
 
 
 @register
-class ConsReFT(Intervention):
+class ConsReFT(LowRank):
     """ConsReFT, ``h + R^T(b - Rh)``: a constant in a learned orthonormal subspace.
 
+    >>> import torch
     >>> iv = ConsReFT(d_model=8, rank=2)
     >>> out = iv(torch.randn(3, 8))
     >>> torch.allclose(out @ iv.R.T, iv.bias.expand(3, 2), atol=1e-5)
@@ -37,36 +36,9 @@ class ConsReFT(Intervention):
     """
 
     kind = "consreft"
-    orthogonal = True
-
-    def __init__(
-        self,
-        *,
-        d_model: int,
-        rank: int,
-        dropout: float = 0.0,
-        init: str = "random",
-        dtype: str | torch.dtype | None = None,
-    ) -> None:
-        super().__init__(d_model=d_model, rank=rank, dropout=dropout, dtype=dtype)
-        if init != "random":
-            raise ValueError(
-                f"init={init!r}: ConsReFT sets R h = b for every h, so no parameters make it the identity; "
-                "use init='random' or an identity-capable kind (loreft, noreft, direft, nodireft, lobireft)"
-            )
-        dt = self.requested_dtype or torch.float32
-        self.rotation = nn.Parameter(random_orthonormal(rank, d_model, dt))
-        self.bias = nn.Parameter(torch.rand(rank, dtype=dt))  # pyreft's init
-
-    @property
-    def R(self) -> Float[Tensor, "rank d_model"]:
-        return orthonormal_rows(self.rotation)
+    basis = "orthonormal"
+    readout = "bias"
+    identity = None  # R phi(h) = b for every h
 
     def edit(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         return consreft_edit(h, self.R, self.bias)
-
-    def subspace(self) -> Float[Tensor, "rank d_model"]:
-        return self.R
-
-    def spec(self) -> dict[str, Any]:
-        return self._base_spec()

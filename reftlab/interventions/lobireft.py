@@ -8,13 +8,11 @@ constrained to span(R). Parameters: d r + r.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import Intervention, orthonormal_rows, random_orthonormal, register
+from .base import register
+from .lowrank import LowRank
 
 
 def lobireft_edit(
@@ -27,44 +25,19 @@ def lobireft_edit(
 
 
 @register
-class LobiReFT(Intervention):
+class LobiReFT(LowRank):
     """LobiReFT, ``h + R^T b``.
 
+    >>> import torch
     >>> iv = LobiReFT(d_model=8, rank=2, init="identity")
     >>> h = torch.randn(2, 8); torch.equal(iv(h), h)
     True
     """
 
     kind = "lobireft"
-    orthogonal = True
-
-    def __init__(
-        self,
-        *,
-        d_model: int,
-        rank: int,
-        dropout: float = 0.0,
-        init: Literal["random", "identity"] = "random",
-        dtype: str | torch.dtype | None = None,
-    ) -> None:
-        super().__init__(d_model=d_model, rank=rank, dropout=dropout, dtype=dtype)
-        if init not in ("random", "identity"):
-            raise ValueError(f"init={init!r} must be 'random' or 'identity'")
-        self.init = init
-        dt = self.requested_dtype or torch.float32
-        self.rotation = nn.Parameter(random_orthonormal(rank, d_model, dt))
-        b = torch.zeros(rank, dtype=dt) if init == "identity" else torch.rand(rank, dtype=dt)
-        self.bias = nn.Parameter(b)
-
-    @property
-    def R(self) -> Float[Tensor, "rank d_model"]:
-        return orthonormal_rows(self.rotation)
+    basis = "orthonormal"
+    readout = "bias"
+    identity = "zero"  # b = 0
 
     def edit(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         return lobireft_edit(h, self.R, self.bias)
-
-    def subspace(self) -> Float[Tensor, "rank d_model"]:
-        return self.R
-
-    def spec(self) -> dict[str, Any]:
-        return {**self._base_spec(), "init": self.init}

@@ -53,7 +53,6 @@ class SimilarityGated(Intervention):
     """
 
     kind = "simgate"
-    orthogonal = False
     derives_rank = True
 
     def __init__(
@@ -73,7 +72,7 @@ class SimilarityGated(Intervention):
         dtype: str | torch.dtype | None = None,
     ) -> None:
         (built,) = child_interventions([child], d_model, "simgate")
-        if int(getattr(built, "arity", 1)) != 1:
+        if built.arity != 1:
             raise ValueError(f"simgate's child must read single positions; {built.kind} has arity {built.arity}")
         if rank is not None and rank != built.rank:
             raise ValueError(f"simgate: rank={rank} but its child has rank {built.rank}")

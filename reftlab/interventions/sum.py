@@ -11,7 +11,7 @@ Parameters: the sum of the children's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float
@@ -44,7 +44,6 @@ class SumOfEdits(Intervention):
     """
 
     kind = "sum"
-    orthogonal = False
     derives_rank = True  # rank comes from the children; a spec need not give it
 
     def __init__(
@@ -62,21 +61,27 @@ class SumOfEdits(Intervention):
         total = sum(c.rank for c in built)
         if rank is not None and rank != total:
             raise ValueError(f"sum: rank={rank} but the children's ranks add up to {total}")
-        arities = {int(getattr(c, "arity", 1)) for c in built}
+        arities = {c.arity for c in built}
         if len(arities) != 1:
             raise ValueError(f"sum: children read different numbers of positions (arities {sorted(arities)})")
         super().__init__(d_model=d_model, rank=total, dropout=dropout, dtype=dtype)
         self.arity = arities.pop()
         self.parts = nn.ModuleList(built)
 
+    @property
+    def members(self) -> list[Intervention]:
+        """The children, in order (``parts`` holds them as registered submodules)."""
+        return [cast(Intervention, c) for c in self.parts]  # built from interventions only
+
     def edit(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return sum(c.dropout(c.edit(h.to(c.param_dtype))).to(h.dtype) for c in self.parts)
+        edits = [c.dropout(c.edit(h.to(c.param_dtype))).to(h.dtype) for c in self.members]
+        return torch.stack(edits).sum(dim=0)
 
     def subspace(self) -> Float[Tensor, "rank d_model"]:
-        return torch.cat([c.subspace() for c in self.parts])
+        return torch.cat([c.subspace() for c in self.members])
 
     def spec(self) -> dict[str, Any]:
-        return {**self._base_spec(), "children": [c.spec() for c in self.parts]}
+        return {**self._base_spec(), "children": [c.spec() for c in self.members]}
 
     def extra_repr(self) -> str:
         return f"{len(self.parts)} children, " + super().extra_repr()

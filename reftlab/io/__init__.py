@@ -1,6 +1,6 @@
 """Save, load and share ReFT models: native checkpoints, validation, the Hub, pyreft, LoRA, merging.
 
-One concept per module: ``atomic`` (temp folder then rename), ``fingerprint`` (base model
+One concept per module (files and folders are written through ``reftlab.atomic``): ``fingerprint`` (base model
 identity and the load-time check), ``checkpoint`` (the native JSON + safetensors format),
 ``base_params`` (base parameters trained with the ReFT, e.g. a classifier head),
 ``modelcard`` (README.md), ``hub`` (huggingface_hub upload/download), ``pyreft_format``

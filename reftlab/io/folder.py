@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import torch
 
+from ..atomic import atomic_folder
+from ..attach import ReftLike
 from ..data.prompt_format import PromptFormat
 from ..interventions import Intervention
 from ..models.source import classify
 from ..sites import Site
-from .atomic import atomic_folder
 from .base_params import (
     BASE_FILE,
     applied,
@@ -53,7 +54,7 @@ class LoadedReft:
 
 
 def save_reft(
-    reft_model: Any,
+    reft_model: ReftLike,
     target: str | os.PathLike,
     *,
     format: Format = "reftlab",
@@ -229,7 +230,7 @@ def load_reft(folder: Path, hooked: Any, *, strict: bool = False) -> LoadedReft:
     )
 
 
-def load_into(reft_model: Any, folder: str | os.PathLike, *, strict: bool = False) -> None:
+def load_into(reft_model: ReftLike, folder: str | os.PathLike, *, strict: bool = False) -> None:
     """Load a native checkpoint of ``reft_model``'s own layout into its interventions, in place.
 
     For resuming a run: the parameters keep their identity (an optimizer holding them stays

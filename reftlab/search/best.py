@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
 from ..recipe import DataSpec, Recipe, load_base, recipe_examples
 from .halving import SearchResult, search
 from .space import Candidate, SearchSettings, SearchSpace
@@ -100,7 +101,4 @@ def write_best(recipe: Recipe, best: Candidate, path: Path, *, output_dir: str |
         f"# The best setting found by `reftlab search` ({best.key}).\n"
         f"# `reftlab train {path}` retrains it on all of the recipe's data with the full schedule.\n"
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -13,7 +13,8 @@ The schedule (Jamieson & Talwalkar 2016, "successive halving"):
 
 Every trial retrains from the same seed with its own complete lr schedule, so a trial
 depends only on (candidate, steps): a search that stopped (Ctrl-C, a crash, the budget)
-resumes from ``OUT/trials.csv`` with the same plan. The budget is kept: a step budget
+resumes from ``OUT/trials.csv`` with the same plan (also with another budget: a search the
+budget stopped continues with a larger one). The budget is kept: a step budget
 counts every trial's optimizer steps and never starts a trial that would exceed it; a
 wall-clock budget never starts a trial its measured speed says would not finish, and
 cuts a trial's training at the deadline (that trial is dropped). Ranking: by score
@@ -130,11 +131,11 @@ def search(
     rungs = settings.rung_steps(training.total_steps(len(train_ex)))
     sizes = [max(1, math.ceil(len(pool) / settings.eta**r)) for r in range(len(rungs))]
     record = {
-        "settings": settings.to_json(),
+        "settings": {k: v for k, v in settings.to_json().items() if k != "budget"},  # a new budget may continue it
         "task": task,
         "metric": scorer.name,
         "training": training.replace(progress=True).to_json(),
-        "model": repr(model),
+        "model": f"{model!r} from {getattr(model.hf_model.config, '_name_or_path', '') or 'memory'}",
         "data": _fingerprint(train_ex, eval_ex),
         "held_out": held_out if eval is None else None,
         "format": {"chat_template": chat_template, "system_prompt": system_prompt},

@@ -11,11 +11,13 @@ so an interruption never leaves half a row.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..atomic import write_text
 
 COLUMNS = (
     "trial",
@@ -53,7 +55,7 @@ def start_log(out: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         return read_trials(trials) if trials.is_file() else []
     if trials.is_file() or (out / "best.yaml").is_file():
         raise FileExistsError(f"{out} holds search results without {RECORD_FILE}; give a new output folder")
-    _atomic_write(saved, json.dumps(record, indent=2) + "\n")
+    write_text(saved, json.dumps(record, indent=2) + "\n")
     return []
 
 
@@ -81,18 +83,9 @@ def read_trials(path: Path) -> list[dict[str, Any]]:
 
 
 def write_trials(out: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    path = out / TRIALS_FILE
-    tmp = out / f".{TRIALS_FILE}.{os.getpid()}.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row[k] for k in COLUMNS})
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in COLUMNS})
+    return write_text(out / TRIALS_FILE, buf.getvalue())

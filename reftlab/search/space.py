@@ -48,6 +48,10 @@ class Candidate:
         """A stable, readable id: ``L6;18|f1+l1|loreft|r4|lr0.005``."""
         return f"L{';'.join(map(str, self.layers))}|{self.positions}|{self.kind}|r{self.rank}|lr{self.lr!r}"
 
+    def describe(self) -> str:
+        """For tables: ``direft r4 at layers 6;18, f1+l1, lr 0.01``."""
+        return f"{self.kind} r{self.rank} at {'layers' if len(self.layers) > 1 else 'layer'} {';'.join(map(str, self.layers))}, {self.positions}, lr {self.lr:g}"
+
     def representations(self) -> list[dict[str, Any]]:
         """Recipe/ReftConfig entries, one per layer."""
         return [

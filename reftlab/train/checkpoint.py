@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +25,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_folder, write_json
+from ..attach import ReftLike
+
 STEP_PREFIX = "step-"
 
 
-def write_folder_atomically(target: Path, files: dict[str, Any]) -> Path:
-    """Write ``{name: dict of tensors | JSON-able}`` into ``target`` via a temp folder + rename."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        for name, content in files.items():
-            if name.endswith(".safetensors"):
-                save_file({k: v.detach().contiguous().clone().cpu() for k, v in content.items()}, str(tmp / name))
-            else:
-                (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}-old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def trainable_model_params(reft_model: Any) -> dict[str, nn.Parameter]:
+def trainable_model_params(reft_model: ReftLike) -> dict[str, nn.Parameter]:
     """Base-model parameters with ``requires_grad`` (LoRA, an unfrozen head), by name."""
     return {n: p for n, p in reft_model.model.named_parameters() if p.requires_grad}
 
@@ -61,7 +39,7 @@ def trainable_model_params(reft_model: Any) -> dict[str, nn.Parameter]:
 def save_checkpoint(
     directory: str | os.PathLike,
     *,
-    reft_model: Any,
+    reft_model: ReftLike,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     step: int,
@@ -91,9 +69,12 @@ def save_checkpoint(
         "scheduler": {"last_epoch": scheduler.last_epoch, "_step_count": getattr(scheduler, "_step_count", 0)},
         "python_random": [py_state[0], list(py_state[1]), py_state[2]],
     }
-    path = write_folder_atomically(
-        Path(directory) / f"{STEP_PREFIX}{step}", {"tensors.safetensors": tensors, "state.json": meta}
-    )
+    path = Path(directory) / f"{STEP_PREFIX}{step}"
+    with atomic_folder(path) as tmp:
+        save_file(
+            {k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}, str(tmp / "tensors.safetensors")
+        )
+        write_json(tmp / "state.json", meta)
     if keep:
         for old in list_checkpoints(directory)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -123,7 +104,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, reft_model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: str | os.PathLike, *, reft_model: ReftLike, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore interventions, unfrozen params, optimizer, scheduler and RNG; return ``state.json``."""
     folder = resolve_checkpoint(path)

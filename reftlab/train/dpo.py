@@ -101,7 +101,7 @@ class ReftDPOTrainer(ReftTrainer):
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """``(loss, reward margins, ones)``: ``reftlab.train.reward_accuracy`` reads the margins."""
+        """``(loss, reward margins, ones)``: ``reftlab.train.reward.reward_accuracy`` reads the margins."""
         return pairwise_prediction(self, model, inputs, prediction_loss_only)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

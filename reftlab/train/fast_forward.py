@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..attach import Binding, apply_at_positions, attach
+from ..attach import Binding, ReftLike, apply_at_positions, attach
 from ..data.encode import IGNORE_INDEX
 from .loss import batch_positions, logits_need_full_forward, scored_ce
 
@@ -63,7 +63,7 @@ def start_block(hooks: Sequence[str]) -> tuple[int, str | None] | None:
     return start, boundary
 
 
-def why_not(reft_model: Any) -> str | None:
+def why_not(reft_model: ReftLike) -> str | None:
     """None if the fast path applies to ``reft_model``, else the reason it does not."""
     hooked = reft_model.hooked
     hf = hooked.hf_model
@@ -95,7 +95,7 @@ class FastForward:
     ``cache_bytes`` caps the cache; examples beyond it are recomputed (still no grad).
     """
 
-    def __init__(self, reft_model: Any, *, reuse_prefix: bool = True, cache_bytes: int = 2 << 30) -> None:
+    def __init__(self, reft_model: ReftLike, *, reuse_prefix: bool = True, cache_bytes: int = 2 << 30) -> None:
         reason = why_not(reft_model)
         if reason is not None:
             raise ValueError(f"the fast path does not apply: {reason}")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..attach import ReftLike
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -46,7 +47,7 @@ class TrainResult:
 
 
 def train(
-    reft_model: Any,
+    reft_model: ReftLike,
     dataset: Any,
     config: TrainConfig | None = None,
     *,
@@ -157,7 +158,7 @@ def train(
 
 @torch.no_grad()
 def evaluate(
-    reft_model: Any,
+    reft_model: ReftLike,
     examples: Sequence[Mapping[str, Any]],
     collate: Callable,
     batch_size: int,
@@ -226,7 +227,7 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
     return examples
 
 
-def _fast_forward(reft_model: Any, wanted: bool | None) -> FastForward | None:
+def _fast_forward(reft_model: ReftLike, wanted: bool | None) -> FastForward | None:
     if wanted is False:
         return None
     reason = why_not(reft_model)
@@ -237,7 +238,7 @@ def _fast_forward(reft_model: Any, wanted: bool | None) -> FastForward | None:
     return FastForward(reft_model)
 
 
-def _trainable(reft_model: Any) -> list[torch.nn.Parameter]:
+def _trainable(reft_model: ReftLike) -> list[torch.nn.Parameter]:
     seen: set[int] = set()
     params = []
     for p in reft_model.parameters():
@@ -249,7 +250,7 @@ def _trainable(reft_model: Any) -> list[torch.nn.Parameter]:
     return params
 
 
-def _default_collator(reft_model: Any) -> ReftDataCollator:
+def _default_collator(reft_model: ReftLike) -> ReftDataCollator:
     tok = reft_model.tokenizer
     pad = None if tok is None else (tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     return ReftDataCollator(pad_token_id=int(pad) if pad is not None else 0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..attach import attach
+from ..attach import ReftLike, attach
 from ..data.encode import IGNORE_INDEX
 
 
@@ -67,7 +67,7 @@ def logits_need_full_forward(hf_model: Any) -> bool:
     )
 
 
-def plain_loss(reft_model: Any, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:
+def plain_loss(reft_model: ReftLike, batch: Mapping[str, Tensor]) -> Float[Tensor, ""]:
     """Loss with every block run through the HF model and the interventions attached."""
     positions = batch_positions(batch, len(reft_model.interventions))
     mask = batch["attention_mask"]

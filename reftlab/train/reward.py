@@ -11,7 +11,7 @@ example does::
     for p in reft_model.model.score.parameters():
         p.requires_grad = True
     trainer = reftlab.ReftTrainerForRewardModelling(model=reft_model, tokenizer=tok, args=args,
-                                                    compute_metrics=reftlab.train.reward_accuracy, **data_module)
+                                                    compute_metrics=reftlab.train.reward.reward_accuracy, **data_module)
 
 The head is then saved with the checkpoint (``base_parameters.safetensors``) and loaded
 back with it. Evaluation reports the pairwise accuracy: the share of pairs with

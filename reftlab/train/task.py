@@ -36,7 +36,7 @@ def train_task(
 def _train_classifier(
     reft_model: Any, rows: Sequence[dict[str, Any]], config: TrainConfig, on_step: Callable[[int, float], None] | None
 ) -> TrainResult:
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 
     from ..data.tasks import collate_classification
     from ..models.classifier import classifier_head
@@ -85,6 +85,8 @@ def _train_classifier(
             data_collator=lambda batch: collate_classification(batch, int(pad)),
             callbacks=[_Record()],
         )
+        if not config.progress:
+            trainer.remove_callback(PrinterCallback)  # it prints every log line when tqdm is off
         t0 = time.perf_counter()
         trainer.train()
     result.seconds = time.perf_counter() - t0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from torch import Tensor
 
 from ..analysis import attribute, compare, decode, mean_edit, project, read_prompts, subspaces
 from ..analysis._prompts import as_prompt_set
+from ..atomic import write_text
+from ..attach import ReftLike
 from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
 
 _ERROR_CATCHER = """<script>
@@ -48,7 +49,7 @@ pre { background: #f6f6f6; padding: 12px; overflow-x: auto; font-size: 12px; }
 
 
 def dashboard_figures(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     *,
     targets: Sequence[str | int] = (),
@@ -109,16 +110,7 @@ def page_html(figures: Sequence[tuple[str, go.Figure]], *, title: str, intro: st
 
 def write_page(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` to ``path`` (an existing folder, ``.html``) through a temporary file and a rename."""
-    path = _html_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(_html_path(path), text)
 
 
 def _html_path(path: str | os.PathLike) -> Path:
@@ -131,7 +123,7 @@ def _html_path(path: str | os.PathLike) -> Path:
 
 
 def dashboard_html(
-    reft_model: Any, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard"
+    reft_model: ReftLike, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard"
 ) -> str:
     """The dashboard page: the ReFT's summary and config, then each figure."""
     config = json.dumps(reft_model.config.to_json(), indent=2)
@@ -143,7 +135,7 @@ def dashboard_html(
 
 
 def write_dashboard(
-    reft_model: Any,
+    reft_model: ReftLike,
     prompts: Any,
     path: str | os.PathLike,
     *,
@@ -194,9 +186,7 @@ def dashboard_main(
 
     prompts = read_prompts(prompts_file)  # fail on a bad prompt file before loading anything
     if loader is None:
-        loader = getattr(ReftModel, "load", None)
-        if loader is None:
-            raise RuntimeError("this reftlab has no ReftModel.load (checkpoints); pass loader=callable(dir, model)")
+        loader = ReftModel.load
     if model is None:
         from ..io import load_base, resolve_source
 

@@ -94,6 +94,12 @@ def test_search_writes_trials_page_and_a_best_recipe_that_trains(tiny_recipe, tm
         "base_prediction",
         "base_score",
     ]
+    # against another checkpoint on the same data: the recipe's own settings, trained as written
+    assert main(["train", str(tiny_recipe), "--no-progress"]) == 0
+    assert main([*args, "--compare", str(tmp_path / "plain")]) == 0
+    other = last_json(capsys.readouterr().out)
+    plain = json.loads((tmp_path / "plain" / "run.json").read_text())["evaluation"]
+    assert other["score"] == ev["score"] and other["compare"] == {"plain": pytest.approx(plain["score"], rel=1e-4)}
 
 
 def test_cli_errors_are_one_line(tiny_recipe, tmp_path, capsys):

@@ -54,6 +54,7 @@ def test_merged_model_saves_and_reloads_with_plain_transformers(tmp_path, model_
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, want, atol=2e-5, rtol=1e-4)
+    assert rm.merged  # a declared field of the ReftModel, read by bindings()
     with pytest.raises(RuntimeError, match="merged into the base model"):
         rm.run(ids)
 

@@ -99,10 +99,13 @@ def test_an_interrupted_search_resumes_from_its_trial_log(hooked, tmp_path, monk
         run(hooked, out=tmp_path, candidates=3)
 
 
-def test_budgets_are_kept(hooked):
-    steps = run(hooked, budget="14 steps")
+def test_budgets_are_kept(hooked, tmp_path):
+    steps = run(hooked, budget="14 steps", out=tmp_path)
     assert steps.trials["steps"].sum() <= 14 and "step budget" in steps.stopped
     assert list(steps.trials["steps"]) == [2, 2, 2, 2, 4]  # the next 4-step trial would make 16
+    later = []
+    more = run(hooked, budget="30 steps", out=tmp_path, on_trial=lambda row: later.append(row["steps"]))
+    assert later == [4, 8] and more.stopped is None  # a larger budget continues the stopped search
     with pytest.raises(RuntimeError, match="finished no trial: the time budget"):
         run(hooked, budget=1, started=time.monotonic() - 0.999)
     t0 = time.monotonic()

@@ -69,6 +69,9 @@ class TopKLatentEdit(nn.Module):
     (``[batch, pos]``, set per batch) marks the intervened positions.
     """
 
+    kind = "reft_r1 (training)"
+    arity = 1
+
     def __init__(self, w: Float[Tensor, " d_model"], k: int) -> None:
         super().__init__()
         self.w = nn.Parameter(w.clone())

@@ -1,0 +1,109 @@
+"""The house plan holds: each room imports only rooms on lower floors; plotly lives in viz/ alone.
+
+The plan is drawn in CONTRIBUTING.md ("The house"); this table is the same picture. A new
+room (a top-level module or subpackage of ``reftlab``) gets a floor here and a place there.
+"""
+
+import ast
+
+import pytest
+from helpers import REPO
+
+# Floor by floor, bottom up: a room may import its own modules and rooms on lower floors.
+FLOORS: dict[str, int] = {
+    # ground: pure math and data, importing nothing of the package
+    "interventions": 0,
+    "sites": 0,
+    "subspace": 0,
+    "atomic": 0,
+    "metrics": 0,
+    "_version": 0,
+    # the base model's hook points (and where models are cached), configs
+    "models": 1,
+    "config": 1,
+    # datasets (task files are cached beside the models); the only place hooks are installed
+    "data": 2,
+    "attach": 2,
+    # what works on a ReftLike: checkpoints, interference, generation, analysis
+    "io": 3,
+    "interference": 3,
+    "generate": 3,
+    "analysis": 3,
+    # training (saves and resumes through io) and the ReftModel itself (saves through io)
+    "train": 4,
+    "reft_model": 4,
+    # what builds on ReftModel: composition, routing, evaluation, figures and the dashboard
+    "compose": 5,
+    "routing": 5,
+    "evaluate": 5,
+    "viz": 5,
+    # recipes (train, evaluate, save), then the search over recipes
+    "recipe": 6,
+    "search": 7,
+    # entry points: the command line, then the package's front door
+    "cli": 8,
+    "__main__": 9,
+    "__init__": 9,
+}
+# Arrows that point up today, each with the reason and the way out. Keep this short.
+KNOWN_UP: dict[tuple[str, str], str] = {
+    ("recipe", "search"): "Recipe validates its `search:` section with reftlab.search.space.SearchSettings "
+    "(imported inside __post_init__); moving that schema below recipe removes the arrow",
+}
+PLOTLY_ROOMS = {"viz"}
+
+
+def rooms():
+    for path in sorted((REPO / "reftlab").rglob("*.py")):
+        rel = path.relative_to(REPO / "reftlab")
+        yield rel.parts[0].removesuffix(".py"), path
+
+
+def imported_rooms(path):
+    """(room, line) of every reftlab room a module imports, at any depth (function bodies too)."""
+    rel = path.relative_to(REPO).with_suffix("").parts  # ("reftlab", "io", "folder")
+    package = rel[:-1]  # the package relative imports start from (for __init__ too)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            names = [target] if node.module or len(target) > 1 else [[*target, a.name] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "reftlab":
+            names = [node.module.split(".")]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".") for a in node.names if a.name.split(".")[0] == "reftlab"]
+        else:
+            continue
+        for t in names:
+            if len(t) > 1:
+                yield t[1], node.lineno
+
+
+def test_every_room_is_on_the_plan():
+    missing = sorted({room for room, _ in rooms()} - set(FLOORS))
+    assert not missing, f"rooms {missing} have no floor: add them to FLOORS here and to CONTRIBUTING.md's picture"
+
+
+@pytest.mark.parametrize("room_path", list(rooms()), ids=lambda rp: str(rp[1].relative_to(REPO)))
+def test_imports_point_down(room_path):
+    room, path = room_path
+    up = [
+        f"line {line}: {room} (floor {FLOORS[room]}) imports {target} (floor {FLOORS.get(target)})"
+        for target, line in imported_rooms(path)
+        if target != room
+        and (room, target) not in KNOWN_UP
+        and (target not in FLOORS or FLOORS[target] >= FLOORS.get(room, -1))
+    ]
+    assert not up, f"{path.relative_to(REPO)}: an import points sideways or up: " + "; ".join(up)
+
+
+def test_only_viz_imports_plotly():
+    offenders = []
+    for room, path in rooms():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            mods += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if room not in PLOTLY_ROOMS and any(m.split(".")[0] == "plotly" for m in mods):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"plotly is imported outside reftlab/viz/: {offenders}"
