@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...analysis.compare import orthonormal_basis
+from ...subspace import orthonormal_basis
 from ._base import FitInput, Fitted, unit
 
 
