@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.reftlab-installed
 CHROMIUM := $(VENV)/.chromium
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench setup clean gpu-check
 
 setup: $(STAMP)
 
@@ -41,3 +41,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The one-call GPU acceptance run (benchmarks/gpu_check.py): run it with the GPU machine's own
+# python (CUDA torch), not the CPU venv. Wheels carried in .whl/ (benchmarks/gpu_wheels.sh) are
+# installed first, offline. Without CUDA it prints {"cuda": false, ...} and exits 0.
+GPU_PYTHON ?= python3
+gpu-check:
+	if [ -d .whl ]; then GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_wheels.sh install; fi
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py

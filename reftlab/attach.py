@@ -104,9 +104,9 @@ def apply_at_positions(
         if arity != 1:
             raise ValueError(f"{intervention.kind} reads groups of {arity} positions; give it positions, not 'all'")
         if rows is None:
-            return intervention(h)
+            return _call(intervention, h)
         selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
-        return h.index_copy(0, selected, intervention(h[selected])) if len(selected) else h
+        return h.index_copy(0, selected, _call(intervention, h[selected])) if len(selected) else h
     if h.shape[1] < min_length:
         return h
     if positions.shape[0] != h.shape[0]:
@@ -124,7 +124,7 @@ def apply_at_positions(
     valid = positions >= 0
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(positions)[valid]  # [N]
     cols = positions[valid]  # [N]
-    edited = intervention(h[rows, cols])  # [N, d_model]
+    edited = _call(intervention, h[rows, cols])  # [N, d_model]
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
     return h.index_put((rows, cols), edited)
@@ -142,8 +142,20 @@ def _apply_grouped(
     valid = (groups >= 0).all(dim=-1)  # [batch, n/k]: a group with any empty slot is skipped
     cols = groups[valid]  # [N, k]
     rows = torch.arange(h.shape[0], device=h.device)[:, None].expand(valid.shape)[valid][:, None].expand_as(cols)
-    edited = intervention(h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
+    edited = _call(intervention, h[rows, cols])  # [N, k, d_model] -> [N, k, d_model]
     return h.index_put((rows, cols), edited)
+
+
+def _call(intervention: Edit, x: Float[Tensor, "*n d_model"]) -> Float[Tensor, "*n d_model"]:
+    """``intervention(x)`` on the intervention's device, returned on ``x``'s.
+
+    On a dispatched base a module's *input* arrives from the previous module's device
+    (accelerate moves it only inside the module's forward): the vectors travel, not the weights.
+    """
+    first = next(intervention.parameters(), None) if isinstance(intervention, nn.Module) else None
+    if first is None or first.device == x.device:
+        return intervention(x)
+    return intervention(x.to(first.device)).to(x.device)
 
 
 @contextmanager

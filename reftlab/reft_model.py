@@ -81,7 +81,29 @@ class ReftModel(nn.Module):
         return self.hooked.tokenizer
 
     def set_device(self, device: str | torch.device) -> "ReftModel":
+        """Move the base and the interventions to ``device`` (pyreft's call).
+
+        On a base dispatched by accelerate (``device_map``: sharded or offloaded) the base
+        stays where accelerate put it and every intervention goes to its site's device.
+        """
+        if self.hooked.dispatched:
+            self.place_interventions()
+            return self
         return self.to(device)
+
+    def place_interventions(self) -> None:
+        """Put every intervention on the device of its site's hidden state (``HookedModel.site_device``)."""
+        placed: dict[int, tuple[str, torch.device]] = {}
+        for (key, iv), site in zip(self.interventions.items(), self.sites):
+            device = self.hooked.site_device(site.hook)
+            if id(iv) in placed and placed[id(iv)][1] != device:
+                first, where = placed[id(iv)]
+                raise ValueError(
+                    f"interventions {first!r} and {key!r} share parameters but their sites run on {where} and {device}; "
+                    "share only between sites on one device, or change the device_map"
+                )
+            placed[id(iv)] = (key, device)
+            iv.to(device)
 
     def get_device(self) -> torch.device:
         """The device of the base model's parameters (pyvene's ``get_device``)."""
@@ -357,7 +379,9 @@ def get_reft_model(
     """Attach ``config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
 
     The base weights are frozen (a peft model keeps its adapters trainable); each
-    intervention takes the model's dtype unless it asked for one, and its device.
+    intervention takes the model's dtype unless it asked for one, and (``set_device``) the
+    device of its site's hidden state: the model's, or on a base dispatched by accelerate
+    (``device_map``) the device where the tapped module runs.
     """
     if not isinstance(config, ReftConfig):
         raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
@@ -374,8 +398,6 @@ def get_reft_model(
             continue
         iv = rep.build(hooked.d_model)
         iv = iv.to(dtype=iv.requested_dtype or hooked.dtype)
-        if set_device:
-            iv = iv.to(hooked.device)
         if rep.share is not None:
             shared[rep.share] = iv
         interventions.append(iv)
@@ -384,7 +406,10 @@ def get_reft_model(
         for name, p in hooked.model.named_parameters():
             if not (is_peft and "lora_" in name):
                 p.requires_grad_(False)
-    return ReftModel(hooked, config, interventions)
+    reft = ReftModel(hooked, config, interventions)
+    if set_device:
+        reft.place_interventions()
+    return reft
 
 
 def unit_locations_to_positions(unit_locations: Mapping[str, Any], n_interventions: int) -> list[Tensor]:

@@ -54,3 +54,18 @@ def tiny_classifier(tok, n_layers: int = 2, num_labels: int = 2):
         num_labels=num_labels,
     )
     return LlamaForSequenceClassification(cfg).eval()
+
+
+def torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout: int = 300):
+    """Run ``script args`` under ``torchrun --standalone --nproc-per-node nproc`` (one OpenMP thread each).
+
+    Returns the ``CompletedProcess`` (text stdout/stderr); the caller checks ``returncode``.
+    """
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    cmd += [str(script), *map(str, args)]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -21,9 +21,15 @@ fingerprints:
   bf16 copy agree. peft wrappers are seen through (``base_layer`` is the base weight,
   ``lora_*`` tensors are skipped), so a LoRA-wrapped model matches its base.
 
+``quantization`` labels a quantized base (``"bitsandbytes nf4"``, ``"torchao
+Int8WeightOnlyConfig"``; null for full precision; ``reftlab.models.quantize``); the config
+hash leaves ``quantization_config`` out, and quantized weights are sampled dequantized.
+
 Loading checks architecture, model_type, d_model, n_layers and vocab size strictly (an
 error naming the field); differing fingerprints warn (another fine-tune of the same
-architecture) unless ``strict=True``.
+architecture) unless ``strict=True``. A checkpoint trained on the full-precision base
+loads onto a quantized copy (or the reverse) with a warning that says so, in place of
+the weights comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.quantize import describe as describe_quantization
 from ..models.source import ModelSource, guess_source
 
 SAMPLES = 16
@@ -56,6 +63,7 @@ _VOLATILE = {
     "_attn_implementation_autoset",
     "attn_implementation",
     "problem_type",  # a classifier's loss kind, set by its first labelled forward; logits do not depend on it
+    "quantization_config",  # recorded as ModelIdentity.quantization, compared on its own
 }
 _STRICT_FIELDS = ("architecture", "model_type", "d_model", "n_layers", "vocab_size")
 
@@ -65,6 +73,7 @@ class FingerprintMismatch(UserWarning):
 
 
 _SOURCE_FIELDS = ("name", "source", "revision", "dtype")  # new in format_version 2
+_OPTIONAL_FIELDS = ("quantization",)  # absent in records written before quantized bases
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +92,7 @@ class ModelIdentity:
     source: str | None = None
     revision: str | None = None
     dtype: str | None = None
+    quantization: str | None = None
 
     @property
     def model_source(self) -> ModelSource:
@@ -98,6 +108,8 @@ class ModelIdentity:
         expected = names | {"weights_method"}
         if version < 2:
             expected -= set(_SOURCE_FIELDS)
+        if isinstance(data, dict):
+            expected -= {k for k in _OPTIONAL_FIELDS if k not in data}
         if not isinstance(data, dict) or set(data) != expected:
             got = set(data) if isinstance(data, dict) else set()
             missing, extra = sorted(expected - got), sorted(got - expected)
@@ -107,7 +119,7 @@ class ModelIdentity:
                 f"checkpoint weights fingerprint method {data['weights_method']!r} is not {WEIGHTS_METHOD!r}"
             )
         values = {k: data[k] for k in names if k in data}
-        for key in ("source", "revision", "dtype"):
+        for key in ("source", "revision", "dtype", "quantization"):
             if values.get(key) is not None and not isinstance(values[key], str):
                 raise ValueError(f"checkpoint base_model.{key}={values[key]!r} must be a string or null")
         if version < 2:
@@ -136,6 +148,7 @@ def identify(hooked: Any) -> ModelIdentity:
         source=source.ref,
         revision=source.revision,
         dtype=str(hooked.dtype).removeprefix("torch."),
+        quantization=describe_quantization(hf),
     )
 
 
@@ -146,24 +159,49 @@ def config_sha256(config: Any) -> str:
 
 @torch.no_grad()
 def weights_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of ``SAMPLES`` strided bf16 elements of every base parameter (see module doc)."""
+    """SHA-256 of ``SAMPLES`` strided bf16 elements of every base parameter (see module doc).
+
+    A parameter offloaded by accelerate (on the meta device) is read from its offload
+    (``accelerate.utils.align_module_device``); a quantized tensor subclass without
+    strided access is sampled from its dequantized values.
+    """
     h = hashlib.sha256()
-    for name, p in sorted(_base_parameters(model).items()):
-        flat = p.detach().reshape(-1)
-        n = min(SAMPLES, flat.numel())
-        idx = (torch.arange(n, device=flat.device) * (flat.numel() - 1)) // max(n - 1, 1)  # exact integer strides
-        sample = flat[idx].to(device="cpu", dtype=torch.bfloat16).view(torch.int16)
+    for name, (full, p) in sorted(_base_parameters(model).items()):
+        sample = _sample(model, full, p)
         h.update(f"{name}:{tuple(p.shape)}:".encode())
         h.update(sample.numpy().tobytes())
     return h.hexdigest()
 
 
-def _base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+def _sample(model: nn.Module, name: str, p: torch.Tensor) -> torch.Tensor:
+    if p.device.type == "meta":
+        from accelerate.utils import align_module_device
+
+        owner_name, leaf = name.rsplit(".", 1) if "." in name else ("", name)
+        owner = model.get_submodule(owner_name)
+        with align_module_device(owner, torch.device("cpu")):
+            return _strided(getattr(owner, leaf))
+    return _strided(p)
+
+
+def _strided(p: torch.Tensor) -> torch.Tensor:
+    t = p.detach()
+    try:
+        flat = t.reshape(-1)
+    except (NotImplementedError, RuntimeError):  # e.g. torchao's Int8Tensor has no view
+        flat = t.dequantize().reshape(-1)
+    n = min(SAMPLES, flat.numel())
+    idx = (torch.arange(n, device=flat.device) * (flat.numel() - 1)) // max(n - 1, 1)  # exact integer strides
+    return flat[idx].to(device="cpu", dtype=torch.bfloat16).view(torch.int16)
+
+
+def _base_parameters(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
+    """``{name as on the base: (name in model, parameter)}``; peft's wrappers seen through."""
     out = {}
     for name, p in model.named_parameters():
         if "lora_" in name:
             continue
-        out[name.replace(".base_layer.", ".")] = p
+        out[name.replace(".base_layer.", ".")] = (name, p)
     return out
 
 
@@ -177,13 +215,23 @@ def check_identity(saved: ModelIdentity, hooked: Any, *, strict: bool = False) -
                 f"checkpoint was trained on a model with {name}={want!r}, but this model has {name}={got!r}; "
                 f"load it onto the base model it was trained on ({saved.name or saved.name_or_path or saved.architecture})"
             )
-    for name, what in (("config_sha256", "config"), ("weights_fingerprint", "weights")):
-        if getattr(saved, name) != getattr(current, name):
-            msg = (
-                f"the base model's {what} differ from those the checkpoint was trained on "
-                f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
-                "outputs may not match the trained ReFT"
-            )
-            if strict:
-                raise ValueError(msg + " (strict=True)")
-            warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)
+    mismatches = []
+    if saved.quantization != current.quantization:
+        before, now = saved.quantization or "full-precision", current.quantization or "full-precision"
+        mismatches.append(
+            f"the checkpoint was trained on the {before} base and this base is {now}"
+            f"{' (a quantized copy)' if current.quantization else ''}: its weights are not the ones trained on, "
+            "so outputs will differ a little from training (the weights fingerprint cannot be compared)"
+        )
+    checks = [("config_sha256", "config")] + ([("weights_fingerprint", "weights")] if not mismatches else [])
+    mismatches += [
+        f"the base model's {what} differ from those the checkpoint was trained on "
+        f"({name} {getattr(saved, name)[:12]}... != {getattr(current, name)[:12]}...); "
+        "outputs may not match the trained ReFT"
+        for name, what in checks
+        if getattr(saved, name) != getattr(current, name)
+    ]
+    for msg in mismatches:
+        if strict:
+            raise ValueError(msg + " (strict=True)")
+        warnings.warn(msg + "; pass strict=True to make this an error", FingerprintMismatch, stacklevel=3)

