@@ -15,11 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
     )
+    p.add_argument("--concept-report", help="a concept report (reftlab concepts fit's report.html) to link to")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..viz import dashboard_main
 
-    path = dashboard_main(args.checkpoint, args.prompts, args.output, model=args.model)
+    options = {} if args.concept_report is None else {"concept_report": args.concept_report}
+    path = dashboard_main(args.checkpoint, args.prompts, args.output, model=args.model, **options)
     print(f"wrote {path}")
     return 0

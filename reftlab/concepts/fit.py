@@ -176,6 +176,7 @@ def fit_concepts(
             prompts,
             config.steer,
             pooling=config.pooling,
+            context=config.context,
             batch_size=config.batch_size,
             progress=progress,
         )

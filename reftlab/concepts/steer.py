@@ -204,18 +204,31 @@ class Judge:
 
 
 def judge_scores(
-    hooked: Any, judges: Sequence[Judge], answers: Sequence[str], *, pooling: Pooling = "max", batch_size: int = 16
+    hooked: Any,
+    judges: Sequence[Judge],
+    answers: Sequence[str],
+    *,
+    prompts: Sequence[str] | None = None,
+    context: bool = False,
+    pooling: Pooling = "max",
+    batch_size: int = 16,
 ) -> np.ndarray:
-    """Calibrated concept score of every answer under every judge: ``[n_answers, n_judges]`` (0 for empty)."""
+    """Calibrated concept score of every answer under every judge: ``[n_answers, n_judges]``.
+
+    Answers are read as the judges' held-out texts were (``context``: after their prompt); an
+    answer with no token to score (empty) scores 0.
+    """
     out = np.zeros((len(answers), len(judges)))
     tok = hooked.tokenizer
-    keep = [i for i, a in enumerate(answers) if len(tok(a, add_special_tokens=False)["input_ids"]) >= 2]
+    least = 1 if (context or bos_prefix(tok)) else 2  # position 0 is never scored
+    keep = [i for i, a in enumerate(answers) if len(tok(a, add_special_tokens=False)["input_ids"]) >= least]
+    if not keep:
+        return out
+    kept_prompts = [prompts[i] for i in keep] if prompts is not None else None
+    enc = encode(tok, [answers[i] for i in keep], kept_prompts, context=context)
     by_hook: dict[str, list[int]] = {}
     for j, judge in enumerate(judges):
         by_hook.setdefault(judge.direction.site.hook, []).append(j)
-    if not keep:
-        return out
-    enc = encode(tok, [answers[i] for i in keep])
     for hook, js in by_hook.items():
         states = capture(hooked, enc, hook, batch_size=batch_size, progress=False)
         raw = states.pool(torch.stack([judges[j].direction.reading for j in js]), pooling).double().numpy()

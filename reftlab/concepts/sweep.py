@@ -46,6 +46,7 @@ def steering_sweep(
     config: SteerConfig,
     *,
     pooling: Pooling = "max",
+    context: bool = False,
     batch_size: int = 16,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,8 +72,9 @@ def steering_sweep(
 
     judge_list = list(dict.fromkeys(judges[(d.concept, d.method)] for d in steer))
     col = {id(j): i for i, j in enumerate(judge_list)}
-    base_judged = judge_scores(hooked, judge_list, base_texts, pooling=pooling, batch_size=batch_size)
-    judged = judge_scores(hooked, judge_list, texts, pooling=pooling, batch_size=batch_size)
+    read = {"pooling": pooling, "context": context, "batch_size": batch_size}
+    base_judged = judge_scores(hooked, judge_list, base_texts, prompts=prompts, **read)
+    judged = judge_scores(hooked, judge_list, texts, prompts=[prompts[p] for _, _, p in rows], **read)
 
     frames = []
     for d in steer:

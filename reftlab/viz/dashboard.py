@@ -123,12 +123,26 @@ def _html_path(path: str | os.PathLike) -> Path:
 
 
 def dashboard_html(
-    reft_model: ReftLike, figures: Sequence[tuple[str, go.Figure]], *, title: str = "reftlab dashboard"
+    reft_model: ReftLike,
+    figures: Sequence[tuple[str, go.Figure]],
+    *,
+    title: str = "reftlab dashboard",
+    concept_report: str | None = None,
 ) -> str:
-    """The dashboard page: the ReFT's summary and config, then each figure."""
+    """The dashboard page: the ReFT's summary and config, then each figure.
+
+    ``concept_report``: a link (URL or relative path) to a concept report
+    (``reftlab.viz.write_concept_report``), shown at the top.
+    """
     config = json.dumps(reft_model.config.to_json(), indent=2)
+    link = ""
+    if concept_report is not None:
+        href = html.escape(concept_report, quote=True)
+        link = (
+            f"<p id='reftlab-concept-report'>Concept report: <a href=\"{href}\">{html.escape(concept_report)}</a></p>"
+        )
     intro = (
-        f"<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
+        f"{link}<h2>ReFT</h2><pre>{html.escape(repr(reft_model))}</pre>"
         f"<h2>Config</h2><pre id='reftlab-config'>{html.escape(config)}</pre>"
     )
     return page_html(figures, title=title, intro=intro)
@@ -145,13 +159,22 @@ def write_dashboard(
     max_prompts: int = 40,
     batch_size: int = 32,
     progress: bool = True,
+    concept_report: str | os.PathLike | None = None,
 ) -> Path:
     """Analyse ``reft_model`` on ``prompts`` and write one self-contained HTML file; returns its path.
 
     ``targets``: tokens whose logits ``attribute`` tracks; ``reference``: named directions
-    (a probe, a ``mean_difference_direction``) added to the angle heatmaps.
+    (a probe, a ``mean_difference_direction``) added to the angle heatmaps. ``concept_report``:
+    an existing concept report (``reftlab concepts fit``'s ``report.html``) to link to, by its
+    path relative to the dashboard's folder.
     """
     _html_path(path)  # fail before the analysis runs
+    link = None
+    if concept_report is not None:
+        report = Path(concept_report)
+        if not report.is_file():
+            raise FileNotFoundError(f"no concept report at {report}; run `reftlab concepts fit ... -o DIR` first")
+        link = Path(os.path.relpath(report.resolve(), Path(path).resolve().parent)).as_posix()
     figures = dashboard_figures(
         reft_model,
         prompts,
@@ -161,7 +184,7 @@ def write_dashboard(
         batch_size=batch_size,
         progress=progress,
     )
-    return write_page(dashboard_html(reft_model, figures, title=title), path)
+    return write_page(dashboard_html(reft_model, figures, title=title, concept_report=link), path)
 
 
 def dashboard_main(

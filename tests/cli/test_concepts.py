@@ -24,7 +24,9 @@ def base(tmp_path_factory):
 def test_fit_writes_directions_tables_and_the_report(base, tmp_path):
     reft = reftlab.get_reft_model(
         reftlab.load_model(base),
-        reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2}),
+        reftlab.ReftConfig(
+            representations={"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 2}
+        ),
     )
     reft.save(tmp_path / "lo")
     out = tmp_path / "out"
@@ -47,6 +49,12 @@ def test_fit_writes_directions_tables_and_the_report(base, tmp_path):
     steering = pd.read_csv(out / "steering.csv")
     assert set(steering.method) == {"diffmean"} and set(steering.judge) == {"probe"}
     assert "reftlab-fig-3" in (out / "report.html").read_text()
+    # The dashboard of the ReFT links to the concept report.
+    (tmp_path / "prompts.txt").write_text("hello there\nok then\n")
+    dash = tmp_path / "dash.html"
+    args = ["dashboard", str(tmp_path / "lo"), "--prompts", str(tmp_path / "prompts.txt"), "-o", str(dash)]
+    assert main([*args, "--model", str(base), "--concept-report", str(out / "report.html")]) == 0
+    assert 'href="out/report.html"' in dash.read_text()
 
 
 def test_bad_input_exits_2_with_one_line(base, tmp_path, capsys):

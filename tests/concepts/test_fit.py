@@ -118,3 +118,20 @@ def test_every_method_detects_the_example_concepts_on_smollm2():
     run = fit_concepts(hooked, EXAMPLES / "train.csv", config=config, progress=False)  # held-out: 30%
     print(run.results[["concept", "method", "auroc", "auroc_hard"]].to_string(index=False))
     assert (run.results["auroc"] >= 0.9).all(), run.results
+
+
+def test_context_reads_texts_as_answers_to_their_instructions(tok):
+    hooked = reftlab.load_model(reftlab.tiny_llama(), tok)
+    steer = SteerConfig(alphas=(1.0,), n_prompts=2, max_new_tokens=3)
+    runs = {
+        ctx: fit_concepts(
+            hooked,
+            EXAMPLES / "train.csv",
+            config=ConceptConfig(layer=1, methods=("diffmean", "pca"), context=ctx, steer=steer),
+            progress=False,
+        )
+        for ctx in (False, True)
+    }
+    a, b = (runs[c].directions[0].reading for c in (False, True))
+    assert not torch.allclose(a, b)  # the instruction before the text changes its states
+    assert set(runs[True].steering["judge"]) == {"diffmean", "pca"} and runs[True].steering["n"].min() == 1

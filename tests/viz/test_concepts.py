@@ -54,3 +54,25 @@ def test_the_report_is_self_contained_and_renders(run, tmp_path):
     assert errors == "" and shown.console == [], (errors, shown.console)
     with pytest.raises(ValueError, match="must end in .html"):
         write_concept_report(run, tmp_path / "report.txt")
+
+
+def test_the_dashboard_links_to_a_concept_report(run, tmp_path):
+    from reftlab.viz import write_dashboard
+
+    (tmp_path / "concepts").mkdir()
+    report = write_concept_report(run, tmp_path / "concepts" / "report.html")
+    (tmp_path / "dash").mkdir()
+    hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
+    reft = reftlab.get_reft_model(
+        hooked,
+        reftlab.ReftConfig(
+            representations={"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}
+        ),
+    )
+    page = write_dashboard(
+        reft, ["hello there", "ok then"], tmp_path / "dash" / "d.html", concept_report=report, progress=False
+    )
+    href = re.search(r"<p id='reftlab-concept-report'>Concept report: <a href=\"([^\"]+)\"", page.read_text()).group(1)
+    assert href == "../concepts/report.html" and (page.parent / href).resolve() == report.resolve()
+    with pytest.raises(FileNotFoundError, match="no concept report"):
+        write_dashboard(reft, ["hi"], tmp_path / "dash" / "e.html", concept_report=tmp_path / "none.html")
