@@ -10,10 +10,11 @@ is deprecated. Neither says anything about the user's run, and they would open e
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 
 class _DropMessages(logging.Filter):
-    def __init__(self, test) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, test: Callable[[str], bool]) -> None:
         super().__init__()
         self._test = test
 

@@ -13,7 +13,8 @@ positions at once: the binding's ``[batch, n]`` positions (n
 divisible by k) are grouped ``[batch, n/k, k]``, the hook gathers ``[N, k, d_model]``,
 calls the intervention, and scatters all k rows back. Groups with any -1 slot are
 skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
-(per-example routing), also for positions=None.
+(per-example routing), also for positions=None. A binding with ``after_prompt=True``
+edits only the tokens after the prompt (``min_length`` tokens): the generated ones.
 """
 
 from __future__ import annotations
@@ -62,12 +63,19 @@ class Binding:
     for every position of every chunk the hook sees (generated tokens included).
     ``ReftModel.bindings`` also refuses indices that point at padding.
     ``rows`` (optional, ``[batch]`` bool) restricts the binding to those examples.
+    ``after_prompt`` (with positions None): only tokens after the first ``min_length``
+    of the sequence, i.e. the generated tokens during ``generate``.
     """
 
     hook: str
     intervention: Edit
     positions: Int[Tensor, "batch n"] | None = None
     rows: Bool[Tensor, " batch"] | None = None
+    after_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.after_prompt and self.positions is not None:
+            raise ValueError("after_prompt=True edits every token after the prompt; give positions=None")
 
 
 def apply_at_positions(
@@ -76,12 +84,24 @@ def apply_at_positions(
     positions: Int[Tensor, "batch n"] | None,
     min_length: int = 0,
     rows: Bool[Tensor, " batch"] | None = None,
+    *,
+    after_prompt: bool = False,
 ) -> Float[Tensor, "batch pos d_model"]:
     """Edit ``h`` at ``positions`` only; a chunk shorter than ``min_length`` passes through.
 
     ``min_length`` is the prompt length during generation: KV-cached decode steps see
     one new token, whose position is never a prompt position, so they are left alone.
+    ``after_prompt`` (positions None) inverts that: a chunk shorter than ``min_length`` (a
+    decode step) is edited whole, a longer one from position ``min_length`` on.
     """
+    if after_prompt:
+        if positions is not None:
+            raise ValueError("after_prompt=True edits every token after the prompt; give positions=None")
+        start = min_length if h.shape[1] >= min_length else 0
+        if start >= h.shape[1]:
+            return h
+        tail = apply_at_positions(h[:, start:], intervention, None, rows=rows)  # [batch, pos - start, d_model]
+        return torch.cat([h[:, :start], tail], dim=1)
     arity = intervention.arity
     if positions is None:
         if arity != 1:
@@ -163,7 +183,14 @@ def attach(
     hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []  # HookedRootModule.hooks' type
     for b in bindings:
         model.hook_point(b.hook)  # a clear error for a bad name, before anything is installed
-        fn = partial(_hook, intervention=b.intervention, positions=b.positions, min_length=min_length, rows=b.rows)
+        fn = partial(
+            _hook,
+            intervention=b.intervention,
+            positions=b.positions,
+            min_length=min_length,
+            rows=b.rows,
+            after_prompt=b.after_prompt,
+        )
         hooks.append((b.hook, fn))
     with model.hooks(fwd_hooks=hooks):
         yield model
@@ -177,8 +204,9 @@ def _hook(
     positions: Tensor | None,
     min_length: int,
     rows: Tensor | None,
+    after_prompt: bool,
 ) -> Tensor:
-    return apply_at_positions(h, intervention, positions, min_length, rows)
+    return apply_at_positions(h, intervention, positions, min_length, rows, after_prompt=after_prompt)
 
 
 @runtime_checkable

@@ -21,14 +21,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from .attach import ReftLike, attach
+from .attach import Binding, attach
 from .data.encode import format_prompt
 from .models.hooked import HookedModel
+
+
+class Bindable(Protocol):
+    """What ``generate`` needs of a model with interventions: its hooked base and, per batch, the
+    bindings to attach. A ``ReftModel`` is one; so is ``reftlab.concepts.Steering`` (per-row steering)."""
+
+    @property
+    def hooked(self) -> HookedModel: ...
+
+    def bindings(self, positions: Any, attention_mask: Tensor) -> list[Binding]: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class Generation:
 
 @torch.no_grad()
 def generate(
-    model: ReftLike | HookedModel,
+    model: Bindable | HookedModel,
     prompts: Sequence[str] | str,
     *,
     positions: Any = None,

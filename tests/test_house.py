@@ -33,10 +33,11 @@ FLOORS: dict[str, int] = {
     # training (saves and resumes through io) and the ReftModel itself (saves through io)
     "train": 4,
     "reft_model": 4,
-    # what builds on ReftModel: composition, routing, evaluation, figures and the dashboard
+    # what builds on ReftModel: composition, routing, evaluation, concept directions, figures and the dashboard
     "compose": 5,
     "routing": 5,
     "evaluate": 5,
+    "concepts": 5,
     "viz": 5,
     # recipes (train, evaluate, save), then the search over recipes; serving (routing behind HTTP)
     "recipe": 6,

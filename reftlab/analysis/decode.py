@@ -120,19 +120,16 @@ def decode(
                 raise ValueError(f"the mean edit of {kk!r} over these prompts is zero; nothing to decode")
             dirs, names = torch.cat([dirs, edit[None]]), [*names, "edit"]
         logits = direction_logits(hooked, dirs)  # [m, vocab]
-        kk_ = min(k, logits.shape[1])
         for name, row in zip(names, logits):
-            for side, (vals, ids) in (("top", row.topk(kk_)), ("bottom", row.topk(kk_, largest=False))):
-                for rank, (v, t) in enumerate(zip(vals.tolist(), ids.tolist())):
-                    rows.append(
-                        {
-                            "key": kk,
-                            "direction": name,
-                            "side": side,
-                            "rank": rank,
-                            "token_id": t,
-                            "token": hooked.tokenizer.decode([t]),
-                            "logit": v,
-                        }
-                    )
+            rows += [{"key": kk, "direction": name, **r} for r in top_and_bottom(hooked.tokenizer, row, k)]
     return pd.DataFrame(rows)
+
+
+def top_and_bottom(tokenizer: Any, logits: Float[Tensor, " d_vocab"], k: int) -> list[dict[str, Any]]:
+    """The ``k`` highest ("top") and lowest ("bottom") logits as rows ``side, rank, token_id, token, logit``."""
+    k = min(k, logits.shape[0])
+    rows = []
+    for side, (vals, ids) in (("top", logits.topk(k)), ("bottom", logits.topk(k, largest=False))):
+        for rank, (v, t) in enumerate(zip(vals.tolist(), ids.tolist())):
+            rows.append({"side": side, "rank": rank, "token_id": t, "token": tokenizer.decode([t]), "logit": v})
+    return rows

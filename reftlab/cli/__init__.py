@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "train": "train",
     "dashboard": "dashboard",
+    "concepts": "concepts",
     "search": "search",
     "eval": "eval",
     "serve": "serve",

@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="analyse the prompts as raw text, not formatted as in training (recorded with the checkpoint)",
     )
+    p.add_argument("--concept-report", help="a concept report (reftlab concepts fit's report.html) to link to")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             positions=positions,
             prompt_format=False if args.no_chat_template else None,
+            concept_report=args.concept_report,
         )
     except MissingPositions as e:
         raise ValueError(

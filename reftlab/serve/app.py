@@ -108,7 +108,8 @@ async def _complete(state: _State, request: HttpRequest, kind: str) -> Response:
     parsed = parse_request(kind, body, state.models)
     ids = _prompt_ids(state, parsed)
     max_tokens = _budget(state, parsed, len(ids))
-    loop, queue = asyncio.get_running_loop(), asyncio.Queue()  # type: asyncio.Queue[Delta | Finished]
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Delta | Finished] = asyncio.Queue()
 
     def sink(event: Delta | Finished) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
@@ -185,7 +186,9 @@ def _budget(state: _State, parsed: Parsed, prompt_tokens: int) -> int:
     return parsed.max_tokens
 
 
-async def _events(kind: str, head: dict[str, Any], parsed: Parsed, queue: asyncio.Queue) -> AsyncIterator[str]:  # type: ignore[type-arg]
+async def _events(
+    kind: str, head: dict[str, Any], parsed: Parsed, queue: asyncio.Queue[Delta | Finished]
+) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def chunk(text: str | None, finish: str | None, role: bool = False) -> str:
@@ -252,7 +255,7 @@ class _EventStream(StreamingResponse):
             await self.stream_response(send)
 
 
-async def _until_done_or_gone(request: HttpRequest, queue: asyncio.Queue) -> Finished | None:  # type: ignore[type-arg]
+async def _until_done_or_gone(request: HttpRequest, queue: asyncio.Queue[Delta | Finished]) -> Finished | None:
     """The request's ``Finished`` event, or None if the client disconnected first."""
 
     async def finished() -> Finished:

@@ -35,7 +35,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +110,7 @@ class Request:
     generator: torch.Generator | None = None
 
 
-_ids = itertools.count()
+_ids: Iterator[int] = itertools.count()
 
 
 @dataclass
@@ -400,7 +400,7 @@ class Engine:
                     _emit(req, Delta(text))
                 if not stream.done and len(req.generated) >= req.sampling.max_tokens:
                     stream.finish("length")
-            if stream.done:
+            if stream.reason is not None:  # stream.done
                 self._finish(req, stream.reason)
 
     def _finish(self, req: Request, reason: str, message: str = "") -> None:

@@ -174,6 +174,14 @@ def _html_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def concept_link(concept_report: str | None) -> str:
+    """The paragraph linking a concept report, or nothing."""
+    if concept_report is None:
+        return ""
+    href = html.escape(concept_report, quote=True)
+    return f"<p id='reftlab-concept-report'>Concept report: <a href=\"{href}\">{html.escape(concept_report)}</a></p>"
+
+
 def dashboard_html(
     reft_model: ReftLike,
     figures: Figures,
@@ -181,12 +189,15 @@ def dashboard_html(
     title: str = "reftlab dashboard",
     run: Mapping[str, Any] | None = None,
     checkpoint: str | None = None,
+    concept_report: str | None = None,
 ) -> str:
     """The page: a summary first (what the ReFT is; with ``run``, a training run's ``run.json``:
     its loss curve and before/after answers), one section per site, the figures across sites,
-    and the config, collapsed, at the end."""
+    and the config, collapsed, at the end. ``concept_report``: a link (URL or relative path) to a
+    concept report (``reftlab.viz.write_concept_report``), shown first."""
     items: list[tuple[str, go.Figure] | go.Figure | str] = [
         "<section id='reftlab-summary'><h2>Summary</h2>",
+        concept_link(concept_report),
         summary_html(
             reft_model,
             figures.positions_used,
@@ -237,6 +248,7 @@ def write_dashboard(
     max_prompts: int = 40,
     batch_size: int = 32,
     progress: bool = True,
+    concept_report: str | os.PathLike | None = None,
 ) -> Path:
     """Analyse ``reft_model`` on ``prompts`` and write one self-contained HTML file; returns its path.
 
@@ -246,9 +258,16 @@ def write_dashboard(
     False as raw text. ``run``: a training run's ``run.json`` (loss curve, before/after
     answers) for the summary. ``targets``: tokens whose logits ``attribute`` tracks;
     ``reference``: named directions (a probe, a ``mean_difference_direction``) added to the
-    angle heatmaps.
+    angle heatmaps. ``concept_report``: an existing concept report
+    (``reftlab concepts fit``'s ``report.html``) to link to, by its path relative to the dashboard's folder.
     """
     _html_path(path)  # fail before the analysis runs
+    link = None
+    if concept_report is not None:
+        report = Path(concept_report)
+        if not report.is_file():
+            raise FileNotFoundError(f"no concept report at {report}; run `reftlab concepts fit ... -o DIR` first")
+        link = Path(os.path.relpath(report.resolve(), Path(path).resolve().parent)).as_posix()
     figures = dashboard_figures(
         reft_model,
         prompts,
@@ -260,7 +279,9 @@ def write_dashboard(
         batch_size=batch_size,
         progress=progress,
     )
-    return write_page(dashboard_html(reft_model, figures, title=title, run=run, checkpoint=checkpoint), path)
+    return write_page(
+        dashboard_html(reft_model, figures, title=title, run=run, checkpoint=checkpoint, concept_report=link), path
+    )
 
 
 def dashboard_main(

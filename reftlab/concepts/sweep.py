@@ -1,0 +1,111 @@
+"""The steering sweep: every (concept, method) at every factor, chosen on validation prompts.
+
+    prompts -> first half "validation", second half "test"
+    alpha 0 (the untouched model) and every alpha of the grid, for every steering direction
+    -> proxies (``reftlab.concepts.steer``) -> per (concept, method, alpha, split) means
+    -> per (concept, method): the alpha with the best validation score (ties: the smaller)
+
+Returns the summary (``steering.csv``) and every answer (``generations``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .direction import ConceptDirection
+from .states import Pooling
+from .steer import Judge, SteerConfig, combine, judge_scores, proxy_scores, steered_generate
+
+JUDGE_ORDER = ("diffmean", "probe", "pca", "reft_r1")
+METRICS = ("concept_score", "fluency", "relevance", "score", "fluency_loss", "relevance_loss", "distinct")
+
+
+def pick_judge(directions: Sequence[ConceptDirection], concept: str, method: str) -> ConceptDirection:
+    """The same concept's direction from a different method (``JUDGE_ORDER`` first)."""
+    others = {d.method: d for d in directions if d.concept == concept and d.method != method}
+    if not others:
+        raise ValueError(
+            f"steering with {method!r} on {concept!r} is judged by a direction of a *different* method, "
+            "and none was fitted; fit at least two methods (e.g. diffmean,probe)"
+        )
+    for name in JUDGE_ORDER:
+        if name in others:
+            return others[name]
+    return others[sorted(others)[0]]
+
+
+def steering_sweep(
+    hooked: Any,
+    directions: Sequence[ConceptDirection],
+    judges: Mapping[tuple[str, str], Judge],
+    prompts: Sequence[str],
+    config: SteerConfig,
+    *,
+    pooling: Pooling = "max",
+    context: bool = False,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary, generations)`` for the directions whose method ``config.methods`` allows."""
+    prompts = list(prompts)
+    if len(prompts) < 2:
+        raise ValueError("steering needs at least two instruction prompts (half choose alpha, half report it)")
+    steer = [d for d in directions if config.methods is None or d.method in config.methods]
+    if not steer:
+        raise ValueError(f"no fitted direction has a steering method in {config.methods}")
+    n_val = len(prompts) // 2
+    split = np.array(["validation"] * n_val + ["test"] * (len(prompts) - n_val))
+    gen: dict[str, Any] = {
+        "positions": config.positions,
+        "max_new_tokens": config.max_new_tokens,
+        "batch_size": config.batch_size,
+    }
+
+    base_texts, base_ids = steered_generate(hooked, prompts, [None] * len(prompts), **gen, progress=progress)
+    base = proxy_scores(hooked, prompts, base_texts, base_ids, batch_size=batch_size)
+
+    rows = [(d, a, p) for d in steer for a in config.alphas for p in range(len(prompts))]
+    texts, ids = steered_generate(
+        hooked, [prompts[p] for _, _, p in rows], [(d, a) for d, a, _ in rows], **gen, progress=progress
+    )
+    steered = proxy_scores(hooked, [prompts[p] for _, _, p in rows], texts, ids, batch_size=batch_size)
+
+    judge_list = list(dict.fromkeys(judges[(d.concept, d.method)] for d in steer))
+    col = {id(j): i for i, j in enumerate(judge_list)}
+    read: dict[str, Any] = {"pooling": pooling, "context": context, "batch_size": batch_size}
+    base_judged = judge_scores(hooked, judge_list, base_texts, prompts=prompts, **read)
+    judged = judge_scores(hooked, judge_list, texts, prompts=[prompts[p] for _, _, p in rows], **read)
+
+    frames = []
+    for d in steer:
+        j = judges[(d.concept, d.method)]
+        zero = base.assign(alpha=0.0, prompt_id=np.arange(len(prompts)), concept_score=base_judged[:, col[id(j)]])
+        mine = [i for i, (dd, _, _) in enumerate(rows) if dd is d]
+        pid = np.array([rows[i][2] for i in mine])
+        swept = steered.iloc[mine].assign(
+            alpha=[rows[i][1] for i in mine], prompt_id=pid, concept_score=judged[mine, col[id(j)]]
+        )
+        frame = pd.concat([zero, swept], ignore_index=True)
+        frame["split"] = split[frame["prompt_id"].to_numpy()]
+        frame["prompt"] = [prompts[p] for p in frame["prompt_id"]]
+        frame = frame.assign(concept=d.concept, method=d.method, judge=j.direction.method)
+        parts = [combine(frame[frame.split == s], base[split == s]) for s in ("validation", "test")]
+        frames.append(pd.concat(parts, ignore_index=True))
+    generations = pd.concat(frames, ignore_index=True)
+    keys = ["concept", "method", "judge", "alpha", "split"]
+    summary = generations.groupby(keys, sort=False)[list(METRICS)].mean().reset_index()
+    summary["n"] = generations.groupby(keys, sort=False).size().to_numpy()
+    summary["selected"] = False
+    for _, group in summary.groupby(["concept", "method"], sort=False):
+        val = group[(group.split == "validation") & (group.alpha > 0)].sort_values(
+            ["score", "alpha"], ascending=[False, True]
+        )
+        best = float(val.iloc[0]["alpha"])
+        summary.loc[group.index[group.alpha == best], "selected"] = True
+    order = ["concept", "method", "judge", "alpha", "split", "n", *METRICS, "selected"]
+    cols = ["concept", "method", "judge", "alpha", "split", "prompt", "answer", *METRICS]
+    return summary[order], generations[cols]
