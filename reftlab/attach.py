@@ -28,7 +28,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
-from transformers import PreTrainedModel
 
 from .config import ReftConfig
 from .interventions import InterventionDict
@@ -223,7 +222,7 @@ class ReftLike(Protocol):
         """The base model with its hook points."""
 
     @property
-    def model(self) -> PreTrainedModel:
+    def model(self) -> nn.Module:
         """What runs: the HF model, or its peft wrapper (``hooked.model``)."""
 
     @property

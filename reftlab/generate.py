@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ from .data.encode import format_prompt
 from .models.hooked import HookedModel
 
 
+@runtime_checkable
 class Bindable(Protocol):
     """What ``generate`` needs of a model with interventions: its hooked base and, per batch, the
     bindings to attach. A ``ReftModel`` is one; so is ``reftlab.concepts.Steering`` (per-row steering)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ class DataSpec:
     choices_column: str = field(default="choices", metadata={"help": "multiple choice: the list of choices"})
     answer_column: str = field(default="answer", metadata={"help": "multiple choice: the right choice (index or text)"})
     label_column: str = field(default="label", metadata={"help": "classification: the class (index or name)"})
-    labels: tuple[str, ...] | None = field(
+    labels: Sequence[str] | None = field(
         default=None, metadata={"help": "classification: the class names, in head order (default: sorted labels)"}
     )
 
@@ -165,11 +165,9 @@ class EvaluationSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationSpec:
-    prompts: tuple[str, ...] = field(
-        default=(), metadata={"help": "held-out prompts answered before and after training"}
-    )
+    prompts: Sequence[str] = field(default=(), metadata={"help": "held-out prompts answered before and after training"})
     max_new_tokens: int = field(default=32, metadata={"help": "tokens generated per prompt (greedy)"})
-    metrics: tuple[str, ...] = field(
+    metrics: Sequence[str] = field(
         default=(), metadata={"help": "text metrics printed per answer, e.g. emoji_fraction"}
     )
 

@@ -15,7 +15,6 @@ from typing import Any, cast
 import torch
 from jaxtyping import Int
 from torch import Tensor, nn
-from transformers import PreTrainedModel
 
 from ._version import __version__
 from .attach import Binding, attach
@@ -84,7 +83,7 @@ class ReftModel(nn.Module):
 
     # --- pyreft-compatible surface -------------------------------------------------
     @property
-    def model(self) -> PreTrainedModel:
+    def model(self) -> nn.Module:  # the HF model, or the PeftModel wrapping it (LoRA alongside)
         return self.hooked.model
 
     @property

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import as_users_see_it
 
 import reftlab
 from reftlab.models import tiny_gpt2, tiny_llama, tiny_tokenizer
@@ -45,3 +46,13 @@ def hf_home(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _runtime_checks(request):
+    """Tests marked ``user_errors`` run as users do: without jaxtyping/beartype's runtime checks."""
+    if request.node.get_closest_marker("user_errors") is None:
+        yield
+        return
+    with as_users_see_it():
+        yield

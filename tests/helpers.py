@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,3 +71,20 @@ def torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout: in
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     cmd += [str(script), *map(str, args)]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def as_users_see_it() -> Iterator[None]:
+    """Switch the test suite's runtime type checks (jaxtyping + beartype) off for a block.
+
+    Users do not run a runtime type checker: a wrong value reaches the library's own checks,
+    whose errors are what they see. The ``user_errors`` marker does this for a whole test.
+    """
+    import jaxtyping
+
+    was = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", was)

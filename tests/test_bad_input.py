@@ -3,7 +3,8 @@ exception it must raise and a phrase its message must hold.
 
 No bad input may surface as an IndexError, KeyError or AttributeError from inside the
 library, nor leave a hook behind. A CLI row expects ``CliError``: exit code 2 and exactly
-one line on stderr (``reftlab.cli.main``'s contract for every user error).
+one line on stderr (``reftlab.cli.main``'s contract for every user error). The table runs
+without the suite's runtime type checks (``user_errors``), as users do: it tests the library's own errors.
 
 To add a row: append ``bad(id, call, ExceptionType, "phrase")`` to ``TABLE`` in the section
 it belongs to; ``call`` takes the ``Env`` below (a tiny Llama, a ReftModel on it, a saved
@@ -32,6 +33,8 @@ import reftlab
 from reftlab.analysis import attribute, decode, project, read_prompts
 from reftlab.cli import main
 from reftlab.recipe import Recipe
+
+pytestmark = pytest.mark.user_errors
 
 
 class CliError(Exception):

@@ -6,7 +6,7 @@ from contextlib import redirect_stdout
 
 import pytest
 import torch
-from helpers import no_hooks_anywhere
+from helpers import as_users_see_it, no_hooks_anywhere
 
 import reftlab
 from reftlab.interventions import kinds
@@ -220,10 +220,10 @@ def test_explicit_positions_semantics(tiny_hooked, tok):
         "integer indices": [[1.5], [2.0]],
         "cover 1 examples but the batch has 2": [[last]],
     }
-    for phrase, pos in bad.items():
-        with pytest.raises((ValueError, TypeError), match=phrase):
+    for phrase, pos in bad.items():  # the library's own messages, as users see them (no runtime type checks)
+        with as_users_see_it(), pytest.raises((ValueError, TypeError), match=phrase):
             rm.run(**enc, positions=pos)
-        with pytest.raises((ValueError, TypeError), match=phrase):
+        with as_users_see_it(), pytest.raises((ValueError, TypeError), match=phrase):
             rm(dict(enc), unit_locations={"sources->base": (None, [pos])})
     with pytest.raises(ValueError, match="a padding token"):
         rm.generate(dict(enc), positions=[[0], [last]], max_new_tokens=2, pad_token_id=tok.pad_token_id)

@@ -26,7 +26,9 @@ from .data import ConceptData
 from .states import Pooling, States, capture, encode
 
 
-def auroc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
+def auroc(
+    positive: Sequence[float] | np.ndarray | pd.Series, negative: Sequence[float] | np.ndarray | pd.Series
+) -> float:
     """Area under the ROC curve of ``positive`` vs ``negative`` scores (NaN if either is empty)."""
     pos = np.asarray(positive, dtype=np.float64).ravel()
     neg = np.asarray(negative, dtype=np.float64).ravel()
@@ -53,7 +55,7 @@ def _mean_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def roc_curve(
-    positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray
+    positive: Sequence[float] | np.ndarray | pd.Series, negative: Sequence[float] | np.ndarray | pd.Series
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)``: one point per distinct score, from (0, 0) to (1, 1).
 

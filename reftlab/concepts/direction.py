@@ -55,7 +55,7 @@ class ConceptDirection:
     method: str
     site: Site
     reading: Float[Tensor, " d_model"]
-    basis: Float[Tensor, "rank d_model"]
+    basis: Float[Tensor, "rank d_model"] | Float[Tensor, " d_model"]  # one direction: rank 1
     scale: float = 1.0
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.decode import direction_logits, top_and_bottom
 from ..atomic import write_text
-from ..sites import COMPONENTS
+from ..sites import COMPONENTS, Site
 from .data import ConceptData, read_concepts
 from .detect import detection_table, roc_curve
 from .direction import ConceptDirection, save_directions
@@ -233,7 +233,7 @@ def fit_all(
             ConceptDirection(
                 concept=concept,
                 method=method,
-                site=hook,  # type: ignore[arg-type]
+                site=Site(hook=hook),
                 reading=fitted.reading,
                 basis=fitted.basis,
                 scale=scale,

@@ -129,7 +129,7 @@ class BigBenchSource:
     """
 
     task: str = field(metadata={"help": "a BIG-bench task, e.g. arithmetic, social_iqa, sports_understanding"})
-    subtasks: tuple[str, ...] = field(
+    subtasks: Sequence[str] = field(
         default=(), metadata={"help": "subtasks pooled together, e.g. [2_digit_addition, 2_digit_subtraction]"}
     )
     seed: int = field(default=0, metadata={"help": "shuffle seed of the pooled examples"})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -159,9 +159,10 @@ def as_classes(examples: Sequence[Mapping[str, Any]], labels: Sequence[str] | No
     return out
 
 
-def split_held_out(
-    examples: Sequence[Mapping[str, Any]], fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Any], list[Any]]:
+T = TypeVar("T")
+
+
+def split_held_out(examples: Sequence[T], fraction: float = 0.2, seed: int = 0) -> tuple[list[T], list[T]]:
     """(train, held_out): a seeded shuffle, then the last ``fraction`` (at least one example) held out.
 
     >>> train, held = split_held_out(list(range(10)), 0.2)

@@ -94,13 +94,13 @@ def default_layers(n_layers: int) -> tuple[str, ...]:
 class SearchSpace:
     """The values tried per dimension; ``layers`` None = ``default_layers`` of the model."""
 
-    layers: tuple[str, ...] | None = field(
+    layers: Sequence[str] | None = field(
         default=None, metadata={"help": "layer sets such as '12' or '6;12;18;24' (default: from the model's depth)"}
     )
-    positions: tuple[str, ...] = field(default=("l1", "f1+l1", "f3+l3"), metadata={"help": "position specs"})
-    kinds: tuple[str, ...] = field(default=("loreft", "direft"), metadata={"help": "intervention kinds"})
-    ranks: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata={"help": "ranks"})
-    lrs: tuple[float, ...] = field(default=(3e-3, 1e-2, 2e-2, 4e-2), metadata={"help": "peak learning rates"})
+    positions: Sequence[str] = field(default=("l1", "f1+l1", "f3+l3"), metadata={"help": "position specs"})
+    kinds: Sequence[str] = field(default=("loreft", "direft"), metadata={"help": "intervention kinds"})
+    ranks: Sequence[int] = field(default=(1, 2, 4, 8), metadata={"help": "ranks"})
+    lrs: Sequence[float] = field(default=(3e-3, 1e-2, 2e-2, 4e-2), metadata={"help": "peak learning rates"})
     component: str = field(default="block_output", metadata={"help": f"site component, one of {', '.join(COMPONENTS)}"})
 
     def __post_init__(self) -> None:

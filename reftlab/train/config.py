@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
     lr: float = field(default=4e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay (R stays orthonormal)"})
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    betas: Sequence[float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
     schedule: Literal["linear", "cosine", "constant"] = field(
         default="linear", metadata={"help": f"lr decay after warmup: {', '.join(SCHEDULES)}"}
     )

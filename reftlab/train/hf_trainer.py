@@ -137,7 +137,9 @@ class ReftTrainer(Trainer):
         if folder is None:
             raise ValueError("the Trainer has no output_dir to save to; set TrainingArguments(output_dir=...)")
         if self.args.should_save:
-            unwrap(self.model).save(Path(folder) / "reft")
+            reft_model = unwrap(self.model)
+            with _saved_config(reft_model):
+                reft_model.save(Path(folder) / "reft")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         load_into(unwrap(model if model is not None else self.model), Path(resume_from_checkpoint) / "reft")
@@ -205,6 +207,18 @@ def _hf_config_view(model: Any) -> Iterator[None]:
         yield
     finally:
         model.config = config
+
+
+@contextmanager
+def _saved_config(model: Any) -> Iterator[None]:
+    # A checkpoint written while the Trainer runs stores the ReftConfig itself, not the view.
+    view = model.config
+    if isinstance(view, _WritableView):
+        model.config = view._wrapped
+    try:
+        yield
+    finally:
+        model.config = view
 
 
 __all__ = ["ReftTrainer", "ReftTrainerForCausalLM", "ReftTrainerForSequenceClassification"]

@@ -103,7 +103,7 @@ def _train(
 
     params = _trainable(reft_model)
     ddp.broadcast_parameters(params, ranks)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
     plan = cfg.replace(batch_size=cfg.batch_size * ranks.world)  # the global batch sets the step count
     total = plan.total_steps(len(examples))
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)

@@ -9,13 +9,15 @@ from helpers import no_hooks_anywhere
 import reftlab
 from reftlab.analysis import compare, principal_angles
 from reftlab.concepts import ConceptDirection, load_directions, save_directions
+from reftlab.sites import Site
 
 HOOK = "blocks.1.hook_resid_post"
+SITE = Site(hook=HOOK)
 
 
 def _direction(d_model=64, seed=0, **kw):
     v = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
-    return ConceptDirection(concept="cats", method="diffmean", site=HOOK, reading=v, basis=v, scale=2.5, **kw)
+    return ConceptDirection(concept="cats", method="diffmean", site=SITE, reading=v, basis=v, scale=2.5, **kw)
 
 
 def test_the_intervention_is_additive_steering_and_alpha_zero_is_the_identity():
@@ -54,13 +56,14 @@ def test_directions_compare_like_subspaces():
     )
 
 
+@pytest.mark.user_errors
 def test_bad_directions_are_refused():
     with pytest.raises(ValueError, match="zero or not finite"):
-        ConceptDirection(concept="c", method="m", site=HOOK, reading=torch.zeros(4), basis=torch.ones(4))
+        ConceptDirection(concept="c", method="m", site=SITE, reading=torch.zeros(4), basis=torch.ones(4))
     with pytest.raises(ValueError, match="reading must be"):
-        ConceptDirection(concept="c", method="m", site=HOOK, reading=torch.ones(4), basis=torch.ones(5))
+        ConceptDirection(concept="c", method="m", site=SITE, reading=torch.ones(4), basis=torch.ones(5))
     with pytest.raises(ValueError, match="scale"):
-        ConceptDirection(concept="c", method="m", site=HOOK, reading=torch.ones(4), basis=torch.ones(4), scale=0)
+        ConceptDirection(concept="c", method="m", site=SITE, reading=torch.ones(4), basis=torch.ones(4), scale=0)
 
 
 def test_save_and_load_round_trip_with_the_base_models_identity(tmp_path, tok):
@@ -68,7 +71,7 @@ def test_save_and_load_round_trip_with_the_base_models_identity(tmp_path, tok):
     basis = torch.randn(3, 64)
     dirs = [
         _direction(metadata={"norm": 1.25}),
-        ConceptDirection(concept="dogs", method="subspace:ckpt", site=HOOK, reading=basis[0], basis=basis, scale=1.0),
+        ConceptDirection(concept="dogs", method="subspace:ckpt", site=SITE, reading=basis[0], basis=basis, scale=1.0),
     ]
     folder = save_directions(dirs, tmp_path / "dirs", model=hooked)
     assert sorted(p.name for p in folder.iterdir()) == ["directions.json", "directions.safetensors"]

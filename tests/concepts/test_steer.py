@@ -4,12 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import no_hooks_anywhere
+from helpers import as_users_see_it, no_hooks_anywhere
 
 import reftlab
 from reftlab.concepts import ConceptDirection, SteerConfig, Steering, steered_generate
 from reftlab.concepts.steer import Judge, answer_losses, combine
 from reftlab.concepts.sweep import pick_judge
+from reftlab.sites import Site
 
 PROMPTS = ["Say something.", "Tell me a story about a cat."]
 
@@ -22,7 +23,7 @@ def model(tok):
 def _direction(d_model=64, method="diffmean", concept="cats", seed=0, scale=30.0):
     v = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
     return ConceptDirection(
-        concept=concept, method=method, site="blocks.1.hook_resid_post", reading=v, basis=v, scale=scale
+        concept=concept, method=method, site=Site(hook="blocks.1.hook_resid_post"), reading=v, basis=v, scale=scale
     )
 
 
@@ -61,7 +62,7 @@ def test_placements_edit_the_prompt_the_generated_tokens_or_both(model):
     assert b.positions is None and b.after_prompt
     with pytest.raises(ValueError, match="places its edits itself"):
         steering.bindings("l1", torch.ones(1, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="positions="):
+    with as_users_see_it(), pytest.raises(ValueError, match="positions="):  # not a Literal option
         Steering(model, [(d, 1.0)], "everywhere")
 
 
@@ -107,6 +108,7 @@ def test_judges_calibrate_and_are_another_method():
     np.testing.assert_allclose(j.calibrate(np.array([0.0, 2.0, 5.0])), [0.0, 0.5, 1.0])
 
 
+@pytest.mark.user_errors
 def test_steer_config_validates():
     assert SteerConfig(alphas=(2, 0.5, 2)).alphas == (0.5, 2.0)
     with pytest.raises(ValueError, match="alphas"):

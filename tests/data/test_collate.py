@@ -40,6 +40,7 @@ def test_left_padding_warns_that_locations_still_index_the_unpadded_examples(tok
     assert batch["intervention_locations"][0].tolist() == items(tok)[0]["intervention_locations"]
 
 
+@pytest.mark.user_errors
 def test_a_non_callable_collator_is_refused():
     with pytest.raises(TypeError, match="pad_token_id="):
         reftlab.ReftDataCollator(3)

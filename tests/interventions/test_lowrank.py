@@ -55,6 +55,7 @@ def test_identity_copy_sets_w_to_the_basis_and_b_to_the_projection_bias():
     assert bare.proj_b is None and not bare.bias.any()
 
 
+@pytest.mark.user_errors
 @pytest.mark.parametrize(
     ("spec", "phrase"),
     [

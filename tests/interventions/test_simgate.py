@@ -50,6 +50,7 @@ def test_round_trip_spec_state_and_safetensors(spec, tmp_path):
         assert torch.equal(new(h), iv(h))
 
 
+@pytest.mark.user_errors
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="source='key' reads one position"):
         SimilarityGated(d_model=8, child={"kind": "loreft", "rank": 2}, source="key", arity=2)

@@ -43,6 +43,7 @@ def test_reward_trainer_learns_to_prefer_the_chosen_answers(tok, tmp_path):
     assert (tmp_path / "saved" / "reft" / "base_parameters.safetensors").is_file()
 
 
+@pytest.mark.user_errors
 def test_pair_rewards_needs_a_scalar_head_and_row_pairs():
     chosen, rejected = pair_rewards(torch.tensor([[1.0], [0.0], [2.0], [3.0]]))
     assert chosen.tolist() == [1.0, 2.0] and rejected.tolist() == [0.0, 3.0]
