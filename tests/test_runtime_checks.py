@@ -29,3 +29,11 @@ def test_a_wrong_type_is_a_type_error_in_the_tests_and_a_value_error_for_users()
 def test_the_user_errors_marker_runs_without_the_checks():
     with pytest.raises(ValueError, match="init='zeros' must be 'random' or 'identity'"):
         reftlab.interventions.build({"kind": "loreft", "d_model": 4, "rank": 1, "init": "zeros"})
+
+
+def test_an_int_is_a_float_and_a_list_is_a_sequence_as_mypy_reads_them():
+    # PEP 484's numeric tower (beartype's is_pep484_tower) and Sequence fields: what YAML and JSON give
+    cfg = reftlab.TrainConfig(lr=1, betas=[0.9, 0.999])
+    assert cfg.lr == 1 and cfg.betas == (0.9, 0.999)
+    with pytest.raises(TypeError):
+        reftlab.TrainConfig(lr="1e-3")
