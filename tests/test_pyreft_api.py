@@ -64,6 +64,7 @@ def test_takes_every_call_pyrefts_signature_takes(name):
     assert incompatibilities(name) == []
 
 
+@pytest.mark.user_errors
 def test_pyvenes_reft_model_constructor_is_refused_with_the_way_to_build_one():
     assert incompatibilities("ReftModel")  # the one documented difference
     config = reftlab.ReftConfig(representations={"layer": 1, "component": "block_output", "rank": 2, "kind": "loreft"})
