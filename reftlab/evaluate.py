@@ -102,6 +102,9 @@ def evaluate(
         if isinstance(model, HookedModel):
             raise ValueError("positions= applies to a ReftModel's interventions; the bare base model has none")
         model = model.with_positions(positions)
+    if not isinstance(model, HookedModel):
+        for site in model.sites:
+            _site_positions(site)  # a site saved without positions fails here, before any work
     task = task or _infer_task(model, data)
     check_task(task)
     examples = data if _normalized(data) else read_examples(data, task, labels=labels)
