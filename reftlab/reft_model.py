@@ -60,11 +60,16 @@ class ReftModel(nn.Module):
         self,
         hooked: HookedModel,
         config: ReftConfig,
-        interventions: Sequence[Intervention],
+        interventions: Sequence[Intervention] = (),
         *,
         origins: Sequence[str] | None = None,
         prompt_format: PromptFormat | None = None,
     ) -> None:
+        if isinstance(hooked, ReftConfig):  # pyreft's (pyvene's) ReftModel(config, model)
+            raise TypeError(
+                "ReftModel(config, model) is pyreft's internal constructor; build a ReftModel with "
+                "reftlab.get_reft_model(model, config) (as pyreft's README and examples do)"
+            )
         super().__init__()
         self.prompt_format = prompt_format
         if len(interventions) != len(config.representations):
@@ -447,13 +452,13 @@ class ReftModel(nn.Module):
 
 def get_reft_model(
     model: nn.Module,
-    config: ReftConfig,
+    reft_config: ReftConfig,
     set_device: bool = True,
     disable_model_grads: bool = True,
     *,
     tokenizer: Any = None,
 ) -> ReftModel:
-    """Attach ``config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
+    """Attach ``reft_config``'s interventions to ``model`` (a HookedModel or an HF causal LM).
 
     The base weights are frozen (a peft model keeps its adapters trainable); each
     intervention takes the device of its site's hidden state (``set_device``: the model's, or
@@ -463,16 +468,16 @@ def get_reft_model(
     instead of ~1e-2, AdamW's small updates are not rounded away, and the cost is a few
     r x d matmuls; ``reftlab.attach`` casts at the site).
     """
-    if not isinstance(config, ReftConfig):
-        raise TypeError(f"config must be a ReftConfig, got {type(config).__name__}")
+    if not isinstance(reft_config, ReftConfig):
+        raise TypeError(f"reft_config must be a ReftConfig, got {type(reft_config).__name__}")
     hooked = _hooked(model, tokenizer)
-    for rep in config.representations:  # pyvene-style string components get hook points on demand
+    for rep in reft_config.representations:  # pyvene-style string components get hook points on demand
         if MODULE_SITE.match(rep.site.hook):
             hooked.module_hook_point(rep.site.hook)
-    config.validate(d_model=hooked.d_model, n_layers=hooked.n_layers, hook_names=list(hooked.mod_dict))
+    reft_config.validate(d_model=hooked.d_model, n_layers=hooked.n_layers, hook_names=list(hooked.mod_dict))
     interventions: list[Intervention] = []
     shared: dict[str, Intervention] = {}
-    for rep in config.representations:
+    for rep in reft_config.representations:
         if rep.share is not None and rep.share in shared:  # one module for the whole share group
             interventions.append(shared[rep.share])
             continue
@@ -486,7 +491,7 @@ def get_reft_model(
         for name, p in hooked.model.named_parameters():
             if not (is_peft and "lora_" in name):
                 p.requires_grad_(False)
-    reft = ReftModel(hooked, config, interventions)
+    reft = ReftModel(hooked, reft_config, interventions)
     if set_device:
         reft.place_interventions()
     return reft

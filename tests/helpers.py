@@ -69,3 +69,24 @@ def torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout: in
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     cmd += [str(script), *map(str, args)]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def accelerate_launch(script, *args, nproc: int = 2, env: dict | None = None, timeout: int = 300):
+    """Run ``script args`` under ``accelerate launch --multi_gpu --num_processes nproc`` on the CPU.
+
+    ``--multi_gpu`` is accelerate's torch.distributed launcher (it runs torch's elastic
+    launcher; without CUDA each process trains on the CPU over gloo); ``--cpu`` with several
+    processes would need MPI (see docs/scale.md). ``HF_HOME`` points into a fresh folder so a
+    user's ``accelerate config`` file cannot change the launch. Returns the ``CompletedProcess``.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="reftlab-accelerate-")
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": home, **(env or {})}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc)]
+    cmd += ["--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += [str(script), *map(str, args)]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -18,7 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f = sub.add_parser("fit", help="fit concept directions, score detection and steering, write a report")
     f.add_argument("train", help="concept data: .csv/.jsonl/.json/.parquet, AxBench's columns or text,concept,label")
     f.add_argument("--eval", help="held-out concept data (default: a held-out split of TRAIN)")
-    f.add_argument("--model", help="base model name or local HF folder (default: the embedded SmolLM2)")
+    f.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id "
+        "(default: the one the first --reft checkpoint records, else the embedded SmolLM2)",
+    )
     f.add_argument("--layer", type=int, help="block index of the site")
     f.add_argument("--component", default="block_output", help="site component (default: block_output)")
     f.add_argument("--hook", help="a hook name instead of --layer/--component")
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     train = read_concepts(args.train)  # bad data files fail before the model loads
     evals = read_concepts(args.eval) if args.eval else None
     prompts = _prompts(args.steer_prompts) if args.steer_prompts else None
-    hooked = _model(args.model)
+    hooked = _model(args.model, args.reft)
     subspaces = _subspaces(args.reft, hooked, config.site_hook)
     result = fit_concepts(
         hooked, train, eval=evals, config=config, subspaces=subspaces, steer_prompts=prompts, progress=progress
@@ -94,10 +98,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(name: str | None):
+def _model(name: str | None, checkpoints: list[str]):
+    """``--model``; without it the base the first ``--reft`` checkpoint records, else the embedded model."""
     from ..models import load_model
+    from ..reft_model import ReftModel
 
-    return load_model() if name is None else load_model(name)
+    if name is not None:
+        return load_model(name)
+    if checkpoints:
+        return ReftModel.load(checkpoints[0]).hooked
+    return load_model()
 
 
 def _names(text: str) -> tuple[str, ...]:

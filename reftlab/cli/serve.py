@@ -15,7 +15,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", default=None, help="base model: a name or local HF folder (default: the embedded SmolLM2)"
+        "--model",
+        default=None,
+        help="base model: the embedded name, a local HF folder or a Hub id "
+        "(default: the one the first --reft checkpoint records, else the embedded SmolLM2)",
     )
     p.add_argument(
         "--reft",

@@ -54,12 +54,31 @@ class ReftTrainer(Trainer):
         self,
         model: Any = None,
         args: Any = None,
-        *,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
         tokenizer: Any = None,
+        model_init: Any = None,
+        compute_metrics: Any = None,
+        callbacks: Any = None,
+        optimizers: tuple[Any, Any] = (None, None),
+        preprocess_logits_for_metrics: Any = None,
+        *,
         processing_class: Any = None,
         fast: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        # pyreft's positional order (transformers 4.45's Trainer, ``tokenizer`` sixth), passed on by name.
+        kwargs.update(
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
         self.fast = fast
         self.fast_path: FastForward | None = None
         self._fast_decided = False

@@ -30,10 +30,11 @@ def test_fit_writes_directions_tables_and_the_report(base, tmp_path):
     )
     reft.save(tmp_path / "lo")
     out = tmp_path / "out"
+    # No --model: the base is the one the --reft checkpoint records (the tiny folder).
     rc = main(
         [
             "concepts", "fit", str(EXAMPLES / "train.csv"), "--eval", str(EXAMPLES / "eval.csv"),
-            "--model", str(base), "--layer", "1", "--methods", "diffmean,probe,reft_r1", "--r1-max-steps", "1",
+            "--layer", "1", "--methods", "diffmean,probe,reft_r1", "--r1-max-steps", "1",
             "--reft", str(tmp_path / "lo"), "--alphas", "1,4", "--n-prompts", "4", "--max-new-tokens", "3",
             "--steer-methods", "diffmean", "--no-progress", "-o", str(out),
         ]

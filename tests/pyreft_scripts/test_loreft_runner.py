@@ -324,3 +324,13 @@ def test_runner_commonsense_causal_lm_subclass_trains_on_its_prompt_positions(pr
         n = len(tokenizer(f"{row['instruction']}\n")["input_ids"])
         assert ex["intervention_locations"] == [[1, 2, 3, n - 2, n - 1, n]]
         assert (ex["labels"][: n + 1] == IGNORE_INDEX).all() and ex["labels"][n + 1] != IGNORE_INDEX
+
+    # The runner's save (reft_model.save) loads back onto a fresh base with the same loss.
+    reft_model.save(str(tmp_path / "saved"))
+    fresh = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch.float32)
+    again = ReftModel.load(tmp_path / "saved", fresh, tokenizer=tokenizer)
+    batch = data_collator([train_dataset[i] for i in range(len(rows))])
+    with torch.no_grad():
+        mine = trainer.compute_loss(reft_model.eval(), batch)
+        theirs = trainer.compute_loss(again.eval(), batch)
+    assert torch.equal(mine, theirs)
