@@ -44,8 +44,9 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# REFTLAB_REQUIRE_PYREFT: under make test (and so CI), a missing pyreft venv fails the test instead of skipping it.
 test: $(STAMP) $(CHROMIUM) $(PYREFT_VENV)/.complete
-	$(PY) -m pytest -q
+	REFTLAB_REQUIRE_PYREFT=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

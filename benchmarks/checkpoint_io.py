@@ -44,7 +44,7 @@ def folder_bytes(folder: Path, suffixes: tuple[str, ...] = (".json", ".safetenso
 def reft(model, kind: str) -> reftlab.ReftModel:
     cfg = reftlab.ReftConfig(
         representations={
-            "layer": 15,
+            "layer": model.n_layers // 2,  # 15 on SmolLM2's 30
             "component": "block_output",
             "positions": "l1",
             "intervention": {"kind": kind, "rank": 4},
@@ -53,11 +53,11 @@ def reft(model, kind: str) -> reftlab.ReftModel:
     return reftlab.get_reft_model(model, cfg)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="a model name or local HF folder")
     ap.add_argument("--repeats", type=int, default=9)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"torch threads: {torch.get_num_threads()}")
     model = reftlab.load_model(args.model, dtype="float32")
     tmp = Path(tempfile.mkdtemp())

@@ -41,7 +41,7 @@ def random_reft(hooked, layer: int, seed: int) -> reftlab.ReftModel:
     return reftlab.get_reft_model(hooked, cfg).eval()  # random W, b, R: not the identity
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -50,15 +50,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    n_refts = 4
+    if args.batch % n_refts:
+        raise SystemExit(f"--batch {args.batch} must be a multiple of {n_refts} (the same prompts per ReFT)")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     if args.model == "smollm2":
         hooked = reftlab.load_model(dtype=dtype, device=args.device)
     else:
         hooked = reftlab.load_model(reftlab.tiny_llama(dtype=dtype).to(args.device), reftlab.tiny_tokenizer())
-    n_refts = 4
-    if args.batch % n_refts:
-        raise SystemExit(f"--batch {args.batch} must be a multiple of {n_refts} (the same prompts per ReFT)")
     per = args.batch // n_refts
     layers = [round(i * (hooked.n_layers - 1) / (n_refts - 1)) for i in range(n_refts)]
     refts = {f"reft{i}": random_reft(hooked, layer, seed=i) for i, layer in enumerate(layers)}

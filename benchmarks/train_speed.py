@@ -191,24 +191,28 @@ def main() -> None:
     # (b), (c), (d): the pyreft script's ReFT on reftlab, from pyreft's initial weights.
     init = reftlab.ReftModel.load(tmp / "init", hooked)
     init_by_layer = {s.layer: iv for s, iv in zip(init.sites, init.interventions.values())}
-    config = pyreft.ReftConfig(
-        representations=[
-            {
-                "layer": layer,
-                "component": "block_output",
-                "low_rank_dimension": rank,
-                "intervention": pyreft.LoreftIntervention(embed_dim=hooked.d_model, low_rank_dimension=rank),
-            }
-            for layer in layers
-        ]
-    )
+
+    def config() -> pyreft.ReftConfig:  # one per arm: like pyreft's, a config's intervention objects are used as given
+        return pyreft.ReftConfig(
+            representations=[
+                {
+                    "layer": layer,
+                    "component": "block_output",
+                    "low_rank_dimension": rank,
+                    "intervention": pyreft.LoreftIntervention(embed_dim=hooked.d_model, low_rank_dimension=rank),
+                }
+                for layer in layers
+            ]
+        )
+
     models = {}
     for arm in ARMS[1:]:
-        rm = pyreft.get_reft_model(hooked, config)
+        rm = pyreft.get_reft_model(hooked, config())
         for site, iv in zip(rm.sites, rm.interventions.values()):
             iv.load_state_dict(init_by_layer[site.layer].state_dict())
         models[arm] = rm
     dm = pyreft.make_last_position_supervised_data_module(tok, hooked.model, prompts, responses, len(layers))
+    assert len({id(iv) for rm in models.values() for iv in rm.interventions.values()}) == 3 * len(layers)
     examples = [dm["train_dataset"][i] for i in range(len(rows))]
     ours = [list(map(int, e["input_ids"])) for e in examples]
     assert ours == ready["input_ids"], "pyreft and reftlab tokenized the data differently"

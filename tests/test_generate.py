@@ -132,7 +132,9 @@ def test_float32_batch_gives_each_prompt_its_greedy_tokens_alone_on_the_embedded
     their single-prompt answer after 9-18 tokens (measured 2026-11-30). Padding changes the
     shapes of the matmuls, so their sums round differently; bf16 keeps 8 bits of mantissa,
     enough for such differences to flip a near-tie in the greedy argmax, after which the
-    continuations part. float32's differences (~1e-6) flip none here."""
+    continuations part. The batch's size alone does it too: 6 prompts of equal length (37 tokens
+    with the template, no padding) in bf16, 2 part from their single-prompt answer within 32
+    tokens (measured 2026-11-30). float32's differences (~1e-6) flip none here."""
     hooked, _, _ = smol
     rm = smol_reft(hooked)
     kw = {"max_new_tokens": 24, "chat_template": True}

@@ -138,7 +138,10 @@ def test_classification_recipe_trains_the_head_and_reports_accuracy(tmp_path, ti
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["score"] == ev["score"]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == {k: ev[k] for k in ("metric", "score", "n", "trainable_params")}
+    assert printed == {
+        **{k: ev[k] for k in ("metric", "score", "n", "trainable_params")},
+        "positions": {"layer_1_comp_block_output#0": "l1"},  # what the run edited (saved with the sites)
+    }
     (tmp_path / "out" / "run.json").unlink()  # without the run record the class names must be given
     assert main(args) == 2 and "needs --labels" in capsys.readouterr().err
     assert main([*args, "--labels", "bad,good,ugly"]) == 2 and "names 3 classes" in capsys.readouterr().err

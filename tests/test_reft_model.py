@@ -245,3 +245,39 @@ def test_reft_model_meets_the_reft_like_contract_with_declared_fields(tiny_hooke
         reftlab.ReftModel(tiny_hooked, rm.config, ivs, origins=["a", "b"])
     with pytest.raises(TypeError, match="must be an Intervention, got Linear"):
         rm.interventions["extra"] = torch.nn.Linear(2, 2)
+
+
+def test_with_positions_gives_a_pyreft_style_checkpoint_its_positions(tiny_hooked, tok, tmp_path):
+    """Sites saved without positions (pyreft's way) take them from with_positions: the same edit as
+    positions= per call, the interventions shared (not copied), and saved with the checkpoint."""
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2},
+            {"layer": 2, "component": "block_output", "positions": "f1", "kind": "direft", "rank": 2},
+        ]
+    )
+    torch.manual_seed(0)
+    rm = reftlab.get_reft_model(tiny_hooked, cfg)
+    with torch.no_grad():
+        for p in rm.interventions.parameters():
+            p.add_(torch.randn_like(p))
+    enc = enc_left(tok, ["ab", "the quick brown fox"])
+    with pytest.raises(ValueError, match="has no positions"):
+        rm.run(**enc)
+    given = rm.with_positions(["f1+l1", None])  # None: the second keeps its own f1
+    assert given.positions_used() == dict(zip(rm.interventions, ["f1+l1", "f1"]))
+    assert rm.positions_used()[next(iter(rm.interventions))] is None  # the original is unchanged
+    assert all(a is b for a, b in zip(given.interventions.values(), rm.interventions.values()))
+    with torch.no_grad():
+        assert torch.equal(given.run(**enc).logits, rm.run(**enc, positions=["f1+l1", "f1"]).logits)
+        assert not torch.equal(given.run(**enc).logits, tiny_hooked.model(**enc).logits)
+    given.save(tmp_path / "c")
+    back = reftlab.ReftModel.load(tmp_path / "c", tiny_hooked)
+    assert back.positions_used() == given.positions_used()
+    with torch.no_grad():
+        assert torch.equal(back.run(**enc).logits, given.run(**enc).logits)
+    assert rm.with_positions("l1").positions_used() == dict.fromkeys(rm.interventions, "l1")
+    with pytest.raises(TypeError, match="with_positions takes specs"):
+        rm.with_positions(torch.tensor([[1], [3]]))
+    with pytest.raises(ValueError, match="cannot parse positions 'last'"):
+        rm.with_positions("last")

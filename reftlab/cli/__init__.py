@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # name -> module under reftlab.cli (imported only when its command runs, or to build --help)
 COMMANDS: dict[str, str] = {
@@ -39,8 +40,15 @@ USER_ERRORS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a wrong argument reported like every other user error: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reftlab", description="Representation finetuning workbench")
+    parser = _Parser(prog="reftlab", description="Representation finetuning workbench")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
@@ -49,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a wrong argument already reported in one line (2)
+        return e.code if isinstance(e.code, int) else 2
     mod = importlib.import_module(f"{__name__}.{COMMANDS[args.command]}")
     try:
         return int(mod.run(args))

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..atomic import write_text
 from ..metrics import METRICS
+from . import _positions
 
 HELP = "score a saved ReFT checkpoint on held-out data; the last line is a JSON summary"
 
@@ -26,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
+    p.add_argument(
+        "--positions",
+        nargs="+",
+        metavar="SPEC",
+        help="positions the interventions edit: " + _positions.HOW + "; --compare's checkpoint takes them too",
     )
     p.add_argument("--compare", help="'base' (no intervention) or another checkpoint folder, on the same data")
     p.add_argument("-o", "--output", help="write the per-example table here (.csv)")
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             loaded = ReftModel.load(folder, _base(folder, args.model))
         _mark_trained(loaded, folder)
         _check_labels(loaded.hooked, labels)
-        return loaded
+        return _positions.apply(loaded, args.positions, folder)
 
     reft_model = load(checkpoint)
     compare: str | dict[str, ReftModel] | None = None
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         compare = "base"
     elif args.compare:
         compare = {Path(args.compare).name or "other": load(Path(args.compare))}
+    print("positions: " + _positions.describe(reft_model, bool(args.positions)))
     result = evaluate(
         reft_model,
         args.data,
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         with __import__("pandas").option_context("display.max_colwidth", 40, "display.width", 160):
             print(result.table.head(10).to_string(index=False))
-    print(json.dumps(result.summary()))
+    print(json.dumps({**result.summary(), "positions": reft_model.positions_used()}))
     return 0
 
 

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import _positions
+
 HELP = "serve a base model and named ReFT checkpoints over an OpenAI-compatible HTTP API (with a chat page)"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
@@ -24,6 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=CHECKPOINT",
         help="a ReFT checkpoint folder served as model NAME (repeatable); each is checked against the base",
+    )
+    p.add_argument(
+        "--positions",
+        action="append",
+        default=[],
+        metavar="[NAME=]SPEC[,SPEC...]",
+        help="positions the ReFTs edit (repeatable): SPEC for every ReFT, NAME=SPEC for one; a comma-separated "
+        "list gives one spec per intervention in order (needed for checkpoints saved without positions, "
+        "e.g. pyreft's)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -53,6 +64,30 @@ def parse_refts(specs: list[str], base_name: str) -> dict[str, str]:
     return out
 
 
+def parse_positions(values: list[str], names: list[str]) -> dict[str, list[str]]:
+    """``["l1", "emoji=f1+l1,l1"]`` -> ``{name: [spec, ...]}`` for every ReFT named or covered."""
+    out: dict[str, list[str]] = {}
+    everyone: list[str] | None = None
+    for value in values:
+        name, sep, specs = value.rpartition("=")
+        items = [x.strip() for x in specs.split(",")]
+        if not all(items):
+            raise ValueError(f"--positions {value!r}: expected [NAME=]SPEC[,SPEC...], e.g. --positions l1")
+        if not sep:
+            if everyone is not None:
+                raise ValueError(f"--positions {value!r}: a spec for every ReFT is given twice")
+            everyone = items
+        elif name not in names:
+            raise ValueError(f"--positions {value!r}: no ReFT named {name!r}; served ReFTs: {', '.join(names)}")
+        elif name in out:
+            raise ValueError(f"--positions for {name!r} is given twice")
+        else:
+            out[name] = items
+    if everyone is not None:
+        out = {n: out.get(n, everyone) for n in names}
+    return out
+
+
 def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     """The base HookedModel, every ReFT on it (validated), and the base's served name.
 
@@ -63,6 +98,7 @@ def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     from reftlab.models.loading import EMBEDDED
 
     specs = parse_refts(args.reft, args.name or "")
+    positions = parse_positions(args.positions, list(specs))
     refts: dict[str, Any] = {}
     if args.model is None and specs:
         name, path = next(iter(specs.items()))
@@ -79,6 +115,8 @@ def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     for name, path in specs.items():
         if name not in refts:
             refts[name] = _load_reft(name, path, lambda p: reftlab.ReftModel.load(p, hooked, strict=args.strict))
+    for name, path in specs.items():
+        refts[name] = _positions.apply(refts[name], positions.get(name), f"--reft {name}={path}")
     return hooked, refts, base_name
 
 
@@ -105,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     hooked, refts, base_name = load(args)
     engine = Engine(hooked, refts, max_batch=args.max_batch)
     app = create_app(engine, model_name=base_name, default_max_tokens=args.max_tokens)
-    names = ", ".join(refts) or "none"
+    given = parse_positions(args.positions, list(refts))
+    names = ", ".join(f"{n} [{_positions.describe(r, n in given)}]" for n, r in refts.items()) or "none"
     print(f"reftlab serve: base {base_name!r}, ReFTs: {names}; http://{args.host}:{args.port} (chat page at /)")
     run_server(app, args.host, args.port, log_level=args.log_level)
     return 0

@@ -80,7 +80,8 @@ def read_examples(
     """
     check_task(task)
     if task == "generation":
-        prompts, responses = read_pairs(_frame(source), prompt_column, response_column)
+        path = isinstance(source, (str, os.PathLike))  # read_pairs names the file in its errors
+        prompts, responses = read_pairs(source if path else _frame(source), prompt_column, response_column)
         return [{"prompt": p, "response": r, "choices": None, "answer": None} for p, r in zip(prompts, responses)]
     frame = _frame(source)
     where = str(source) if isinstance(source, (str, os.PathLike)) else "the data"

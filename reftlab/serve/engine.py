@@ -186,7 +186,7 @@ class Engine:
                 if site.positions is None:
                     raise ValueError(
                         f"ReFT {name!r} has a site at {site.hook} without positions; serving needs each site's "
-                        "positions saved in the checkpoint (e.g. 'l1' or 'f3+l3')"
+                        "positions: give them with ReftModel.with_positions (reftlab serve --positions), e.g. 'l1'"
                     )
         self._every = {n for n, r in self.refts.items() if any(s.positions and s.positions.all for s in r.sites)}
         self.stop_ids = _stop_ids(model, tok)

@@ -108,3 +108,32 @@ def test_the_command_serves_until_interrupted(saved):
         output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
     assert "base 'tiny', ReFTs: lo" in output
+
+
+def test_positions_for_a_checkpoint_saved_without_them(saved, tmp_path, capsys):
+    """pyreft's way (no positions saved): refused naming --positions; with them each ReFT is served
+    at the given positions (the same edit as the checkpoint saved with them) and the start line says so."""
+    from reftlab.cli import build_parser
+    from reftlab.cli.serve import load, parse_positions
+    from reftlab.serve import Engine
+
+    base = str(saved / "base")
+    lo = reftlab.ReftModel.load(saved / "lo")
+    rep = {k: v for k, v in SPEC.items() if k != "positions"}
+    bare = reftlab.ReftModel(lo.hooked, reftlab.ReftConfig(representations=[rep]), list(lo.interventions.values()))
+    bare.save(tmp_path / "bare")
+    assert main(["serve", "--model", base, "--reft", f"bare={tmp_path / 'bare'}"]) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("reftlab ")]
+    assert f"--reft bare={tmp_path / 'bare'}: intervention" in err and "pass --positions SPEC" in err
+
+    argv = ["serve", "--model", base, "--reft", f"bare={tmp_path / 'bare'}", "--reft", f"lo={saved / 'lo'}"]
+    hooked, refts, _ = load(build_parser().parse_args([*argv, "--positions", "bare=f1+l1"]))
+    assert [r.positions_used() for r in refts.values()] == [lo.positions_used()] * 2
+    Engine(hooked, refts)  # servable: every site has positions
+    same = [reftlab.generate(r, ["Hello there"], chat_template=True, max_new_tokens=6).texts for r in refts.values()]
+    assert same[0] == same[1]
+    with pytest.raises(ValueError, match="no ReFT named 'nope'"):
+        parse_positions(["nope=l1"], ["bare", "lo"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_positions(["l1", "f1"], ["bare", "lo"])
+    assert parse_positions(["l1", "lo=f1,l1"], ["bare", "lo"]) == {"bare": ["l1"], "lo": ["f1", "l1"]}

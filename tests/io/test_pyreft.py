@@ -149,7 +149,7 @@ def test_pyreft_itself_loads_the_export(base, tmp_path):
     cannot reload even its own checkpoints of them (``KeyError: 'add_bias'``).
     """
     if not (PYREFT_VENV / ".complete").is_file():
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("REFTLAB_REQUIRE_PYREFT"):  # make test sets it
             pytest.fail(f"pyreft's venv is missing at {PYREFT_VENV}: `make test` builds it (make pyreft-venv)")
         pytest.skip(f"pyreft's venv is not built at {PYREFT_VENV} (make pyreft-venv)")
     ivs = []
