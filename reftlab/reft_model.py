@@ -95,14 +95,18 @@ class ReftModel(nn.Module):
     def tokenizer(self) -> Any:
         return self.hooked.tokenizer
 
-    def set_device(self, device: str | torch.device) -> "ReftModel":
-        """Move the base and the interventions to ``device`` (pyreft's call).
+    def set_device(self, device: str | torch.device, set_model: bool = True) -> "ReftModel":
+        """Move the base and the interventions to ``device`` (pyreft's call); with
+        ``set_model=False`` only the interventions.
 
         On a base dispatched by accelerate (``device_map``: sharded or offloaded) the base
         stays where accelerate put it and every intervention goes to its site's device.
         """
         if self.hooked.dispatched:
             self.place_interventions()
+            return self
+        if not set_model:
+            self.interventions.to(check_device(device))
             return self
         return self.to(check_device(device))
 
@@ -137,8 +141,13 @@ class ReftModel(nn.Module):
         base: Mapping[str, Tensor] | None = None,
         sources: Any = None,
         unit_locations: Mapping[str, Any] | None = None,
-        labels: Tensor | None = None,
+        source_representations: Any = None,
         subspaces: Any = None,
+        labels: Tensor | None = None,
+        output_original_output: bool | None = False,
+        return_dict: bool | None = None,
+        use_cache: bool | None = None,
+        intervention_additional_kwargs: Mapping[str, Any] | None = None,
         *,
         positions: Any = None,
         **kwargs: Any,
@@ -147,13 +156,13 @@ class ReftModel(nn.Module):
 
         Returns ``(None, outputs)`` where ``outputs`` has ``.logits`` and ``.loss``.
         ``locs`` is ``[num_interventions][batch][n]`` absolute positions (one entry is
-        broadcast to every intervention). ``sources`` and ``subspaces`` must be None:
-        ReFT interventions are sourceless and act on their whole subspace.
+        broadcast to every intervention). The parameters are pyvene's, in its order;
+        ``sources``, ``source_representations``, ``subspaces``, ``output_original_output``
+        and ``intervention_additional_kwargs`` must keep their defaults: ReFT interventions
+        are sourceless and act on their whole subspace.
         """
-        if sources is not None or subspaces is not None:
-            raise ValueError(
-                "reftlab's ReFT interventions are sourceless and use their whole subspace; pass sources=None, subspaces=None"
-            )
+        _refuse_pyvene_only(sources, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
+        kwargs.update({k: v for k, v in (("return_dict", return_dict), ("use_cache", use_cache)) if v is not None})
         if base is None:
             base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         base = _as_base(base)
@@ -166,8 +175,13 @@ class ReftModel(nn.Module):
     def generate(
         self,
         base: Mapping[str, Tensor],
+        sources: Any = None,
         unit_locations: Mapping[str, Any] | None = None,
+        source_representations: Any = None,
         intervene_on_prompt: bool = True,
+        subspaces: Any = None,
+        output_original_output: bool | None = False,
+        intervention_additional_kwargs: Mapping[str, Any] | None = None,
         *,
         positions: Any = None,
         **generate_kwargs: Any,
@@ -177,7 +191,11 @@ class ReftModel(nn.Module):
         Interventions with positions act on prompt positions only: the prompt's forward
         pass is edited, and the generated tokens see the edit through the KV cache.
         Interventions with ``positions="all"`` act on every token, generated ones too.
+        The parameters are pyvene's, in its order; the source-related ones must keep their
+        defaults (as in ``forward``), and ``intervene_on_prompt`` must be True (pyreft's
+        README passes True; pyvene's default is False).
         """
+        _refuse_pyvene_only(sources, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
         if not intervene_on_prompt:
             raise ValueError(
                 "reftlab intervenes on prompt positions (intervene_on_prompt=True); for an edit on every "
@@ -340,6 +358,7 @@ class ReftModel(nn.Module):
         save_directory: str | os.PathLike,
         save_to_hf_hub: bool = False,
         hf_repo_name: str | None = None,
+        include_model: bool = False,
         *,
         format: Format = "reftlab",
         prompt_format: PromptFormat | Mapping[str, Any] | None = None,
@@ -350,12 +369,19 @@ class ReftModel(nn.Module):
         the folder is then uploaded as ``hf_repo_name``; an upload failure raises with the
         local folder intact. A peft model's LoRA adapter is saved alongside in peft's format.
         ``prompt_format`` (a ``PromptFormat`` or its dict) is recorded instead of
-        ``self.prompt_format``: how training formatted prompts.
+        ``self.prompt_format``: how training formatted prompts. ``include_model`` (pyreft's)
+        must stay False: the checkpoint records its base instead of copying it.
         """
         from .io import save_reft, upload_folder
 
         if save_to_hf_hub and not hf_repo_name:
             raise ValueError("save_to_hf_hub=True needs hf_repo_name='user/name'")
+        if include_model:
+            raise ValueError(
+                "include_model=True (pyreft: copy the base model into the folder) is not supported: a reftlab "
+                "checkpoint records its base (Hub id or folder, and revision) and ReftModel.load(folder) loads it; "
+                "save a changed base yourself with reft_model.model.save_pretrained(...)"
+            )
         fmt = self.prompt_format if prompt_format is None else PromptFormat.from_json(prompt_format)
         folder = save_reft(
             self,
@@ -447,6 +473,29 @@ class ReftModel(nn.Module):
         merged = merge_into_base(list(self.sites), list(self.interventions.values()), self.hooked)
         self.merged = True
         return merged
+
+
+def _refuse_pyvene_only(
+    sources: Any, source_representations: Any, subspaces: Any, output_original_output: Any, additional: Any
+) -> None:
+    """pyvene's arguments for source-based interventions: ReFT's take none of them."""
+    given = [
+        name
+        for name, value in (
+            ("sources", sources),
+            ("source_representations", source_representations),
+            ("subspaces", subspaces),
+            ("intervention_additional_kwargs", additional),
+        )
+        if value is not None
+    ]
+    if output_original_output:
+        given.append("output_original_output")
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: reftlab's ReFT interventions are sourceless and use their whole subspace; "
+            "leave these at their defaults (for the unedited output run reft_model.model, or reftlab.generate(model, ...))"
+        )
 
 
 def get_reft_model(
