@@ -79,7 +79,7 @@ def check_keys(reft_model: ReftLike, key: str | Sequence[str] | None) -> list[st
     return keys
 
 
-def positions_used(reft_model: Any, positions: Any, keys: Sequence[str], where: str) -> dict[str, str]:
+def positions_used(reft_model: ReftLike, positions: Any, keys: Sequence[str], where: str) -> dict[str, str]:
     """What each of ``keys`` will edit, as text (``"f1+l1 (site default)"``); checked before any work.
 
     A site saved without positions (pyreft's way: positions per call) needs ``positions=``:
