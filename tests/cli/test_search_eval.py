@@ -113,7 +113,17 @@ def test_cli_errors_are_one_line(tiny_recipe, tmp_path, capsys):
 def test_an_interrupted_search_resumes_where_it_stopped(tiny_recipe, tmp_path, capsys):
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "reftlab", "search", str(tiny_recipe), "-o", str(out), "--no-progress"]
+    # Each logged trial is followed by a pause, so the interrupt lands mid-search however loaded
+    # the machine is (tiny trials otherwise finish all 15 before this process polls again).
+    slow = (
+        "import importlib, sys, time\n"
+        "h = importlib.import_module('reftlab.search.halving')  # reftlab.search is also a function\n"
+        "write = h.write_trials\n"
+        "h.write_trials = lambda out, rows: (write(out, rows), time.sleep(0.5))[0]\n"
+        "from reftlab.cli import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    cmd = [sys.executable, "-c", slow, "search", str(tiny_recipe), "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
