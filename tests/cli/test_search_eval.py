@@ -116,7 +116,10 @@ def test_an_interrupted_search_resumes_where_it_stopped(tiny_recipe, tmp_path, c
     # Each logged trial is followed by a pause, so the interrupt lands mid-search however loaded
     # the machine is (tiny trials otherwise finish all 15 before this process polls again).
     slow = (
-        "import importlib, sys, time\n"
+        "import importlib, signal, sys, time\n"
+        # SIGINT as a terminal gives it, whatever the runner left ignored or blocked (children inherit both)
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
         "h = importlib.import_module('reftlab.search.halving')  # reftlab.search is also a function\n"
         "write = h.write_trials\n"
         "h.write_trials = lambda out, rows: (write(out, rows), time.sleep(0.5))[0]\n"
