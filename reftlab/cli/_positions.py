@@ -6,12 +6,23 @@ commands take them on the command line (``ReftModel.with_positions``) and say wh
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 HOW = (
     "one spec for every intervention, e.g. l1 or f1+l1, or one per intervention in order "
     "(needed for checkpoints saved without positions, e.g. pyreft's)"
 )
+
+
+def add_arguments(p: argparse.ArgumentParser, *, what: str, extra: str = "") -> None:
+    """``--model`` (default: the base the checkpoint records) and ``--positions`` (``what``: HOW),
+    as every command that runs one checkpoint takes them."""
+    p.add_argument(
+        "--model",
+        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
+    )
+    p.add_argument("--positions", nargs="+", metavar="SPEC", help=f"{what}: {HOW}{extra}")
 
 
 def apply(reft_model: Any, specs: list[str] | None, where: object) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import _positions
+
 HELP = "write a self-contained HTML report of a saved ReFT checkpoint"
 
 
@@ -15,17 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default: the held-out prompts of the checkpoint's run.json)",
     )
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write")
-    p.add_argument(
-        "--model",
-        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
-    )
-    p.add_argument(
-        "--positions",
-        nargs="+",
-        metavar="SPEC",
-        help="positions to analyse, e.g. l1 or f1+l1: one spec for every intervention, or one per "
-        "intervention in order (needed for checkpoints saved without positions, e.g. pyreft's)",
-    )
+    _positions.add_arguments(p, what="positions to analyse")
     p.add_argument(
         "--no-chat-template",
         action="store_true",

@@ -24,15 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=sorted(METRICS), help="default: exact_match, or accuracy for choices/classes")
     p.add_argument("--task", choices=["generation", "multiple_choice", "classification"], help="default: from the data")
     p.add_argument("--labels", help="classification: class names in head order, comma-separated")
-    p.add_argument(
-        "--model",
-        help="base model: the embedded name, a local HF folder or a Hub id (default: the one the checkpoint records)",
-    )
-    p.add_argument(
-        "--positions",
-        nargs="+",
-        metavar="SPEC",
-        help="positions the interventions edit: " + _positions.HOW + "; --compare's checkpoint takes them too",
+    _positions.add_arguments(
+        p, what="positions the interventions edit", extra="; --compare's checkpoint takes them too"
     )
     p.add_argument("--compare", help="'base' (no intervention) or another checkpoint folder, on the same data")
     p.add_argument("-o", "--output", help="write the per-example table here (.csv)")

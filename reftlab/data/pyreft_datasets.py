@@ -51,9 +51,6 @@ def alpaca_prompt(instruction: str, context: str | None = None) -> str:
 class _TaskDataset(ReftDataset):
     """Shared steps of reftlab's own ReftDataset subclasses (not exported)."""
 
-    def tokenize(self, data_item: dict[str, Any]) -> tuple[dict[str, Any], int]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def field(self, item: dict[str, Any], name: str) -> Any:
         if item.get(name) is None:  # a datasets.Dataset fills a field some rows lack with None
             raise ValueError(
