@@ -26,7 +26,7 @@ from typing import Any
 
 from ..compose import parse_layers
 from ..interventions import build, kinds
-from ..recipe import _check_keys
+from ..recipe.spec import _check_keys
 from ..sites import COMPONENTS, Positions
 
 LAYER_FRACTIONS = ((0.2,), (0.4,), (0.6,), (0.2, 0.6), (0.2, 0.4, 0.6, 0.8))

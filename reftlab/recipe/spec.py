@@ -1,45 +1,23 @@
-"""A training recipe: what ``reftlab train CONFIG.yaml`` reads, checks and runs.
-
-    model: smollm2-135m-instruct        # the embedded default, a local HF folder, or a Hub id
-    revision: null                      # a Hub branch, tag or commit (Hub ids only)
-    dtype: float32                      # or auto (the checkpoint's own), bfloat16, float16
-    data: {path: emoji.jsonl, chat_template: true}     # path relative to the YAML file
-    interventions:                      # ReftConfig representations (native or pyreft keys)
-      - {layer: 6, component: block_output, positions: f1+l1, kind: loreft, rank: 4}
-    training: {epochs: 40, batch_size: 10, lr: 8.0e-3}  # any TrainConfig field
-    generation: {prompts: [...], max_new_tokens: 32, metrics: [emoji_fraction]}
-    output_dir: runs/emoji              # relative to the working directory
-
-Recipes on other tasks add a ``task`` type, a data source and a held-out evaluation::
-
-    task: multiple_choice               # generation (default), multiple_choice, classification
-    data: {bigbench: {task: social_iqa, stop: 400}, chat_template: true}
-    evaluation: {data: {bigbench: {task: social_iqa, start: 400, stop: 500}}, metric: accuracy}
-    search: {budget: 20m, max_params: 23040}   # defaults for `reftlab search` (reftlab.search)
-
-Every section is a frozen dataclass; an unknown key is an error that names it and lists
-the valid ones, before any model is loaded.
-"""
+"""The recipe file: one frozen dataclass per section, checked before any model is loaded
+(the format is in ``reftlab.recipe``'s docstring)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json, write_text
-from .config import ReftConfig, _load
-from .data.bigbench import BigBenchSource
-from .train.config import TrainConfig
+from ..config import ReftConfig, _load
+from ..data.bigbench import BigBenchSource
+from ..train.config import TrainConfig
 
 METRICS: dict[str, Callable[[str], float]] = {}
 
 
 def _metrics() -> dict[str, Callable[[str], float]]:
-    from .metrics import emoji_fraction
+    from ..metrics import emoji_fraction
 
     return {"emoji_fraction": emoji_fraction, **METRICS}
 
@@ -114,7 +92,7 @@ class DataSpec:
 
     def examples(self, task: str) -> list[dict[str, Any]]:
         """The examples of this source for ``task`` (``reftlab.data.tasks``)."""
-        from .data.tasks import read_examples
+        from ..data.tasks import read_examples
 
         if self.bigbench is not None:
             return self.bigbench.examples(task)
@@ -152,7 +130,7 @@ class EvaluationSpec:
     batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
 
     def __post_init__(self) -> None:
-        from .metrics import METRICS
+        from ..metrics import METRICS
 
         if self.metric is not None and self.metric not in METRICS:
             raise ValueError(f"evaluation.metric={self.metric!r} is unknown; known: {', '.join(sorted(METRICS))}")
@@ -234,9 +212,9 @@ class Recipe:
             raise ValueError(f"model={self.model!r} must be a model name, a folder or a Hub id")
         if self.revision is not None and not isinstance(self.revision, str):
             raise ValueError(f"revision={self.revision!r} must be a string (a branch, tag or commit hash)")
-        from .data.tasks import check_task
-        from .models.loading import parse_dtype
-        from .models.quantize import NAMES
+        from ..data.tasks import check_task
+        from ..models.loading import parse_dtype
+        from ..models.quantize import NAMES
 
         if self.device is not None and self.device_map is not None:
             raise ValueError("give device (where the model runs) or device_map (how to split it), not both")
@@ -254,7 +232,7 @@ class Recipe:
             raise ValueError(f"quantization={self.quantization!r} must be one of {', '.join(NAMES)}")
         if self.quantization is not None and self.task == "classification":
             raise ValueError("quantization applies to generation and multiple-choice recipes (causal LMs) here")
-        from .search.space import SearchSettings
+        from ..search.space import SearchSettings
 
         check_task(self.task)
         if self.task == "classification" and self.generation.prompts:
@@ -334,180 +312,3 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
     if unknown:
         valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
         raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
-
-
-def load_base(recipe: Recipe, num_labels: int = 0) -> Any:
-    """The recipe's hooked base model: its causal LM, or for classification a sequence classifier."""
-    import torch
-
-    from .models.classifier import load_classifier
-    from .models.loading import load_model
-    from .models.quantize import BITSANDBYTES
-    from .train.ddp import local_device
-
-    device = torch.device(recipe.device) if recipe.device is not None else local_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={recipe.device!r} but this torch has no CUDA device; use device: cpu")
-    if recipe.task == "classification":
-        hooked = load_classifier(
-            recipe.model, num_labels=num_labels, dtype=recipe.dtype, seed=recipe.training.seed, revision=recipe.revision
-        )
-        return hooked if device.type == "cpu" else hooked.to(device)
-    place: dict[str, Any] = {"device": device}
-    if recipe.device_map is not None:
-        place = {"device_map": recipe.device_map}
-    elif recipe.quantization in BITSANDBYTES:  # bitsandbytes places its weights while loading
-        place = {"device_map": {"": device.index or 0} if device.type == "cuda" else None}
-    return load_model(
-        recipe.model, revision=recipe.revision, dtype=recipe.dtype, quantization=recipe.quantization, **place
-    )
-
-
-def _silent(message: str) -> None:
-    """The log of processes other than rank 0: nothing."""
-
-
-def recipe_examples(recipe: Recipe, spec: DataSpec | None = None) -> list[dict[str, Any]]:
-    """The examples of ``spec`` (default: the recipe's data) for the recipe's task."""
-    from .data.tasks import as_classes
-
-    examples = (spec or recipe.data).examples(recipe.task)
-    if recipe.task == "classification":
-        examples = as_classes(examples, recipe.data.labels)
-    return examples
-
-
-def encode_for(recipe: Recipe, hooked: Any, examples: list[dict[str, Any]], config: ReftConfig) -> list[dict[str, Any]]:
-    """Training rows of ``examples`` for ``config``'s interventions, prompts formatted as the recipe says."""
-    from .data.encode import context_length
-    from .data.tasks import encode_task_examples
-
-    reps = config.representations
-    return encode_task_examples(
-        hooked.tokenizer,
-        examples,
-        recipe.task,
-        positions=[r.site.positions for r in reps if r.site.positions is not None],  # checked: each has some
-        num_interventions=len(reps),
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        nonstop=recipe.data.nonstop,
-        max_length=context_length(hooked.tokenizer, hooked),
-    )
-
-
-def evaluate_recipe(recipe: Recipe, model: Any, examples: list[dict[str, Any]], **kwargs: Any) -> Any:
-    """``reftlab.evaluate`` of ``model`` on ``examples`` with the recipe's task, metric and prompt format."""
-    from .evaluate import evaluate
-
-    return evaluate(
-        model,
-        examples,
-        task=recipe.task,
-        metric=recipe.evaluation.metric,
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        max_new_tokens=recipe.evaluation.max_new_tokens,
-        batch_size=recipe.evaluation.batch_size,
-        **kwargs,
-    )
-
-
-def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Load the model, answer the held-out prompts, train, answer them again, evaluate, save.
-
-    Returns ``{"losses", "before", "after", "evaluation", "output_dir", "seconds"}``;
-    ``before``/``after`` are lists of ``{"prompt", "text", **metrics}``; ``evaluation`` is
-    the held-out summary (``Evaluation.summary``) when the recipe has evaluation data, else
-    None. The output folder is a reftlab checkpoint (``ReftModel.save``) plus ``run.json``
-    (losses, generations, evaluation) and, with evaluation data, ``eval.csv`` (one row per example).
-    """
-    import time
-
-    import torch
-
-    from .data.prompt_format import PromptFormat
-    from .generate import generate
-    from .reft_model import get_reft_model
-    from .train.ddp import is_main_process
-    from .train.task import train_task
-
-    if not is_main_process():  # under torchrun: every process trains its shard, rank 0 talks and writes
-        log = _silent
-    t0 = time.perf_counter()
-    out_dir = Path(recipe.output_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "run.json").is_file():
-        raise FileExistsError(f"output_dir {out_dir} exists and holds other files; choose an empty or new folder")
-    examples = recipe_examples(recipe)
-    held_out_data = recipe.evaluation.data
-    held_out = recipe_examples(recipe, held_out_data) if held_out_data is not None else None
-    n_labels = len(examples[0]["choices"]) if recipe.task == "classification" else 0
-    hooked = load_base(recipe, n_labels)
-    log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
-    rows = encode_for(recipe, hooked, examples, recipe.interventions)
-    log(f"data: {len(rows)} {recipe.task} examples from {recipe.data.describe()}")
-    torch.manual_seed(recipe.training.seed)
-    reft_model = get_reft_model(hooked, recipe.interventions)
-    reft_model.prompt_format = PromptFormat(
-        chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt
-    )
-    log(repr(reft_model))
-    gen = recipe.generation
-
-    def answers(model: Any, label: str) -> list[dict[str, Any]]:
-        if not gen.prompts:
-            return []
-        out = generate(
-            model,
-            list(gen.prompts),
-            chat_template=recipe.data.chat_template,
-            system_prompt=recipe.data.system_prompt,
-            max_new_tokens=gen.max_new_tokens,
-        )
-        rows = []
-        log(f"--- {label} ---")
-        for prompt, text in zip(gen.prompts, out.texts):
-            scores = {m: round(_metrics()[m](text), 3) for m in gen.metrics}
-            rows.append({"prompt": prompt, "text": text, **scores})
-            extra = "  ".join(f"[{k} {v:.2f}]" for k, v in scores.items())
-            log(f"> {prompt}\n  {text!r} {extra}")
-        return rows
-
-    before = answers(hooked, "before training (base model)")
-    result = train_task(reft_model, rows, recipe.task, recipe.training)
-    log(
-        f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}"
-    )
-    reft_model.eval()
-    after = answers(reft_model, "after training (with the interventions)")
-    summary = None
-    table = None
-    if held_out_data is not None and held_out is not None:
-        ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
-        summary, table = ev.summary(), ev.table
-        log(f"held-out {held_out_data.describe()}: {json.dumps(summary)}")
-    if is_main_process():
-        reft_model.save(out_dir)
-        if table is not None:
-            write_text(out_dir / "eval.csv", table.to_csv(index=False))
-        write_json(
-            out_dir / "run.json",
-            {
-                "losses": result.losses,
-                "before": before,
-                "after": after,
-                "evaluation": summary,
-                "task": recipe.task,
-                "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
-                "seconds": time.perf_counter() - t0,
-            },
-        )
-    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
-    return {
-        "losses": result.losses,
-        "before": before,
-        "after": after,
-        "evaluation": summary,
-        "output_dir": str(out_dir),
-        "seconds": time.perf_counter() - t0,
-    }
