@@ -25,6 +25,7 @@ FLOORS: dict[str, int] = {
     # datasets (task files are cached beside the models); the only place hooks are installed
     "data": 2,
     "attach": 2,
+    "inputs": 2,  # what a caller hands a ReftModel (pyreft's unit_locations, input_ids), checked
     # what works on a ReftLike: checkpoints, interference, generation, analysis
     "io": 3,
     "interference": 3,
