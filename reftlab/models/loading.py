@@ -195,6 +195,10 @@ def load_named(
         if device_map is None:
             raise ValueError("offload_folder= goes with device_map= (modules mapped to 'disk' are written there)")
         model_kwargs["offload_folder"] = str(offload_folder)
+    # transformers >= 5.25 swaps modules for Hub kernels by default (`use_kernels=True`): code fetched
+    # at load time, refused on the meta device, and no longer the family's own torch code that the
+    # parity tests and the fast path are written against. Off unless the caller asks (5.9-5.24's default).
+    model_kwargs.setdefault("use_kernels", False)
     want = parse_dtype(dtype)
     if quantization is not None:
         model_kwargs["quantization_config"] = quantization_config(quantization, want)

@@ -87,6 +87,13 @@ def test_device_map_goes_to_from_pretrained(cache):
         reftlab.load_model("org/tiny", device="cpu", device_map="cpu")
 
 
+def test_hub_kernels_stay_off(cache):
+    # transformers >= 5.25 kernelizes by default: modules swapped for kernels fetched from the Hub.
+    # reftlab keeps the family's own torch code, which its parity tests and fast path are written for.
+    for kwargs in [{}, {"device_map": "cpu"}, {"device_map": {"": "meta"}}]:
+        assert reftlab.load_model("org/tiny", **kwargs).hf_model.use_kernels is False
+
+
 def test_options_that_need_a_name_are_refused_for_in_memory_models_and_folders(tmp_path):
     with pytest.raises(ValueError, match="already in memory"):
         reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer(), revision="main")
