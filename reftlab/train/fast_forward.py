@@ -13,6 +13,10 @@ one row, and scores only the tokens that have a target:
 With ``reuse_prefix`` the keys/values of each example's untouched prefix (the tokens
 before its first intervened or scored position: no intervention can reach them) are
 cached too, and only the rest of the tokens run: keys = [all prefixes; packed tokens].
+That needs blocks ``start..L-1`` frozen as well: a trainable weight there (LoRA, an
+unfrozen layer) changes the prefix's keys/values at every step and needs their gradient,
+so while one requires grad each step runs every token from the cached block input instead.
+Both conditions are checked at every step (``requires_grad`` can change during training).
 
 How the blocks run (the decision, and why). The family's *own decoder forward* runs
 (``ArchSpec.decoder``), not a hand-written loop: its rotary or learned positions, embedding
@@ -291,7 +295,8 @@ class FastForward:
     def _entries(self, keys: Sequence[Any] | None, ids: Sequence[Tensor], prefixes: Sequence[int]) -> list[Any]:
         if keys is None:
             return self._compute(ids, prefixes)
-        missing = [i for i, k in enumerate(keys) if k not in self._cache or self._cache[k][0] != prefixes[i]]
+        # Without a prefix (P = 0) any cached entry serves: it holds the example's whole block input.
+        missing = [i for i, k in enumerate(keys) if k not in self._cache or prefixes[i] not in (0, self._cache[k][0])]
         fresh = (
             dict(zip(missing, self._compute([ids[i] for i in missing], [prefixes[i] for i in missing])))
             if missing
@@ -308,20 +313,26 @@ class FastForward:
         """Fill the cache for ``examples`` (keyed by index, or by ``keys``) in fixed chunks, so the
         cached values do not depend on how batches were drawn (resumed runs see the same numbers)."""
         keys = list(range(len(examples))) if keys is None else list(keys)
+        reuse = self._reuse()
         for lo in range(0, len(examples), chunk):
             if self._used >= self.cache_bytes:
                 return
             exs = examples[lo : lo + chunk]
             ids = [torch.as_tensor(e["input_ids"]) for e in exs]
             prefixes = [
-                self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]))
+                self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]), reuse)
                 for e in exs
             ]
             self._entries(keys[lo : lo + chunk], ids, prefixes)
 
-    def _prefix_length(self, locs: Int[Tensor, "k n"], labels: Int[Tensor, " T"]) -> int:
+    def _reuse(self) -> bool:
+        """Whether prefix keys/values may be reused now: they depend on blocks ``start..L-1`` only."""
+        upper = self.layers[self.start :]
+        return self.reuse_prefix and not any(p.requires_grad for p in upper.parameters())
+
+    def _prefix_length(self, locs: Int[Tensor, "k n"], labels: Int[Tensor, " T"], reuse: bool) -> int:
         """Tokens before the first intervened position and before the first scored target."""
-        if not self.reuse_prefix:
+        if not reuse:
             return 0
         valid = locs[locs >= 0]
         first_loc = int(valid.min()) if valid.numel() else len(labels)
@@ -337,22 +348,26 @@ class FastForward:
         reason = batch_refusal(batch)
         if reason is not None:
             raise ValueError(f"the fast path cannot take this batch: {reason}")
+        reason = why_not(self.reft_model)  # again: the model may have changed since the cache was built
+        if reason is not None:
+            raise ValueError(f"the fast path no longer applies: {reason}; train with fast=False")
+        reuse = self._reuse()
         mask = batch["attention_mask"]
         lengths = [int(x) for x in mask.sum(dim=1)]
         ids = [batch["input_ids"][b, :t] for b, t in enumerate(lengths)]
         locs = torch.as_tensor(batch["intervention_locations"])
-        prefixes = [self._prefix_length(locs[b], batch["labels"][b, :t]) for b, t in enumerate(lengths)]
+        prefixes = [self._prefix_length(locs[b], batch["labels"][b, :t], reuse) for b, t in enumerate(lengths)]
         entries = self._entries(keys, ids, prefixes)
         rest = [t - p for t, p in zip(lengths, prefixes)]
-        h = torch.cat([st[p:] for p, st, _ in entries])[None]  # [1, N_rest, d]
+        h = torch.cat([e[1][p:] for p, e in zip(prefixes, entries)])[None]  # [1, N_rest, d]
         kv = None
-        if any(prefixes):
+        if any(prefixes):  # then every entry's own prefix length is the one asked for
             kv = _PrefixKV(
                 self.start,
                 [
                     (
-                        torch.cat([e[2][i][0] for e in entries if e[0]], dim=1)[None],
-                        torch.cat([e[2][i][1] for e in entries if e[0]], dim=1)[None],
+                        torch.cat([e[2][i][0] for p, e in zip(prefixes, entries) if p], dim=1)[None],
+                        torch.cat([e[2][i][1] for p, e in zip(prefixes, entries) if p], dim=1)[None],
                     )
                     for i in range(self.n_layers - self.start)
                 ],
