@@ -86,7 +86,7 @@ def test_start_block_and_prefix_reuse_skip_work(tok):
     rm, batch = setup(tok, [{"layer": 2, "component": "block_output", "kind": "loreft", "rank": 2}], "l1")
     ff = FastForward(rm)
     assert (ff.start, ff.boundary) == (3, "blocks.2.hook_resid_post")
-    h, lengths, prefixes = ff.hidden(batch, keys=[0, 1, 2])
+    h, lengths, prefixes, _ = ff.hidden(batch, keys=[0, 1, 2])
     assert prefixes == [int(p) - 1 for p in batch["prompt_lengths"]]  # everything before l1 is reused
     assert h.shape[1] == sum(lengths) - sum(prefixes)
 
