@@ -321,6 +321,11 @@ class FastForward:
                 self._used += size
         return [fresh[i] if i in fresh else self._cache[k] for i, k in enumerate(keys)]
 
+    @property
+    def full(self) -> bool:
+        """Whether the cache has reached ``cache_bytes`` (further examples are recomputed each time)."""
+        return self._used >= self.cache_bytes
+
     def warm(self, examples: Sequence[Mapping[str, Any]], chunk: int = 16, keys: Sequence[Any] | None = None) -> None:
         """Fill the cache for ``examples`` (keyed by index, or by ``keys``) in fixed chunks, so the
         cached values do not depend on how batches were drawn (resumed runs see the same numbers)."""

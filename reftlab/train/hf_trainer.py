@@ -20,7 +20,9 @@ process under ``torchrun``) with every column kept. A subclass written for pyref
 The causal-LM trainers train through ``reftlab.train``'s fast path (cached lower blocks,
 packed rows, reused prefix keys/values, sparse logits; ``train.fast_forward``) whenever it
 applies, decided once at the first loss: the Trainer's batches carry no example index, so
-the cache is keyed by each example's token ids (``content_keys``). The losses are those of
+the cache is keyed by each example's token ids (``content_keys``). A map-style training set
+warms the cache before step 1 (in fixed chunks, up to the cache's size, so a resumed run sees
+the same numbers); a streaming one (``IterableDataset``) fills it as its batches arrive. The losses are those of
 the plain path step for step, for right-, left- or mixed-padded batches (pyreft's leading
 pad included: each row's unmasked tokens are packed at their padded positions). ``fast=False``
 forces the plain path; ``fast=True`` makes any fallback to the plain path an error; otherwise a
@@ -32,10 +34,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from transformers import Trainer
@@ -159,12 +161,20 @@ class ReftTrainer(Trainer):
         if self._refusal is not None:
             return
         self.fast_path = FastForward(model)
-        data = cast(Sequence[dict[str, Any]], self.train_dataset or [])  # map-style: the HF Trainer indexes it too
-        examples = [data[i] for i in range(len(data))]
-        if all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
-            # In fixed chunks: a resumed run caches the same numbers as an uninterrupted one.
+        data: Any = self.train_dataset  # checked just below: map-style or not
+        if not _map_style(data):
+            return  # streaming data: the content-keyed cache fills as batches arrive
+        # Warm in fixed chunks from the start: a resumed run caches the same numbers as an
+        # uninterrupted one. Chunk by chunk, so no more examples are read than the cache holds.
+        chunk = 16
+        for lo in range(0, len(data), chunk):
+            if self.fast_path.full:
+                return
+            examples = [data[i] for i in range(lo, min(lo + chunk, len(data)))]
+            if not all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
+                return
             keys = [content_key(e["input_ids"], e.get("attention_mask")) for e in examples]
-            self.fast_path.warm(examples, keys=keys)
+            self.fast_path.warm(examples, chunk=chunk, keys=keys)
 
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
@@ -194,6 +204,13 @@ class ReftTrainer(Trainer):
         if best is None:
             raise ValueError("load_best_model_at_end: no best checkpoint was recorded (set metric_for_best_model)")
         load_into(unwrap(self.model), Path(best) / "reft")
+
+
+def _map_style(data: Any) -> bool:
+    """A dataset the Trainer indexes (``len`` and ``[i]``), not a stream (``IterableDataset``)."""
+    if data is None or isinstance(data, torch.utils.data.IterableDataset) or type(data).__name__ == "IterableDataset":
+        return False
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
 
 class ReftTrainerForCausalLM(ReftTrainer):

@@ -329,3 +329,42 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tok, tmp_path):
     with pytest.raises(ValueError, match="resume with the configuration it was saved from"):
         trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
     assert all(torch.equal(p, q) for p, q in zip(before, other.interventions.parameters()))
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """A streaming training set: no len(), no indexing."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __iter__(self):
+        return iter(self.examples)
+
+
+@pytest.mark.parametrize("kind", ["torch", "datasets"])
+def test_streaming_data_trains_on_the_fast_path_with_the_plain_paths_losses(tok, tmp_path, kind):
+    import datasets
+
+    runs = {}
+    for fast in (True, False):
+        torch.manual_seed(0)
+        rm = loreft_model(tok)
+        dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+        examples = [dict(dm["train_dataset"][i]) for i in range(len(PROMPTS))] * 2
+        if kind == "torch":
+            dm["train_dataset"] = Stream(examples)
+        else:
+            columns = ("input_ids", "labels", "intervention_locations", "attention_mask")
+            rows = [{k: torch.as_tensor(e[k]).tolist() for k in columns if k in e} for e in examples]
+            dm["train_dataset"] = datasets.IterableDataset.from_generator(lambda rows=rows: iter(rows))
+        trainer = Recording(model=rm, args=args(tmp_path / str(fast), max_steps=4), tokenizer=tok, fast=fast, **dm)
+        trainer.train()
+        assert (trainer.fast_path is not None) is fast
+        runs[fast] = trainer.losses
+    assert len(runs[True]) == 4 and runs[True] == pytest.approx(runs[False], abs=1e-5)
+
+
+def test_reftlab_train_names_a_streaming_set_it_cannot_index(tok):
+    rm = loreft_model(tok)
+    with pytest.raises(TypeError, match="the training set is a Stream without len\\(\\) and indexing"):
+        reftlab.train(rm, Stream([]), epochs=1, progress=False)
