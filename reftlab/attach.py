@@ -15,6 +15,14 @@ calls the intervention, and scatters all k rows back. Groups with any -1 slot ar
 skipped. A binding's optional ``rows`` mask limits it to some examples of the batch
 (per-example routing), also for positions=None. A binding with ``after_prompt=True``
 edits only the tokens after the prompt (``min_length`` tokens): the generated ones.
+
+Prompt or decode step? Positions are absolute indices into the sequence, so each hook
+needs to know where the chunk it sees starts: its *offset*, the number of tokens the KV
+cache held when the model call began (read from the call's ``cache`` / ``past_key_values``,
+or ``cache_position``; 0 without a cache). A chunk covers positions ``offset..offset+w-1``;
+a binding edits the positions that fall inside it. A KV-cached decode step (offset = the
+tokens so far) thus never re-edits a prompt position, also after a one-token prompt, whose
+prefill is as wide as a decode step.
 """
 
 from __future__ import annotations
@@ -85,22 +93,27 @@ def apply_at_positions(
     rows: Bool[Tensor, " batch"] | None = None,
     *,
     after_prompt: bool = False,
+    offset: int = 0,
 ) -> Float[Tensor, "batch pos d_model"]:
-    """Edit ``h`` at ``positions`` only; a chunk shorter than ``min_length`` passes through.
+    """Edit ``h`` at ``positions`` only; ``h`` holds the sequence's positions ``offset..offset+pos-1``.
 
-    ``min_length`` is the prompt length during generation: KV-cached decode steps see
-    one new token, whose position is never a prompt position, so they are left alone.
-    ``after_prompt`` (positions None) inverts that: a chunk shorter than ``min_length`` (a
-    decode step) is edited whole, a longer one from position ``min_length`` on.
+    ``offset`` is the number of tokens the KV cache already holds (0 for a prompt's own
+    forward pass): positions before it belong to earlier chunks and are left alone, so a
+    decode step never re-edits a prompt position. ``after_prompt`` (positions None) edits
+    the positions from ``min_length`` (the prompt length) on, in whichever chunk they fall.
     """
     if after_prompt:
         if positions is not None:
             raise ValueError("after_prompt=True edits every token after the prompt; give positions=None")
-        start = min_length if h.shape[1] >= min_length else 0
+        start = max(0, min_length - offset)
         if start >= h.shape[1]:
             return h
         tail = apply_at_positions(h[:, start:], intervention, None, rows=rows)  # [batch, pos - start, d_model]
         return torch.cat([h[:, :start], tail], dim=1)
+    if positions is not None and offset:
+        positions = _in_chunk(positions, offset, intervention.arity)
+        if positions is None:
+            return h
     arity = intervention.arity
     if positions is None:
         if arity != 1:
@@ -109,8 +122,6 @@ def apply_at_positions(
             return call_edit(intervention, h)
         selected = rows.to(h.device).nonzero().squeeze(1)  # [n_rows]
         return h.index_copy(0, selected, call_edit(intervention, h[selected])) if len(selected) else h
-    if h.shape[1] < min_length:
-        return h
     if positions.shape[0] != h.shape[0]:
         raise ValueError(f"positions cover {positions.shape[0]} examples but the batch has {h.shape[0]}")
     if positions.numel() and int(positions.min()) < -1:
@@ -135,6 +146,23 @@ def apply_at_positions(
     # Out of place: autograd keeps h for the frozen layers below. Duplicate (row, col)
     # pairs carry identical values, so their write order does not matter.
     return h.index_put((rows, cols), edited)
+
+
+def _in_chunk(positions: Int[Tensor, "batch n"], offset: int, arity: int) -> Int[Tensor, "batch n"] | None:
+    """Absolute positions as indices into a chunk starting at ``offset`` (earlier ones: -1); None if
+    none falls in it (a decode step after the prompt). A group of k slots must not straddle chunks."""
+    if positions.numel() == 0 or int(positions.max()) < offset:
+        return None
+    inside = positions >= offset
+    if arity > 1:
+        groups = inside.reshape(positions.shape[0], -1, arity)  # [batch, n/k, k]
+        valid = (positions >= 0).reshape(groups.shape).all(dim=-1, keepdim=True)
+        if bool((valid & (groups.any(dim=-1, keepdim=True) != groups.all(dim=-1, keepdim=True))).any()):
+            raise ValueError(
+                f"a group of {arity} positions straddles two chunks of the sequence (the KV cache held {offset} "
+                "tokens); feed the prompt in one forward pass"
+            )
+    return torch.where(inside, positions - offset, -1)
 
 
 def _apply_grouped(
@@ -178,7 +206,10 @@ def attach(
     """Install ``bindings`` as forward hooks for the duration of the block.
 
     Bindings on the same hook run in the order given (a sequential composition).
+    ``min_length``: the prompt length, for ``after_prompt`` bindings. Each call of the model
+    records its offset (the tokens its KV cache holds) for the hooks; see the module docstring.
     """
+    chunk = _Chunk()
     hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []  # HookedRootModule.hooks' type
     for b in bindings:
         model.hook_point(b.hook)  # a clear error for a bad name, before anything is installed
@@ -189,10 +220,34 @@ def attach(
             min_length=min_length,
             rows=b.rows,
             after_prompt=b.after_prompt,
+            chunk=chunk,
         )
         hooks.append((b.hook, fn))
-    with model.hooks(fwd_hooks=hooks):
-        yield model
+    # Both: a peft wrapper calls the HF model's forward directly, past its hooks; generate calls the HF model.
+    outer = {id(m): m for m in (model.model, model.hf_model)}.values()
+    handles = [m.register_forward_pre_hook(chunk.record, with_kwargs=True) for m in outer] if bindings else []
+    try:
+        with model.hooks(fwd_hooks=hooks):
+            yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _Chunk:
+    """Where the current model call's tokens start in the sequence (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.offset = 0
+        cache_position = kwargs.get("cache_position")
+        cache = next((kwargs[k] for k in ("cache", "past_key_values") if kwargs.get(k) is not None), None)
+        if isinstance(cache_position, Tensor) and cache_position.numel():
+            self.offset = int(cache_position.reshape(-1)[0])
+        elif cache is not None and hasattr(cache, "get_seq_length"):
+            self.offset = int(cache.get_seq_length())
 
 
 def _hook(
@@ -204,8 +259,11 @@ def _hook(
     min_length: int,
     rows: Tensor | None,
     after_prompt: bool,
+    chunk: _Chunk,
 ) -> Tensor:
-    return apply_at_positions(h, intervention, positions, min_length, rows, after_prompt=after_prompt)
+    return apply_at_positions(
+        h, intervention, positions, min_length, rows, after_prompt=after_prompt, offset=chunk.offset
+    )
 
 
 @runtime_checkable

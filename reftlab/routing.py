@@ -8,7 +8,9 @@ bindings are installed once for the whole batch with a ``rows`` mask (``[batch]`
 holding the examples routed to it; the attach layer edits only those rows (positional
 bindings get -1 in the other rows; ``"all"`` bindings edit the routed rows' every token,
 generated ones included, as a lone unpadded run does). An example routed to several
-ReFTs gets them in the order ``route`` was given them (a sequence on shared hooks).
+ReFTs gets them in the order its route lists them (a sequence on shared hooks, as
+``compose`` in that order): examples are grouped by their ordered tuple of names, and each
+group's bindings are installed in its own order.
 """
 
 from __future__ import annotations
@@ -46,19 +48,24 @@ class Routed:
     def model(self) -> PreTrainedModel:
         return self.hooked.model
 
-    def row_masks(self, routes: Sequence[Any], batch: int) -> dict[str, Bool[Tensor, " batch"]]:
-        """``routes`` (one entry per example: None, a name or a list of names) -> a row mask per ReFT."""
+    def route_groups(self, routes: Sequence[Any], batch: int) -> dict[tuple[str, ...], Bool[Tensor, " batch"]]:
+        """``routes`` (one entry per example: None, a name or a list of names) -> a row mask per
+        ordered tuple of ReFT names (examples without a ReFT belong to none)."""
         if len(routes) != batch:
             raise ValueError(
                 f"routes has {len(routes)} entries for a batch of {batch}; give one per example (None: no ReFT)"
             )
-        masks = {name: torch.zeros(batch, dtype=torch.bool) for name in self.refts}
+        groups: dict[tuple[str, ...], Bool[Tensor, " batch"]] = {}
         for i, r in enumerate(routes):
-            for name in [] if r is None else [r] if isinstance(r, str) else list(r):
-                if name not in masks:
+            names = () if r is None else (r,) if isinstance(r, str) else tuple(r)
+            for name in names:
+                if name not in self.refts:
                     raise ValueError(f"routes[{i}] names {name!r}; known ReFTs: {list(self.refts)}")
-                masks[name][i] = True
-        return masks
+            if len(set(names)) < len(names):
+                raise ValueError(f"routes[{i}] names a ReFT twice ({list(names)}); name each ReFT once")
+            if names:
+                groups.setdefault(names, torch.zeros(batch, dtype=torch.bool))[i] = True
+        return groups
 
     def bindings(
         self,
@@ -67,21 +74,26 @@ class Routed:
         positions: Any = None,
         prompt_lengths: Any = None,
     ) -> list[Binding]:
-        """Every routed ReFT's bindings, limited to its rows, in routing order."""
-        masks = self.row_masks(routes, attention_mask.shape[0])
+        """Per group of examples routed to the same ReFTs in the same order, those ReFTs' bindings in
+        that order, limited to the group's rows: on a shared hook each example sees its own order."""
+        groups = self.route_groups(routes, attention_mask.shape[0])
         per_reft = isinstance(positions, Mapping) and set(positions) <= set(self.refts)
-        out = []
-        for name, reft in self.refts.items():
-            rows = masks[name].to(attention_mask.device)
-            if not bool(rows.any()):
-                continue
+        resolved: dict[str, list[Binding]] = {}
+        for name in {n for names in groups for n in names}:
+            reft = self.refts[name]
             pos = positions.get(name) if per_reft else positions
-            resolved = reft.bindings(pos, attention_mask, prompt_lengths)
+            own = reft.bindings(pos, attention_mask, prompt_lengths)
             # "all" resolves to None (every token) only under a full mask; a padded batch must
             # still edit every token of the routed rows, as each example alone would be.
-            every = reft.bindings(pos, torch.ones_like(attention_mask)) if prompt_lengths is None else resolved
-            for b, e in zip(resolved, every):
-                out.append(Binding(b.hook, b.intervention, None if e.positions is None else b.positions, rows=rows))
+            every = reft.bindings(pos, torch.ones_like(attention_mask)) if prompt_lengths is None else own
+            resolved[name] = [
+                Binding(b.hook, b.intervention, None if e.positions is None else b.positions)
+                for b, e in zip(own, every)
+            ]
+        out = []
+        for names, rows in groups.items():
+            rows = rows.to(attention_mask.device)
+            out += [Binding(b.hook, b.intervention, b.positions, rows=rows) for name in names for b in resolved[name]]
         return out
 
     def run(

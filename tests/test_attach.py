@@ -16,12 +16,14 @@ class AddOne(torch.nn.Module):
         return h + 1.0
 
 
-def test_after_prompt_edits_positions_from_min_length_on_and_whole_decode_chunks():
+def test_after_prompt_edits_positions_from_min_length_on_and_decode_chunks_by_their_offset():
     h = torch.zeros(2, 5, 3)
     full = apply_at_positions(h, AddOne(), None, min_length=3, after_prompt=True)
     assert full[:, :3].eq(0).all() and full[:, 3:].eq(1).all()  # a full sequence: positions >= 3
-    step = apply_at_positions(torch.zeros(2, 1, 3), AddOne(), None, min_length=3, after_prompt=True)
-    assert step.eq(1).all()  # a KV-cached decode step: the new token
+    step = apply_at_positions(torch.zeros(2, 1, 3), AddOne(), None, min_length=3, after_prompt=True, offset=3)
+    assert step.eq(1).all()  # a KV-cached decode step (3 tokens in the cache): the new token
+    one = apply_at_positions(torch.zeros(2, 1, 3), AddOne(), None, min_length=1, after_prompt=True)
+    assert one.eq(0).all()  # a one-token prompt's own pass is as wide as a decode step, and untouched
     prompt = apply_at_positions(torch.zeros(2, 3, 3), AddOne(), None, min_length=3, after_prompt=True)
     assert prompt.eq(0).all()  # the prompt's own forward pass: untouched
     rows = apply_at_positions(h, AddOne(), None, min_length=3, rows=torch.tensor([False, True]), after_prompt=True)

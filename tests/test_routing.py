@@ -62,6 +62,30 @@ def test_forward_matches_each_example_alone(tiny_hooked, tok):
             assert (ref - base[-1]).abs().max() > 1e-2
 
 
+def test_each_example_gets_its_refts_in_its_own_order(tiny_hooked, tok):
+    refts = make_refts(tiny_hooked)  # a and c share blocks.1.hook_resid_post at the last token
+    routed = reftlab.route(refts, tiny_hooked)
+    ids = tok(["hello there"] * 2, return_tensors="pt")["input_ids"]
+    orders = (["c", "a"], ["a", "c"])
+    with torch.no_grad():
+        mixed = routed.run(ids, routes=list(orders)).logits
+        each = [routed.run(ids[:1], routes=[order]).logits[0] for order in orders]
+        want = [alone(tiny_hooked, refts, order).run(ids[:1]).logits[0] for order in orders]
+    assert no_hooks_anywhere(tiny_hooked)
+    assert (want[0] - want[1]).abs().max() > 1e-2  # the order matters here
+    for i in range(2):
+        torch.testing.assert_close(each[i], want[i], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mixed[i], want[i], atol=1e-5, rtol=1e-5)
+
+
+def test_a_reft_named_twice_in_one_route_is_refused(tiny_hooked, tok):
+    routed = reftlab.route(make_refts(tiny_hooked), tiny_hooked)
+    ids = tok(["ab"], return_tensors="pt")["input_ids"]
+    with pytest.raises(ValueError, match=r"routes\[0\] names a ReFT twice \(\['a', 'c', 'a'\]\); name each ReFT once"):
+        routed.run(ids, routes=[["a", "c", "a"]])
+    assert no_hooks_anywhere(tiny_hooked)
+
+
 def test_greedy_generation_matches_each_prompt_alone(tiny_hooked, tok):
     refts = make_refts(tiny_hooked)
     routed = reftlab.route(refts, tiny_hooked)

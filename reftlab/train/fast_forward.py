@@ -13,6 +13,10 @@ one row, and scores only the tokens that have a target:
 With ``reuse_prefix`` the keys/values of each example's untouched prefix (the tokens
 before its first intervened or scored position: no intervention can reach them) are
 cached too, and only the rest of the tokens run: keys = [all prefixes; packed tokens].
+That needs blocks ``start..L-1`` frozen as well: a trainable weight there (LoRA, an
+unfrozen layer) changes the prefix's keys/values at every step and needs their gradient,
+so while one requires grad each step runs every token from the cached block input instead.
+Both conditions are checked at every step (``requires_grad`` can change during training).
 
 How the blocks run (the decision, and why). The family's *own decoder forward* runs
 (``ArchSpec.decoder``), not a hand-written loop: its rotary or learned positions, embedding
@@ -137,13 +141,17 @@ class _Layout:
     k_pos: Int[Tensor, " K"]
 
     @classmethod
-    def packed(cls, rest: Sequence[int], prefixes: Sequence[int], device: Any) -> "_Layout":
-        """Example b contributes tokens ``prefixes[b]..prefixes[b]+rest[b]-1``; its ``prefixes[b]``
-        earlier tokens are cached keys placed before all packed tokens."""
+    def packed(
+        cls, rest: Sequence[int], prefixes: Sequence[int], device: Any, pos: Sequence[Tensor] | None = None
+    ) -> "_Layout":
+        """Example b contributes its tokens ``prefixes[b]..prefixes[b]+rest[b]-1``; its ``prefixes[b]``
+        earlier tokens are cached keys placed before all packed tokens. ``pos[b]`` gives each of its
+        tokens' position (its index in the padded row; default ``0..``)."""
+        pos = [torch.arange(p + t) for t, p in zip(rest, prefixes)] if pos is None else [x.cpu() for x in pos]
         q_seg = torch.cat([torch.full((t,), b) for b, t in enumerate(rest)])
-        q_pos = torch.cat([torch.arange(p, p + t) for t, p in zip(rest, prefixes)])
+        q_pos = torch.cat([x[p : p + t] for x, t, p in zip(pos, rest, prefixes)])
         p_seg = torch.cat([torch.full((p,), b) for b, p in enumerate(prefixes)] + [torch.empty(0, dtype=torch.long)])
-        p_pos = torch.cat([torch.arange(p) for p in prefixes] + [torch.empty(0, dtype=torch.long)])
+        p_pos = torch.cat([x[:p] for x, p in zip(pos, prefixes)] + [torch.empty(0, dtype=torch.long)])
         return cls(
             q_seg.to(device),
             q_pos.to(device),
@@ -256,14 +264,14 @@ class FastForward:
 
     @torch.no_grad()
     def _compute(
-        self, ids: Sequence[Tensor], prefixes: Sequence[int]
+        self, ids: Sequence[Tensor], prefixes: Sequence[int], pos: Sequence[Tensor]
     ) -> list[tuple[int, Tensor, list[tuple[Tensor, Tensor]]]]:
         """Per example: (prefix length P, input of block ``start`` [T, d], per block >= start the
         prefix's keys/values [kv_heads, P, head_dim])."""
         lengths = [len(x) for x in ids]
         device = self.hf.device
         zeros = [0] * len(lengths)
-        layout = _Layout.packed(lengths, zeros, device)
+        layout = _Layout.packed(lengths, zeros, device, pos)
         with _skipping(self.layers, 0, self.start, self.arch.block_returns_tuple):
             captured: list[Tensor] = []
             handle = self.norm.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
@@ -281,19 +289,28 @@ class FastForward:
         if any(prefixes):
             rec = _PrefixKV(self.start)
             hp = torch.cat([st[:p] for st, p in zip(states, prefixes)])[None]  # [1, sum P, d]
-            self.run_blocks(hp, _Layout.packed(prefixes, zeros, device), self.start, self.n_layers, rec)
+            prefix_pos = [x[:p] for x, p in zip(pos, prefixes)]
+            self.run_blocks(hp, _Layout.packed(prefixes, zeros, device, prefix_pos), self.start, self.n_layers, rec)
             for layer_kv in rec.captured:  # ([1, H, sum P, hd], [1, H, sum P, hd]) per block
                 ks, vs = layer_kv[0][0].split(prefixes, dim=1), layer_kv[1][0].split(prefixes, dim=1)
                 for b in range(len(ids)):
                     per_layer[b].append((ks[b], vs[b]))
         return [(p, st, kv) for p, st, kv in zip(prefixes, states, per_layer)]
 
-    def _entries(self, keys: Sequence[Any] | None, ids: Sequence[Tensor], prefixes: Sequence[int]) -> list[Any]:
+    def _entries(
+        self, keys: Sequence[Any] | None, ids: Sequence[Tensor], prefixes: Sequence[int], pos: Sequence[Tensor]
+    ) -> list[Any]:
         if keys is None:
-            return self._compute(ids, prefixes)
-        missing = [i for i, k in enumerate(keys) if k not in self._cache or self._cache[k][0] != prefixes[i]]
+            return self._compute(ids, prefixes, pos)
+        # Without a prefix (P = 0) any cached entry serves: it holds the example's whole block input.
+        missing = [i for i, k in enumerate(keys) if k not in self._cache or prefixes[i] not in (0, self._cache[k][0])]
         fresh = (
-            dict(zip(missing, self._compute([ids[i] for i in missing], [prefixes[i] for i in missing])))
+            dict(
+                zip(
+                    missing,
+                    self._compute([ids[i] for i in missing], [prefixes[i] for i in missing], [pos[i] for i in missing]),
+                )
+            )
             if missing
             else {}
         )
@@ -304,85 +321,93 @@ class FastForward:
                 self._used += size
         return [fresh[i] if i in fresh else self._cache[k] for i, k in enumerate(keys)]
 
+    @property
+    def full(self) -> bool:
+        """Whether the cache has reached ``cache_bytes`` (further examples are recomputed each time)."""
+        return self._used >= self.cache_bytes
+
     def warm(self, examples: Sequence[Mapping[str, Any]], chunk: int = 16, keys: Sequence[Any] | None = None) -> None:
         """Fill the cache for ``examples`` (keyed by index, or by ``keys``) in fixed chunks, so the
         cached values do not depend on how batches were drawn (resumed runs see the same numbers)."""
         keys = list(range(len(examples))) if keys is None else list(keys)
+        reuse = self._reuse()
         for lo in range(0, len(examples), chunk):
             if self._used >= self.cache_bytes:
                 return
-            exs = examples[lo : lo + chunk]
-            ids = [torch.as_tensor(e["input_ids"]) for e in exs]
-            prefixes = [
-                self._prefix_length(torch.as_tensor(e["intervention_locations"]), torch.as_tensor(e["labels"]))
-                for e in exs
-            ]
-            self._entries(keys[lo : lo + chunk], ids, prefixes)
+            exs = [_unpadded(e) for e in examples[lo : lo + chunk]]
+            prefixes = [self._prefix_length(e.locations, e.targets, reuse) for e in exs]
+            self._entries(keys[lo : lo + chunk], [e.ids for e in exs], prefixes, [e.pos for e in exs])
 
-    def _prefix_length(self, locs: Int[Tensor, "k n"], labels: Int[Tensor, " T"]) -> int:
-        """Tokens before the first intervened position and before the first scored target."""
-        if not self.reuse_prefix:
+    def _reuse(self) -> bool:
+        """Whether prefix keys/values may be reused now: they depend on blocks ``start..L-1`` only."""
+        upper = self.layers[self.start :]
+        return self.reuse_prefix and not any(p.requires_grad for p in upper.parameters())
+
+    def _prefix_length(self, locs: Int[Tensor, "k n"], targets: Int[Tensor, " T"], reuse: bool) -> int:
+        """Tokens before the first intervened position and before the first scored target
+        (``locs`` and ``targets`` count the example's own tokens, padding left out)."""
+        if not reuse:
             return 0
         valid = locs[locs >= 0]
-        first_loc = int(valid.min()) if valid.numel() else len(labels)
-        scored = (labels[1:] != IGNORE_INDEX).nonzero()
-        first_scored = int(scored[0]) if len(scored) else len(labels)
-        return max(0, min(first_loc, first_scored, len(labels) - 1))
+        first_loc = int(valid.min()) if valid.numel() else len(targets)
+        scored = (targets != IGNORE_INDEX).nonzero()
+        first_scored = int(scored[0]) if len(scored) else len(targets)
+        return max(0, min(first_loc, first_scored, len(targets) - 1))
 
     def hidden(
         self, batch: Mapping[str, Tensor], keys: Sequence[Any] | None = None
-    ) -> tuple[Float[Tensor, "1 N d_model"], list[int], list[int]]:
-        """Final-norm hidden states of the packed non-prefix tokens, interventions applied;
-        also each example's length and prefix length."""
+    ) -> tuple[Float[Tensor, "1 N d_model"], list[int], list[int], Int[Tensor, "1 N"]]:
+        """Final-norm hidden states of the packed non-prefix tokens, interventions applied; also each
+        example's length and prefix length, and the packed tokens' next-token targets."""
         reason = batch_refusal(batch)
         if reason is not None:
             raise ValueError(f"the fast path cannot take this batch: {reason}")
-        mask = batch["attention_mask"]
-        lengths = [int(x) for x in mask.sum(dim=1)]
-        ids = [batch["input_ids"][b, :t] for b, t in enumerate(lengths)]
-        locs = torch.as_tensor(batch["intervention_locations"])
-        prefixes = [self._prefix_length(locs[b], batch["labels"][b, :t]) for b, t in enumerate(lengths)]
-        entries = self._entries(keys, ids, prefixes)
+        reason = why_not(self.reft_model)  # again: the model may have changed since the cache was built
+        if reason is not None:
+            raise ValueError(f"the fast path no longer applies: {reason}; train with fast=False")
+        reuse = self._reuse()
+        exs = [_unpadded({k: batch[k][b] for k in _COLUMNS}) for b in range(batch["input_ids"].shape[0])]
+        lengths = [len(e.ids) for e in exs]
+        prefixes = [self._prefix_length(e.locations, e.targets, reuse) for e in exs]
+        entries = self._entries(keys, [e.ids for e in exs], prefixes, [e.pos for e in exs])
         rest = [t - p for t, p in zip(lengths, prefixes)]
-        h = torch.cat([st[p:] for p, st, _ in entries])[None]  # [1, N_rest, d]
+        h = torch.cat([e[1][p:] for p, e in zip(prefixes, entries)])[None]  # [1, N_rest, d]
         kv = None
-        if any(prefixes):
+        if any(prefixes):  # then every entry's own prefix length is the one asked for
             kv = _PrefixKV(
                 self.start,
                 [
                     (
-                        torch.cat([e[2][i][0] for e in entries if e[0]], dim=1)[None],
-                        torch.cat([e[2][i][1] for e in entries if e[0]], dim=1)[None],
+                        torch.cat([e[2][i][0] for p, e in zip(prefixes, entries) if p], dim=1)[None],
+                        torch.cat([e[2][i][1] for p, e in zip(prefixes, entries) if p], dim=1)[None],
                     )
                     for i in range(self.n_layers - self.start)
                 ],
             )
-        packed = self._packed_bindings(batch, rest, prefixes)
+        packed = self._packed_bindings(torch.stack([e.locations for e in exs]), rest, prefixes)
         for b in packed:
             if b.hook == self.boundary:
                 h = apply_at_positions(h, b.intervention, b.positions)
-        layout = _Layout.packed(rest, prefixes, h.device)
+        layout = _Layout.packed(rest, prefixes, h.device, [e.pos for e in exs])
         with attach(self.reft_model.hooked, [b for b in packed if b.hook != self.boundary]):
             _, normed = self.run_blocks(h, layout, self.start, self.n_layers, kv)
-        return normed, lengths, prefixes
+        targets = torch.cat([e.targets[p:] for e, p in zip(exs, prefixes)])[None]  # [1, N_rest]
+        return normed, lengths, prefixes, targets
 
     def loss(self, batch: Mapping[str, Tensor], keys: Sequence[Any] | None = None) -> Float[Tensor, ""]:
         """The batch's causal-LM loss (equal to ``loss.plain_loss``); ``keys`` index the cache."""
-        h, lengths, prefixes = self.hidden(batch, keys)
-        targets = torch.cat(
-            [_row_targets(batch["labels"][b, :t])[p:] for b, (t, p) in enumerate(zip(lengths, prefixes))]
-        )[None]  # [1, N_rest]
+        h, _, _, targets = self.hidden(batch, keys)
         return scored_ce(self.hf, h, targets.to(h.device))
 
     def _packed_bindings(
-        self, batch: Mapping[str, Tensor], rest: Sequence[int], prefixes: Sequence[int]
+        self, locations: Int[Tensor, "batch k n"], rest: Sequence[int], prefixes: Sequence[int]
     ) -> list[Binding]:
         """Each intervention's ``[batch, n]`` positions as ``[1, batch * n]`` positions in the packed
         row. Empty slots stay -1 in place, so groups of k slots (concatenated-position kinds)
         never pair tokens of different examples; a group with an empty slot is skipped, as in
         the padded forward."""
         rm = self.reft_model
-        per = batch_positions(batch, len(rm.interventions))
+        per = batch_positions({"intervention_locations": locations}, len(rm.interventions))
         if per is None:
             raise ValueError("the batch has no intervention_locations")
         offsets = torch.tensor([0, *rest[:-1]]).cumsum(0) - torch.tensor(prefixes)  # [batch]
@@ -402,31 +427,69 @@ class FastForward:
         return out
 
 
+_COLUMNS = ("input_ids", "attention_mask", "labels", "intervention_locations")
+
+
 def batch_refusal(batch: Mapping[str, Tensor]) -> str | None:
-    """Why the fast path cannot take ``batch`` (it packs right-padded rows at their locations), or None."""
-    for key in ("input_ids", "attention_mask", "labels", "intervention_locations"):
+    """Why the fast path cannot take ``batch``, or None. It packs each row's unmasked tokens (any
+    padding: right, left, pyreft's leading pad) at their padded positions, as the plain path sees them."""
+    for key in _COLUMNS:
         if key not in batch:
             return f"it has no {key!r}"
-    mask = batch["attention_mask"]
-    lengths = mask.sum(dim=1)
-    if not bool(
-        (mask.cumsum(dim=1) == torch.arange(1, mask.shape[1] + 1, device=mask.device).clamp(max=lengths[:, None])).all()
-    ):
-        return "it is not right-padded (attention_mask must read 1...1 0...0)"
+    mask, labels = batch["attention_mask"].bool(), batch["labels"]
+    scored = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1) != IGNORE_INDEX
+    if bool((scored & ~mask).any()):
+        return (
+            "a padding token's next-token prediction is scored (labels[b, t+1] != -100 where attention_mask[b, t] == 0)"
+        )
+    locs = torch.as_tensor(batch["intervention_locations"]).to(mask.device)
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None, None].expand_as(locs)
+    inside = (locs >= 0) & (locs < mask.shape[1])
+    if bool((locs >= mask.shape[1]).any()) or not bool(mask[rows[inside], locs[inside]].all()):
+        return "an intervention location lies on padding or beyond the row"
     return None
+
+
+@dataclass(frozen=True)
+class _Example:
+    """One row without its padding: token ids, their positions in the padded row, each token's
+    next-token target (``labels[t+1]`` of the padded row) and the locations as token indices."""
+
+    ids: Tensor
+    pos: Tensor
+    targets: Tensor
+    locations: Tensor
+
+
+def _unpadded(row: Mapping[str, Any]) -> _Example:
+    ids = torch.as_tensor(row["input_ids"])
+    labels = torch.as_tensor(row["labels"])
+    mask = torch.as_tensor(row["attention_mask"]) if "attention_mask" in row else torch.ones_like(ids)
+    pos = mask.bool().nonzero().squeeze(1)  # [T]
+    index = torch.full((len(ids),), -1, dtype=torch.long, device=pos.device)
+    index[pos] = torch.arange(len(pos), device=pos.device)  # padded position -> token index
+    locs = torch.as_tensor(row["intervention_locations"]).to(pos.device)
+    locs = torch.where(locs >= 0, index[locs.clamp(min=0)], -1)
+    return _Example(ids[pos], pos, _row_targets(labels)[pos], locs)
 
 
 def content_keys(batch: Mapping[str, Tensor]) -> list[bytes]:
     """Cache keys for batches that carry no example index (the HF Trainer's): each example's
-    unpadded token ids, as bytes. The cached entry also records its prefix length, so the same
-    text with different intervention locations is recomputed, never mixed up."""
-    mask = batch["attention_mask"]
-    return [content_key(batch["input_ids"][b, : int(mask[b].sum())]) for b in range(mask.shape[0])]
+    unpadded token ids (and their positions, where padding precedes a token), as bytes. The
+    cached entry also records its prefix length, so the same text with different intervention
+    locations is recomputed, never mixed up."""
+    return [content_key(batch["input_ids"][b], batch["attention_mask"][b]) for b in range(batch["input_ids"].shape[0])]
 
 
-def content_key(input_ids: Any) -> bytes:
-    """The cache key of one example's token ids (a list or a tensor)."""
-    return torch.as_tensor(input_ids, dtype=torch.long).detach().cpu().numpy().tobytes()
+def content_key(input_ids: Any, attention_mask: Any = None) -> bytes:
+    """The cache key of one example's token ids (a list or a tensor) and, optionally, its mask."""
+    ids = torch.as_tensor(input_ids, dtype=torch.long).detach().cpu()
+    mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask).cpu()
+    pos = mask.bool().nonzero().squeeze(1)
+    key = ids[pos].numpy().tobytes()
+    if not torch.equal(pos, torch.arange(len(pos))):  # its positions matter too (learned and rotary embeddings)
+        key += b"@" + pos.numpy().tobytes()
+    return key
 
 
 @contextmanager

@@ -20,19 +20,24 @@ process under ``torchrun``) with every column kept. A subclass written for pyref
 The causal-LM trainers train through ``reftlab.train``'s fast path (cached lower blocks,
 packed rows, reused prefix keys/values, sparse logits; ``train.fast_forward``) whenever it
 applies, decided once at the first loss: the Trainer's batches carry no example index, so
-the cache is keyed by each example's token ids (``content_keys``). The losses are those of
-the plain path step for step. ``fast=False`` forces the plain path, ``fast=True`` makes a
-model that cannot take the fast path an error; a DDP-wrapped model (``torchrun``) takes the
-plain path through its wrapper, which is what all-reduces the gradients.
+the cache is keyed by each example's token ids (``content_keys``). A map-style training set
+warms the cache before step 1 (in fixed chunks, up to the cache's size, so a resumed run sees
+the same numbers); a streaming one (``IterableDataset``) fills it as its batches arrive. The losses are those of
+the plain path step for step, for right-, left- or mixed-padded batches (pyreft's leading
+pad included: each row's unmasked tokens are packed at their padded positions). ``fast=False``
+forces the plain path; ``fast=True`` makes any fallback to the plain path an error; otherwise a
+fallback is logged once per reason. A DDP-wrapped model (``torchrun``) takes the plain path
+through its wrapper, which is what all-reduces the gradients.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from transformers import Trainer
@@ -41,6 +46,9 @@ from ..io import load_into
 from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
+
+log = logging.getLogger(__name__)
+_WRAPPED = "the model is wrapped (DDP), whose gradients are all-reduced only through the wrapper's forward"
 
 
 class ReftTrainer(Trainer):
@@ -82,6 +90,8 @@ class ReftTrainer(Trainer):
         self.fast = fast
         self.fast_path: FastForward | None = None
         self._fast_decided = False
+        self._refusal: str | None = None  # why the model cannot take the fast path (decided once)
+        self._logged: set[str] = set()
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("give the tokenizer once: tokenizer= (pyreft) or processing_class= (transformers 5)")
         if not hasattr(model, "interventions"):
@@ -114,31 +124,57 @@ class ReftTrainer(Trainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        if return_outputs or is_wrapped(model):  # a DDP wrapper syncs gradients only when called
+        if return_outputs:
             out = run_batch(model, inputs, labels=inputs["labels"])
-            return (out.loss, out) if return_outputs else out.loss
-        fast = self._fast(model) if batch_refusal(inputs) is None else None
+            return out.loss, out
+        fast = self._fast(model, inputs)
         if fast is not None:
             return fast.loss(inputs, keys=content_keys(inputs))
+        if is_wrapped(model):  # a DDP wrapper syncs gradients only when called
+            return run_batch(model, inputs, labels=inputs["labels"]).loss
         return plain_loss(model, inputs)
 
-    def _fast(self, model: Any) -> FastForward | None:
-        """The fast path, decided once, at the first loss (the model is then in the mode it trains in)."""
-        if not self._fast_decided:
-            self._fast_decided = True
-            reason = None if self.fast is False else why_not(model)
-            if self.fast and reason is not None:
-                raise ValueError(f"fast=True but the fast path does not apply: {reason}; use fast=None or False")
-            if self.fast is not False and reason is None:
-                self.fast_path = FastForward(model)
-                data = cast(
-                    Sequence[dict[str, Any]], self.train_dataset or []
-                )  # map-style: the HF Trainer indexes it too
-                examples = [data[i] for i in range(len(data))]
-                if all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
-                    # In fixed chunks: a resumed run caches the same numbers as an uninterrupted one.
-                    self.fast_path.warm(examples, keys=[content_key(e["input_ids"]) for e in examples])
-        return self.fast_path
+    def _fast(self, model: Any, inputs: dict[str, Any]) -> FastForward | None:
+        """The fast path for this batch, or None (the plain path): an error with ``fast=True``,
+        logged once per reason otherwise. Whether the model can take it is decided once, at the
+        first loss (the model is then in the mode it trains in)."""
+        if self.fast is False:
+            return None
+        if is_wrapped(model):
+            reason: str | None = _WRAPPED
+        else:
+            if not self._fast_decided:
+                self._decide(model)
+            reason = self._refusal or batch_refusal(inputs)
+        if reason is None:
+            return self.fast_path
+        if self.fast:
+            raise ValueError(f"fast=True but the fast path does not apply: {reason}; use fast=None or False")
+        if reason not in self._logged:
+            self._logged.add(reason)
+            log.warning("reftlab: this step takes the plain path (same loss, slower): %s", reason)
+        return None
+
+    def _decide(self, model: Any) -> None:
+        self._fast_decided = True
+        self._refusal = why_not(model)
+        if self._refusal is not None:
+            return
+        self.fast_path = FastForward(model)
+        data: Any = self.train_dataset  # checked just below: map-style or not
+        if not _map_style(data):
+            return  # streaming data: the content-keyed cache fills as batches arrive
+        # Warm in fixed chunks from the start: a resumed run caches the same numbers as an
+        # uninterrupted one. Chunk by chunk, so no more examples are read than the cache holds.
+        chunk = 16
+        for lo in range(0, len(data), chunk):
+            if self.fast_path.full:
+                return
+            examples = [data[i] for i in range(lo, min(lo + chunk, len(data)))]
+            if not all("intervention_locations" in e and "labels" in e and "input_ids" in e for e in examples):
+                return
+            keys = [content_key(e["input_ids"], e.get("attention_mask")) for e in examples]
+            self.fast_path.warm(examples, chunk=chunk, keys=keys)
 
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
@@ -168,6 +204,13 @@ class ReftTrainer(Trainer):
         if best is None:
             raise ValueError("load_best_model_at_end: no best checkpoint was recorded (set metric_for_best_model)")
         load_into(unwrap(self.model), Path(best) / "reft")
+
+
+def _map_style(data: Any) -> bool:
+    """A dataset the Trainer indexes (``len`` and ``[i]``), not a stream (``IterableDataset``)."""
+    if data is None or isinstance(data, torch.utils.data.IterableDataset) or type(data).__name__ == "IterableDataset":
+        return False
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__")
 
 
 class ReftTrainerForCausalLM(ReftTrainer):

@@ -260,6 +260,12 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 def check_examples(dataset: Any, n_interventions: int, what: str) -> list[dict[str, Any]]:
     """Materialise ``dataset`` as a list of dicts and check every example; errors name it."""
+    if dataset is not None and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            f"the {what} is a {type(dataset).__name__} without len() and indexing; reftlab.train draws seeded "
+            "epochs by index: give a map-style set (list(...) of a small stream), or stream it through "
+            "reftlab.ReftTrainerForCausalLM"
+        )
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"the {what} is empty; give at least one example (reftlab.build_dataset)")
     raw = [dataset[i] for i in range(len(dataset))]

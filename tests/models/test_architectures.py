@@ -63,6 +63,9 @@ FAMILIES: dict[str, dict] = {
     "gpt_neox": {},
     "falcon": {},
 }
+# family: the start of why_not's reason, for each family expected to be refused the fast path (none
+# today). Any other refusal fails the matrix, and so does a listed family that stops being refused.
+FAST_PATH_REFUSALS: dict[str, str] = {}
 PROMPTS = ["Hello there, how are you", "Hi", "What is up with you today?"]
 DF = pd.DataFrame({"prompt": PROMPTS, "response": ["fine, thanks", "a longer answer", "x"]})
 CLASSIC = ["hook_resid_pre", "hook_resid_post", "hook_attn_in", "hook_attn_out", "hook_mlp_in", "hook_mlp_out"]
@@ -162,8 +165,12 @@ def test_fast_path_loss_gradients_and_steps_equal_the_plain_path(family, positio
     reps = [{"layer": 0, "component": "block_output", "positions": positions, "kind": "loreft", "rank": 2}]
     ds = build_dataset(DF, _tok(), positions=positions)
     reason = why_not(reft(family, reps))
-    if reason is not None:
-        assert reason.startswith(f"{family}: ")
+    expected = FAST_PATH_REFUSALS.get(family)
+    if expected is None:
+        assert reason is None, f"{family} is refused the fast path ({reason}); fix it or list it in FAST_PATH_REFUSALS"
+    else:
+        assert reason is not None, f"{family} now takes the fast path; drop it from FAST_PATH_REFUSALS"
+        assert reason.startswith(f"{family}: {expected}"), f"{family} is refused for another reason: {reason}"
         record(family, "fast path", f"no: {reason.removeprefix(family + ': ')}")
         return
     rm = reft(family, reps)
@@ -193,6 +200,18 @@ def test_fast_path_loss_gradients_and_steps_equal_the_plain_path(family, positio
         assert (a - b).abs().max() < 1e-5
     if positions == "f1+l1":
         record(family, "fast path", "exact (1e-5)")
+
+
+def test_the_matrix_fails_on_an_unlisted_fast_path_refusal(monkeypatch):
+    monkeypatch.setattr(f"{__name__}.why_not", lambda rm: "llama: a made-up reason")
+    with pytest.raises(AssertionError, match="refused the fast path"):
+        test_fast_path_loss_gradients_and_steps_equal_the_plain_path("llama", "l1")
+
+
+def test_the_matrix_fails_when_a_listed_family_takes_the_fast_path(monkeypatch):
+    monkeypatch.setitem(FAST_PATH_REFUSALS, "llama", "a made-up reason")
+    with pytest.raises(AssertionError, match="now takes the fast path"):
+        test_fast_path_loss_gradients_and_steps_equal_the_plain_path("llama", "l1")
 
 
 @families

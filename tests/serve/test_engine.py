@@ -194,3 +194,18 @@ def test_bad_setups_are_refused_by_name(tok):
     with pytest.raises(ValueError, match="another base model"):
         Engine(hooked, {"x": other})
     assert torch.is_tensor(engine._batch.lengths)
+
+
+@pytest.mark.parametrize("prompt", ["x", "a"])
+def test_one_token_prompts_get_the_offline_answer(reference, prompt):
+    hooked, refts = world()
+    engine = Engine(hooked, refts, max_batch=4)
+    routes = [("lo",), ("di",), ("every",), ("lo", "di")]
+    reqs = [_request(hooked.tokenizer, prompt, r, chat=False) for r in routes]
+    assert all(len(req.prompt_ids) == 1 for req, _ in reqs)
+    for req, _ in reqs:
+        engine.add(req)
+    _drain(engine, [r for r, _ in reqs])
+    ref_hooked, ref_refts = reference
+    for (req, _), route in zip(reqs, routes):
+        assert req.generated == offline(ref_hooked, ref_refts, prompt, route, 12, chat=False), route

@@ -86,7 +86,7 @@ def test_start_block_and_prefix_reuse_skip_work(tok):
     rm, batch = setup(tok, [{"layer": 2, "component": "block_output", "kind": "loreft", "rank": 2}], "l1")
     ff = FastForward(rm)
     assert (ff.start, ff.boundary) == (3, "blocks.2.hook_resid_post")
-    h, lengths, prefixes = ff.hidden(batch, keys=[0, 1, 2])
+    h, lengths, prefixes, _ = ff.hidden(batch, keys=[0, 1, 2])
     assert prefixes == [int(p) - 1 for p in batch["prompt_lengths"]]  # everything before l1 is reused
     assert h.shape[1] == sum(lengths) - sum(prefixes)
 
@@ -144,6 +144,57 @@ def test_why_not_names_the_reason_and_training_falls_back(tok):
     assert why_not(gpt2) is None
     gpt2.hooked.hf_model.train()  # GPT-2 has dropout: training-mode steps are random
     assert "gpt2: the base model is in training mode with dropout" in why_not(gpt2)
+
+
+def lora_above(tok, seed=0):
+    """peft LoRA on o_proj of blocks 2-3 (above the start block) and a LoReFT at block 0's output."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj"], layers_to_transform=[2, 3])
+    peft_model = get_peft_model(reftlab.tiny_llama(), lora)
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapter matter
+        for n, p in peft_model.named_parameters():
+            if "lora_" in n:
+                p.copy_(0.3 * torch.randn_like(p))
+    rep = {"layer": 0, "component": "block_output", "kind": "loreft", "rank": 2}
+    return setup(tok, [rep], "l1", peft_model)
+
+
+def test_trainable_weights_above_the_start_block_get_the_plain_path_gradients(tok):
+    rm, batch = lora_above(tok)
+    ff = FastForward(rm)
+    assert ff.start == 1 and why_not(rm) is None
+    params = [p for p in rm.parameters() if p.requires_grad]
+    assert any(p in set(rm.interventions.parameters()) for p in params) and len(params) > 4  # LoRA's too
+    for keys in (None, [0, 1, 2], [0, 1, 2]):
+        fast, plain = ff.loss(batch, keys=keys), plain_loss(rm, batch)
+        assert abs(fast.item() - plain.item()) < 1e-5
+        for a, b in zip(torch.autograd.grad(fast, params), torch.autograd.grad(plain, params)):
+            assert (a - b).abs().max() < 1e-5
+    losses = {}
+    for fast in (True, False):  # after optimizer steps the LoRA weights have moved: the losses still agree
+        rm, batch = lora_above(tok)
+        ff = FastForward(rm) if fast else None
+        opt = torch.optim.AdamW([p for p in rm.parameters() if p.requires_grad], lr=1e-2)
+        losses[fast] = []
+        for _ in range(3):
+            loss = ff.loss(batch, keys=[0, 1, 2]) if ff else plain_loss(rm, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses[fast].append(loss.item())
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+def test_the_fast_path_checks_the_frozen_blocks_at_every_step(tok):
+    rm, batch = setup(tok, [{"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2}], "l1")
+    ff = FastForward(rm)
+    ff.loss(batch, keys=[0, 1, 2])
+    rm.hooked.hf_model.model.layers[0].mlp.up_proj.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="the fast path no longer applies: llama: parameters below block 2"):
+        ff.loss(batch, keys=[0, 1, 2])
+    assert no_hooks_anywhere(rm.hooked)
 
 
 @pytest.mark.embedded

@@ -95,15 +95,59 @@ def test_causal_lm_trainer_takes_the_fast_path_with_the_plain_paths_losses(tok, 
     torch.testing.assert_close(runs[True][1], runs[False][1], atol=1e-5, rtol=0)
 
 
-def test_a_batch_the_fast_path_cannot_pack_takes_the_plain_path(tok, tmp_path):
+class Supervised(reftlab.ReftDataset):
+    """pyreft's layout: prompt + response, the prompt's labels -100, l1 = the last prompt token."""
+
+    def preprocess(self, kwargs):
+        pass
+
+    def tokenize(self, item):
+        prompt, response = tok_ids(self.tokenizer, item["prompt"]), tok_ids(self.tokenizer, item["response"])
+        labels = torch.cat([torch.full_like(prompt, -100), response])
+        return {"input_ids": torch.cat([prompt, response]), "labels": labels}, len(prompt)
+
+
+def tok_ids(tok, text):
+    return tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+
+
+def reft_dataset(tok):
+    rows = [{"prompt": p, "response": r} for p, r in zip(PROMPTS, RESPONSES)]
+    return Supervised("t", None, tok, dataset=rows, position="f1+l1", num_interventions=1, share_weights=True)
+
+
+def test_reft_dataset_batches_take_the_fast_path_with_the_plain_paths_losses(tok, tmp_path, caplog):
+    ds = reft_dataset(tok)
+    assert ds[0]["attention_mask"][0] == 0  # pad_mode "first": a masked pad in front of every example
+    rm = loreft_model(tok)
+    collate = reftlab.data.collator_for(tok)
+    trainer = reftlab.ReftTrainerForCausalLM(
+        model=rm, args=args(tmp_path), tokenizer=tok, train_dataset=ds, data_collator=collate, fast=True
+    )
+    batch = collate([ds[i] for i in range(4)])
+    batch["attention_mask"][1, -1] = 0  # and a masked token in the middle of a row (mixed padding)
+    for _ in range(2):  # filling the cache, then from it
+        assert trainer.compute_loss(rm, batch).item() == pytest.approx(plain_loss(rm, batch).item(), abs=1e-5)
+    assert trainer.fast_path is not None and not caplog.records
+
+
+def test_a_fallback_is_an_error_with_fast_true_and_logged_once_otherwise(tok, tmp_path, caplog):
     rm = loreft_model(tok)
     dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
-    trainer = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, **dm)
     batch = dm["data_collator"]([dm["train_dataset"][i] for i in range(4)])
-    assert trainer.compute_loss(rm, batch).item() == pytest.approx(plain_loss(rm, batch).item(), abs=1e-5)
-    assert trainer.fast_path is not None
-    batch["attention_mask"][0, 0] = 0  # a masked token before real ones (pyreft scripts do this)
-    assert trainer.compute_loss(rm, batch).item() == plain_loss(rm, batch).item()
+    batch["attention_mask"][0, 0] = 0  # a masked token whose next-token prediction is scored: only the
+    batch["labels"][0, 1] = batch["input_ids"][0, 1]  # plain path computes what the HF loss means here
+    strict = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, fast=True, **dm)
+    with pytest.raises(ValueError, match="fast=True but the fast path does not apply: a padding token's next-token"):
+        strict.compute_loss(rm, batch)
+    trainer = reftlab.ReftTrainerForCausalLM(model=rm, args=args(tmp_path), tokenizer=tok, **dm)
+    with caplog.at_level("WARNING", logger="reftlab.train.hf_trainer"):
+        for _ in range(3):
+            assert trainer.compute_loss(rm, batch).item() == plain_loss(rm, batch).item()
+    assert [r.getMessage() for r in caplog.records] == [
+        "reftlab: this step takes the plain path (same loss, slower): a padding token's next-token prediction "
+        "is scored (labels[b, t+1] != -100 where attention_mask[b, t] == 0)"
+    ]
 
 
 def test_causal_lm_trainer_fast_true_on_an_unsupported_model_is_an_error(tok, tmp_path):
@@ -285,3 +329,42 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(tok, tmp_path):
     with pytest.raises(ValueError, match="resume with the configuration it was saved from"):
         trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
     assert all(torch.equal(p, q) for p, q in zip(before, other.interventions.parameters()))
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """A streaming training set: no len(), no indexing."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __iter__(self):
+        return iter(self.examples)
+
+
+@pytest.mark.parametrize("kind", ["torch", "datasets"])
+def test_streaming_data_trains_on_the_fast_path_with_the_plain_paths_losses(tok, tmp_path, kind):
+    import datasets
+
+    runs = {}
+    for fast in (True, False):
+        torch.manual_seed(0)
+        rm = loreft_model(tok)
+        dm = reftlab.make_last_position_supervised_data_module(tok, rm.model, PROMPTS, RESPONSES)
+        examples = [dict(dm["train_dataset"][i]) for i in range(len(PROMPTS))] * 2
+        if kind == "torch":
+            dm["train_dataset"] = Stream(examples)
+        else:
+            columns = ("input_ids", "labels", "intervention_locations", "attention_mask")
+            rows = [{k: torch.as_tensor(e[k]).tolist() for k in columns if k in e} for e in examples]
+            dm["train_dataset"] = datasets.IterableDataset.from_generator(lambda rows=rows: iter(rows))
+        trainer = Recording(model=rm, args=args(tmp_path / str(fast), max_steps=4), tokenizer=tok, fast=fast, **dm)
+        trainer.train()
+        assert (trainer.fast_path is not None) is fast
+        runs[fast] = trainer.losses
+    assert len(runs[True]) == 4 and runs[True] == pytest.approx(runs[False], abs=1e-5)
+
+
+def test_reftlab_train_names_a_streaming_set_it_cannot_index(tok):
+    rm = loreft_model(tok)
+    with pytest.raises(TypeError, match="the training set is a Stream without len\\(\\) and indexing"):
+        reftlab.train(rm, Stream([]), epochs=1, progress=False)
