@@ -105,3 +105,35 @@ def test_only_viz_imports_plotly():
             if room not in PLOTLY_ROOMS and any(m.split(".")[0] == "plotly" for m in mods):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"plotly is imported outside reftlab/viz/: {offenders}"
+
+
+def private_imports(room: str, path):
+    """(line, what) for every name a module takes from another room's private parts: a module or a
+    name starting with one underscore (dunders and the private ground-floor rooms themselves aside)."""
+    rel = path.relative_to(REPO).with_suffix("").parts
+    package = rel[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+        elif node.module and node.module.split(".")[0] == "reftlab":
+            target = node.module.split(".")
+        else:
+            continue
+        if len(target) < 2 or target[1] == room:
+            continue
+        inner = target[2:] + [a.name for a in node.names]
+        hidden = [p for p in inner if p.startswith("_") and not p.startswith("__")]
+        if hidden:
+            yield node.lineno, f"{'.'.join(target)}: {hidden}"
+
+
+@pytest.mark.parametrize("room_path", list(rooms()), ids=lambda rp: str(rp[1].relative_to(REPO)))
+def test_no_room_imports_another_rooms_private_names(room_path):
+    room, path = room_path
+    found = [f"line {line}: {what}" for line, what in private_imports(room, path)]
+    assert not found, (
+        f"{path.relative_to(REPO)} imports private names of another room (make them public there): {found}"
+    )
