@@ -26,7 +26,7 @@ import torch
 from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 import reftlab
-from reftlab.analysis._prompts import batches, pad_id
+from reftlab.analysis.prompts import batches, pad_id
 from reftlab.concepts import ConceptConfig, capture, encode, fit_concepts, read_concepts
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "concepts"

@@ -25,8 +25,8 @@ import torch
 
 import reftlab
 from reftlab.analysis import project
-from reftlab.analysis._capture import StopForward, Tap
-from reftlab.analysis._prompts import as_prompt_set, batches, pad_id, tokenize
+from reftlab.analysis.capture import StopForward, Tap
+from reftlab.analysis.prompts import as_prompt_set, batches, pad_id, tokenize
 
 WORDS = [
     "the",

@@ -11,7 +11,7 @@ from . import (
 )
 from ._version import __version__
 from .attach import Binding, apply_at_positions, attach
-from .compose import compose, describe, for_layers, parse_layers, positions_overlap
+from .compose import compose, describe, for_layers, positions_overlap
 from .config import ReftConfig, Representation, TaskType
 from .data import (
     PromptFormat,
@@ -56,7 +56,7 @@ from .models import HookedModel, embedded_model_path, load_model, tiny_gpt2, tin
 from .reft_model import ReftModel, get_reft_model
 from .routing import Routed, route
 from .search import SearchSpace, search
-from .sites import COMPONENTS, Positions, Site, resolve_positions
+from .sites import COMPONENTS, Positions, Site, parse_layers, resolve_positions
 from .subspace import principal_angles
 from .train import TrainConfig, TrainResult, train
 from .train.distributed import ReftTrainerForCausalLMDistributed

@@ -49,7 +49,7 @@ class Edit(Protocol):
 
     With ``arity = k > 1`` it maps groups ``[..., k, d_model]`` to the same shape.
     ``kind`` names it in error messages. Every ``Intervention`` is one; so are the
-    analysis taps (``reftlab.analysis._capture.Tap``) and ablated copies.
+    analysis taps (``reftlab.analysis.capture.Tap``) and ablated copies.
     """
 
     @property

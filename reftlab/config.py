@@ -24,6 +24,7 @@ from typing import Any
 
 from .atomic import write_text
 from .interventions import Intervention, build, intervention_class, kinds
+from .mapping import check_keys, load_mapping
 from .sites import COMPONENTS, Positions, Site
 
 _REP_KEYS = {
@@ -147,7 +148,7 @@ class ReftConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no config file at {path}")
-        return cls.from_json(_load(path.read_text(), path))
+        return cls.from_json(load_mapping(path.read_text(), path))
 
     def __repr__(self) -> str:
         lines = [f"  {r.site}: {r.spec().get('kind')} rank={r.spec().get('rank')}" for r in self.representations]
@@ -158,10 +159,7 @@ def _parse(rep: Mapping[str, Any], i: int) -> Representation:
     where = f"representations[{i}]"
     if not isinstance(rep, Mapping):
         raise TypeError(f"{where} must be a dict, got {type(rep).__name__}")
-    unknown = set(rep) - set(_REP_KEYS)
-    if unknown:
-        valid = "; ".join(f"{k}: {v}" for k, v in _REP_KEYS.items())
-        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; valid keys are {valid}")
+    check_keys(rep, _REP_KEYS, where)
     if rep.get("unit", "pos") != "pos":
         raise ValueError(f"{where}.unit={rep['unit']!r}: reftlab intervenes on token positions, use 'pos'")
     positions = rep.get("positions")
@@ -239,23 +237,4 @@ def _dump(data: dict[str, Any], path: Path) -> str:
         return yaml.safe_dump(data, sort_keys=False)
     if path.suffix == ".json":
         return json.dumps(data, indent=2) + "\n"
-    raise ValueError(f"config file {path} must end in .json, .yaml or .yml")
-
-
-def _load(text: str, path: Path) -> Any:
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ValueError(f"{path} is not valid YAML ({problem}{where})") from None
-    if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     raise ValueError(f"config file {path} must end in .json, .yaml or .yml")

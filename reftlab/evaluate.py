@@ -180,9 +180,9 @@ def _infer_task(model: Any, data: Any) -> str:
         return "multiple_choice" if data[0].get("choices") is not None else "generation"
     import pandas as pd
 
-    from .data.tasks import _frame
+    from .data.tasks import as_frame
 
-    frame = _frame(data)
+    frame = as_frame(data)
     return "multiple_choice" if isinstance(frame, pd.DataFrame) and "choices" in frame.columns else "generation"
 
 

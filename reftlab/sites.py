@@ -327,3 +327,26 @@ def _depth(x: Any) -> int:
     while isinstance(x, (list, tuple)) and x:
         x, d = x[0], d + 1
     return d
+
+
+def parse_layers(layers: str | int | Sequence[int], n_layers: int | None = None) -> list[int]:
+    """pyreft's ``-l``: ``"all"``, ``"3;9;18"``, an int or a list of ints.
+
+    >>> parse_layers("3;9;18"), parse_layers("all", n_layers=4)
+    ([3, 9, 18], [0, 1, 2, 3])
+    """
+    if isinstance(layers, str):
+        if layers.strip() == "all":
+            if n_layers is None:
+                raise ValueError("layers='all' needs n_layers (the model's number of blocks)")
+            return list(range(n_layers))
+        try:
+            out = [int(x) for x in layers.split(";") if x.strip()]
+        except ValueError:
+            raise ValueError(f"layers={layers!r}: use 'all', '3;9;18' or a list of ints") from None
+    else:
+        out = [layers] if isinstance(layers, int) else [int(x) for x in layers]
+    bad = [L for L in out if L < 0 or (n_layers is not None and n_layers <= L)]
+    if not out or bad:
+        raise ValueError(f"layers={layers!r} gives no layers or bad ones {bad}; valid: 0..{(n_layers or 1) - 1}")
+    return out

@@ -184,7 +184,7 @@ TABLE = [
     # --- configs ----------------------------------------------------------------------
     bad("config: representations None", lambda e: reftlab.ReftConfig(representations=None), TypeError, "must be a dict or a list of dicts"),
     bad("config: empty", lambda e: reftlab.ReftConfig(representations=[]), ValueError, "representations is empty"),
-    bad("config: unknown key", lambda e: config(lyer=1), ValueError, "unknown keys ['lyer']; valid keys are"),
+    bad("config: unknown key", lambda e: config(lyer=1), ValueError, "unknown key(s) ['lyer'] in representations[0]; valid keys:"),
     bad("config: unknown component", lambda e: config(component="resid"), ValueError, "component='resid' is not known"),
     bad("config: layer as string", lambda e: config(layer="1"), ValueError, "layer='1' must be a non-negative int"),
     bad("config: unknown kind", lambda e: config(kind="lorax"), ValueError, "unknown intervention kind 'lorax'; valid kinds"),

@@ -62,7 +62,7 @@ def test_file_round_trip(tmp_path, suffix):
             pyreft_style(intervention=reftlab.LoreftIntervention(embed_dim=32, low_rank_dimension=4)),
             r"embed_dim/d_model=32 != the model's d_model=64",
         ),
-        (pyreft_style(colour="red"), r"unknown keys \['colour'\]"),
+        (pyreft_style(colour="red"), r"unknown key\(s\) \['colour'\] in representations\[0\]"),
         (
             {"hook": "blocks.1.hook_nowhere", "kind": "loreft", "rank": 2},
             r"hook='blocks.1.hook_nowhere' is not a hook point",

@@ -19,6 +19,7 @@ FLOORS: dict[str, int] = {
     "metrics": 0,
     "_version": 0,
     "_quiet": 0,  # log filters for torchao's start-up noise, imported first by __init__
+    "mapping": 0,  # reading YAML/JSON config text and the one "unknown key" check
     # the base model's hook points (and where models are cached), configs
     "models": 1,
     "config": 1,
@@ -48,11 +49,6 @@ FLOORS: dict[str, int] = {
     "cli": 8,
     "__main__": 9,
     "__init__": 9,
-}
-# Arrows that point up today, each with the reason and the way out. Keep this short.
-KNOWN_UP: dict[tuple[str, str], str] = {
-    ("recipe", "search"): "Recipe validates its `search:` section with reftlab.search.space.SearchSettings "
-    "(imported inside __post_init__); moving that schema below recipe removes the arrow",
 }
 PLOTLY_ROOMS = {"viz"}
 
@@ -94,9 +90,7 @@ def test_imports_point_down(room_path):
     up = [
         f"line {line}: {room} (floor {FLOORS[room]}) imports {target} (floor {FLOORS.get(target)})"
         for target, line in imported_rooms(path)
-        if target != room
-        and (room, target) not in KNOWN_UP
-        and (target not in FLOORS or FLOORS[target] >= FLOORS.get(room, -1))
+        if target != room and (target not in FLOORS or FLOORS[target] >= FLOORS.get(room, -1))
     ]
     assert not up, f"{path.relative_to(REPO)}: an import points sideways or up: " + "; ".join(up)
 
@@ -111,3 +105,35 @@ def test_only_viz_imports_plotly():
             if room not in PLOTLY_ROOMS and any(m.split(".")[0] == "plotly" for m in mods):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not offenders, f"plotly is imported outside reftlab/viz/: {offenders}"
+
+
+def private_imports(room: str, path):
+    """(line, what) for every name a module takes from another room's private parts: a module or a
+    name starting with one underscore (dunders and the private ground-floor rooms themselves aside)."""
+    rel = path.relative_to(REPO).with_suffix("").parts
+    package = rel[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[: len(package) - (node.level - 1)]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+        elif node.module and node.module.split(".")[0] == "reftlab":
+            target = node.module.split(".")
+        else:
+            continue
+        if len(target) < 2 or target[1] == room:
+            continue
+        inner = target[2:] + [a.name for a in node.names]
+        hidden = [p for p in inner if p.startswith("_") and not p.startswith("__")]
+        if hidden:
+            yield node.lineno, f"{'.'.join(target)}: {hidden}"
+
+
+@pytest.mark.parametrize("room_path", list(rooms()), ids=lambda rp: str(rp[1].relative_to(REPO)))
+def test_no_room_imports_another_rooms_private_names(room_path):
+    room, path = room_path
+    found = [f"line {line}: {what}" for line, what in private_imports(room, path)]
+    assert not found, (
+        f"{path.relative_to(REPO)} imports private names of another room (make them public there): {found}"
+    )

@@ -231,7 +231,7 @@ def test_explicit_positions_semantics(tiny_hooked, tok):
 
 
 def test_reft_model_meets_the_reft_like_contract_with_declared_fields(tiny_hooked):
-    from reftlab.analysis._capture import Tap
+    from reftlab.analysis.capture import Tap
     from reftlab.attach import Edit, ReftLike
 
     rm = reftlab.get_reft_model(tiny_hooked, loreft_config())

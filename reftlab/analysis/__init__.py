@@ -3,7 +3,6 @@
 Every function returns tensors or tidy pandas DataFrames; figures live in ``reftlab.viz``.
 """
 
-from ._prompts import PromptSet, as_prompt_set, read_prompts
 from .attribute import attribute
 from .compare import (
     compare,
@@ -15,6 +14,7 @@ from .compare import (
 )
 from .decode import decode, direction_logits, mean_edit
 from .project import project, unit_directions
+from .prompts import PromptSet, as_prompt_set, read_prompts
 
 __all__ = [
     "PromptSet",

@@ -35,9 +35,9 @@ from tqdm import tqdm
 from ..attach import ReftLike, call_edit
 from ..interventions import Intervention
 from ..subspace import orthonormal_basis
-from ._capture import batch_positions, eval_mode, forward_seen, positions_used
-from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
-from ._prompts import prompt_format as resolve_format
+from .capture import batch_positions, eval_mode, forward_seen, positions_used
+from .prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
+from .prompts import prompt_format as resolve_format
 
 NONE = "none"
 

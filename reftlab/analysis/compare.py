@@ -20,9 +20,9 @@ from ..attach import Binding, ReftLike, attach
 from ..models.hooked import HookedModel
 from ..sites import resolve_positions
 from ..subspace import as_subspace, orthonormal_basis, overlap, principal_angles
-from ._capture import StopForward, Tap
-from ._prompts import Format, as_prompt_set, batches, pad_id, tokenize
-from ._prompts import prompt_format as resolve_format
+from .capture import StopForward, Tap
+from .prompts import Format, as_prompt_set, batches, pad_id, tokenize
+from .prompts import prompt_format as resolve_format
 
 
 def compare(subspaces: Mapping[str, Any]) -> pd.DataFrame:

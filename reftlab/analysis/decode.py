@@ -30,10 +30,10 @@ from torch import Tensor
 
 from ..attach import ReftLike
 from ..models.arch import get_module
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
-from ._prompts import as_prompt_set, batches, pad_id, tokenize
-from ._prompts import prompt_format as resolve_format
+from .capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
 from .project import unit_directions
+from .prompts import as_prompt_set, batches, pad_id, tokenize
+from .prompts import prompt_format as resolve_format
 
 
 def direction_logits(

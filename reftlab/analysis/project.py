@@ -33,9 +33,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..attach import ReftLike
-from ._capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
-from ._prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
-from ._prompts import prompt_format as resolve_format
+from .capture import batch_positions, check_keys, eval_mode, forward_seen, position_mask, positions_used
+from .prompts import as_prompt_set, batches, n_batches, pad_id, tokenize
+from .prompts import prompt_format as resolve_format
 
 
 def unit_directions(

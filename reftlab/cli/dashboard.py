@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis._capture import MissingPositions
+    from ..analysis.capture import MissingPositions
     from ..viz import dashboard_main
 
     positions = None if not args.positions else args.positions[0] if len(args.positions) == 1 else args.positions

@@ -110,7 +110,7 @@ def _base(checkpoint: Path, model: str) -> Any:
     """``--model`` as the base: a sequence classifier (head size from the checkpoint) when the
     checkpoint was trained on one, else the causal LM."""
     from ..io import read_native
-    from ..io.folder import _saved_num_labels
+    from ..io.folder import saved_num_labels
     from ..models.classifier import load_classifier
     from ..models.loading import load_model
 
@@ -119,7 +119,7 @@ def _base(checkpoint: Path, model: str) -> Any:
     except (ValueError, FileNotFoundError, OSError):
         architecture = ""  # not a native checkpoint: ReftModel.load says what it is
     if architecture.endswith("ForSequenceClassification"):
-        return load_classifier(model, num_labels=_saved_num_labels(checkpoint))
+        return load_classifier(model, num_labels=saved_num_labels(checkpoint))
     return load_model(model)
 
 

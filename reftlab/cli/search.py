@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..config import _load
+    from ..mapping import load_mapping
     from ..recipe import Recipe
     from ..search import search_recipe
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.space)
         if not path.is_file():
             raise FileNotFoundError(f"no space file at {path}")
-        space = _load(path.read_text(), path) or {}
+        space = load_mapping(path.read_text(), path) or {}
     result = search_recipe(
         recipe,
         args.output,

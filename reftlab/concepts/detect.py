@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..models.hooked import HasHooked, HookedModel, hooked_of
 from .data import ConceptData
 from .states import Pooling, States, capture, encode
 
@@ -77,7 +78,7 @@ def roc_curve(
 
 def score(
     direction: Any,
-    model: Any,
+    model: HookedModel | HasHooked,
     texts: Sequence[str],
     *,
     pooling: Pooling = "max",
@@ -90,7 +91,7 @@ def score(
 
     ``direction``: a ``ConceptDirection``. ``model``: a HookedModel (or a ReftModel: its base).
     """
-    hooked = getattr(model, "hooked", model)
+    hooked = hooked_of(model)
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string; wrap it: [text]")
     enc = encode(hooked.tokenizer, list(texts), prompts, context=context)

@@ -38,6 +38,7 @@ from ..config import ReftConfig, Representation
 from ..interventions import LobiReFT
 from ..io import ModelIdentity, identify
 from ..io.fingerprint import check_identity
+from ..models.hooked import HasHooked, HookedModel, hooked_of
 from ..sites import Positions, Site
 
 FORMAT = "reftlab-concept-directions"
@@ -102,7 +103,7 @@ class ConceptDirection:
             iv.bias.fill_(float(alpha) * self.scale)
         return iv.eval()
 
-    def reft_model(self, model: Any, alpha: float, *, positions: "str | Positions" = "all") -> Any:
+    def reft_model(self, model: HookedModel | HasHooked, alpha: float, *, positions: "str | Positions" = "all") -> Any:
         """A ReftModel on ``model`` that adds ``alpha * scale * u`` at the site's ``positions``.
 
         ``positions="all"`` edits every token, generated ones included; ``"l1"`` etc. edit prompt
@@ -110,7 +111,7 @@ class ConceptDirection:
         """
         from ..reft_model import get_reft_model
 
-        hooked = getattr(model, "hooked", model)
+        hooked = hooked_of(model)
         rep = Representation(
             site=Site(hook=self.site.hook, positions=Positions.parse(positions)), intervention=self.intervention(alpha)
         )
@@ -120,7 +121,9 @@ class ConceptDirection:
         return f"ConceptDirection({self.concept!r}, {self.method!r}, {self.site.hook}, rank={self.rank}, scale={self.scale:.4g})"
 
 
-def save_directions(directions: Sequence[ConceptDirection], folder: str | os.PathLike, *, model: Any = None) -> Path:
+def save_directions(
+    directions: Sequence[ConceptDirection], folder: str | os.PathLike, *, model: HookedModel | HasHooked | None = None
+) -> Path:
     """Write ``directions`` to ``folder`` (replaced atomically); ``model`` records the base model's identity."""
     if not directions:
         raise ValueError("no directions to save")
@@ -143,7 +146,7 @@ def save_directions(directions: Sequence[ConceptDirection], folder: str | os.Pat
                 "metadata": _jsonable(d.metadata, f"direction {i} metadata"),
             }
         )
-    hooked = getattr(model, "hooked", model)
+    hooked = None if model is None else hooked_of(model)
     data = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -156,7 +159,9 @@ def save_directions(directions: Sequence[ConceptDirection], folder: str | os.Pat
     return Path(folder)
 
 
-def load_directions(folder: str | os.PathLike, *, model: Any = None, strict: bool = False) -> list[ConceptDirection]:
+def load_directions(
+    folder: str | os.PathLike, *, model: HookedModel | HasHooked | None = None, strict: bool = False
+) -> list[ConceptDirection]:
     """Read a folder written by ``save_directions``; with ``model``, check it is the base model they fit."""
     folder = Path(folder)
     meta, tens = folder / JSON_FILE, folder / TENSOR_FILE
@@ -180,7 +185,7 @@ def load_directions(folder: str | os.PathLike, *, model: Any = None, strict: boo
         tensors = load_file(str(tens))
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{tens}: cannot read it as safetensors ({e})") from None
-    hooked = getattr(model, "hooked", model)
+    hooked = None if model is None else hooked_of(model)
     if hooked is not None and data.get("base_model") is not None:
         check_identity(ModelIdentity.from_json(data["base_model"]), hooked, strict=strict)
     out = []

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.decode import direction_logits, top_and_bottom
 from ..atomic import write_text
+from ..models.hooked import HasHooked, HookedModel, hooked_of
 from ..sites import COMPONENTS, Site
 from .data import ConceptData, read_concepts
 from .detect import detection_table, roc_curve
@@ -98,7 +99,7 @@ class ConceptRun:
         fpr, tpr, _ = roc_curve(s[s.label == "positive"].score, s[s.label == against].score)
         return fpr, tpr
 
-    def save(self, folder: str | os.PathLike, *, model: Any = None) -> Path:
+    def save(self, folder: str | os.PathLike, *, model: HookedModel | HasHooked | None = None) -> Path:
         """Write ``directions/`` (safetensors + JSON), ``results.csv``, ``scores.csv``, ``decoded.csv``
         and, with steering, ``steering.csv`` and ``generations.csv`` into ``folder``; each atomically."""
         folder = Path(folder)
@@ -118,7 +119,7 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def fit_concepts(
-    model: Any,
+    model: HookedModel | HasHooked,
     train: Any,
     *,
     eval: Any = None,
@@ -133,7 +134,7 @@ def fit_concepts(
     (``[r, d_model]`` tensors or interventions, e.g. a trained LoReFT's) read as ``subspace:NAME``.
     ``steer_prompts``: instructions for steering (default: the evaluation data's prompts).
     """
-    hooked = getattr(model, "hooked", model)
+    hooked = hooked_of(model)
     hook = config.site_hook
     hooked.hook_point(hook)  # a clear error for a bad site, before any work
     train_data = read_concepts(train)
@@ -185,7 +186,7 @@ def fit_concepts(
     return ConceptRun(config, directions, results, scores, steering, generations, decoded, eval_data, name)
 
 
-def decode_directions(hooked: Any, directions: Sequence[ConceptDirection], k: int = 10) -> pd.DataFrame:
+def decode_directions(hooked: HookedModel, directions: Sequence[ConceptDirection], k: int = 10) -> pd.DataFrame:
     """The ``k`` tokens each reading direction promotes ("top") and suppresses ("bottom") through the
     final norm and the unembedding (``reftlab.analysis.direction_logits``)."""
     logits = direction_logits(hooked, torch.stack([d.reading for d in directions]))  # [n, vocab]
@@ -196,7 +197,7 @@ def decode_directions(hooked: Any, directions: Sequence[ConceptDirection], k: in
 
 
 def fit_all(
-    hooked: Any,
+    hooked: HookedModel,
     hook: str,
     data: ConceptData,
     states: States,

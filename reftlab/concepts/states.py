@@ -28,10 +28,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..analysis._capture import StopForward, Tap
-from ..analysis._prompts import batches, n_batches, pad_id
+from ..analysis.capture import StopForward, Tap
+from ..analysis.prompts import batches, n_batches, pad_id
 from ..attach import Binding, attach
 from ..data.encode import format_prompt
+from ..models.hooked import HookedModel
 
 Pooling = Literal["max", "mean", "last"]
 POOLINGS: tuple[str, ...] = ("max", "mean", "last")
@@ -144,7 +145,7 @@ class States:
 
 
 def capture(
-    hooked: Any,
+    hooked: HookedModel,
     encoded: Encoded,
     hook: str,
     *,
@@ -186,7 +187,7 @@ def capture(
 
 
 def states_of(
-    hooked: Any,
+    hooked: HookedModel,
     texts: Sequence[str],
     hook: str,
     *,

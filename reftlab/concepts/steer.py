@@ -42,6 +42,7 @@ from ..data.collate import ReftDataCollator
 from ..data.encode import IGNORE_INDEX, format_prompt
 from ..generate import generate
 from ..models.arch import get_module, lm_logits
+from ..models.hooked import HasHooked, HookedModel, hooked_of
 from ..sites import resolve_positions
 from .direction import ConceptDirection
 from .states import Pooling, bos_prefix, capture, encode
@@ -84,13 +85,13 @@ class Steering:
 
     def __init__(
         self,
-        hooked: Any,
+        hooked: HookedModel | HasHooked,
         plan: Sequence[tuple[ConceptDirection, float] | None],
         positions: Placement = "both",
     ) -> None:
         if positions not in PLACEMENTS:
             raise ValueError(f"positions={positions!r} must be one of {list(PLACEMENTS)}")
-        self.hooked = getattr(hooked, "hooked", hooked)
+        self.hooked = hooked_of(hooked)
         self.positions = positions
         self.plan = list(plan)
         groups: dict[tuple[int, float], list[int]] = {}
@@ -130,7 +131,7 @@ class Steering:
 
 
 def steered_generate(
-    hooked: Any,
+    hooked: HookedModel,
     prompts: Sequence[str],
     plan: Sequence[tuple[ConceptDirection, float] | None],
     *,
@@ -156,7 +157,7 @@ def steered_generate(
 
 
 def answer_losses(
-    hooked: Any, prefixes: Sequence[list[int]], answers: Sequence[list[int]], *, batch_size: int = 16
+    hooked: HookedModel, prefixes: Sequence[list[int]], answers: Sequence[list[int]], *, batch_size: int = 16
 ) -> np.ndarray:
     """Mean per-token loss of each answer after its prefix under the base model (NaN for an empty answer)."""
     hf = hooked.hf_model
@@ -202,7 +203,7 @@ class Judge:
 
 
 def judge_scores(
-    hooked: Any,
+    hooked: HookedModel,
     judges: Sequence[Judge],
     answers: Sequence[str],
     *,
@@ -236,7 +237,7 @@ def judge_scores(
 
 
 def proxy_scores(
-    hooked: Any,
+    hooked: HookedModel,
     prompts: Sequence[str],
     answers: Sequence[str],
     answer_ids: Sequence[list[int]],

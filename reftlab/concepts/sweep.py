@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..models.hooked import HookedModel
 from .direction import ConceptDirection
 from .states import Pooling
 from .steer import Judge, SteerConfig, combine, judge_scores, proxy_scores, steered_generate
@@ -39,7 +40,7 @@ def pick_judge(directions: Sequence[ConceptDirection], concept: str, method: str
 
 
 def steering_sweep(
-    hooked: Any,
+    hooked: HookedModel,
     directions: Sequence[ConceptDirection],
     judges: Mapping[tuple[str, str], Judge],
     prompts: Sequence[str],

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_bytes
+from ..mapping import check_keys
 from ..models.loading import cache_dir
 
 PACKAGE = "bigbench==1.0.0"
@@ -148,12 +149,7 @@ class BigBenchSource:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> "BigBenchSource":
-        from dataclasses import fields
-
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"subtask"})
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in bigbench; valid keys: {sorted(known)}")
+        check_keys(data, cls, "bigbench", aliases=("subtask",))
         data = dict(data)
         if "subtask" in data:
             data["subtasks"] = data.pop("subtask")

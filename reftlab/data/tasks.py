@@ -81,9 +81,9 @@ def read_examples(
     check_task(task)
     if task == "generation":
         path = isinstance(source, (str, os.PathLike))  # read_pairs names the file in its errors
-        prompts, responses = read_pairs(source if path else _frame(source), prompt_column, response_column)
+        prompts, responses = read_pairs(source if path else as_frame(source), prompt_column, response_column)
         return [{"prompt": p, "response": r, "choices": None, "answer": None} for p, r in zip(prompts, responses)]
-    frame = _frame(source)
+    frame = as_frame(source)
     where = str(source) if isinstance(source, (str, os.PathLike)) else "the data"
     if task == "multiple_choice":
         needed = [prompt_column, choices_column]
@@ -104,7 +104,7 @@ def read_examples(
     ]
 
 
-def _frame(source: Any) -> Any:
+def as_frame(source: Any) -> Any:
     import pandas as pd
 
     if isinstance(source, (str, os.PathLike)):

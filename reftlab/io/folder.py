@@ -187,7 +187,7 @@ def load_base(
                     f"checkpoint {folder} was trained on a sequence classifier; device_map= and quantization= apply "
                     "to causal LMs here: load the classifier yourself and pass it (ReftModel.load(dir, model))"
                 )
-            hooked = load_classifier(str(source.ref), num_labels=_saved_num_labels(folder), **options)
+            hooked = load_classifier(str(source.ref), num_labels=saved_num_labels(folder), **options)
             return hooked if device is None else hooked.to(device)
         return load_model(
             str(source.ref),
@@ -204,7 +204,7 @@ def load_base(
         ) from None
 
 
-def _saved_num_labels(folder: Path) -> int:
+def saved_num_labels(folder: Path) -> int:
     path = folder / BASE_FILE
     heads = read_safetensors(path) if path.is_file() else {}  # a head or two: small
     for name in ("score.weight", "classifier.weight", "classifier.out_proj.weight"):

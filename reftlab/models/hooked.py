@@ -13,7 +13,7 @@ only while it carries at least one TransformerLens hook, so:
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -272,3 +272,30 @@ class HookedModel(HookedRootModule):
             f"HookedModel({c['model_type']}, d_model={c['d_model']}, n_layers={c['n_layers']}, "
             f"n_heads={c['n_heads']}, hook points={len(self.hook_dict)})"
         )
+
+
+@runtime_checkable
+class HasHooked(Protocol):
+    """Anything that runs on a hooked base: a ``ReftModel`` (or ``ReftLike``) exposes it as ``hooked``."""
+
+    @property
+    def hooked(self) -> HookedModel: ...
+
+
+def hooked_of(model: HookedModel | HasHooked) -> HookedModel:
+    """The hooked base model of ``model``: itself, or a ReftModel's ``hooked``.
+
+    >>> from reftlab.models import tiny_llama, tiny_tokenizer
+    >>> base = HookedModel(tiny_llama(), tiny_tokenizer())
+    >>> hooked_of(base) is base
+    True
+    """
+    if isinstance(model, HookedModel):
+        return model
+    hooked = getattr(model, "hooked", None)
+    if not isinstance(hooked, HookedModel):
+        raise TypeError(
+            f"expected a HookedModel (reftlab.load_model) or a ReftModel, got {type(model).__name__}; "
+            "load the base with reftlab.load_model(...)"
+        )
+    return hooked

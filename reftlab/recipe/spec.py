@@ -9,9 +9,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import ReftConfig, _load
+from ..config import ReftConfig
 from ..data.bigbench import BigBenchSource
+from ..mapping import check_keys, load_mapping
 from ..train.config import TrainConfig
+from .search import SearchSettings
 
 METRICS: dict[str, Callable[[str], float]] = {}
 
@@ -71,7 +73,7 @@ class DataSpec:
     @classmethod
     def from_mapping(cls, raw: Any, base_dir: str | os.PathLike, where: str = "data") -> "DataSpec":
         raw = raw if isinstance(raw, Mapping) else {"path": raw}
-        _check_keys(raw, cls, where)
+        check_keys(raw, cls, where)
         raw = dict(raw)
         if raw.get("path") is not None:
             if not isinstance(raw["path"], str) or not raw["path"]:
@@ -202,8 +204,8 @@ class Recipe:
     evaluation: EvaluationSpec = field(
         default_factory=EvaluationSpec, metadata={"help": "held-out data and metric (see EvaluationSpec)"}
     )
-    search: Mapping[str, Any] = field(
-        default_factory=dict, metadata={"help": "settings and space for `reftlab search` (reftlab.search)"}
+    search: SearchSettings = field(
+        default_factory=SearchSettings, metadata={"help": "settings and space for `reftlab search` (reftlab.search)"}
     )
     output_dir: str = field(default="reft-output", metadata={"help": "where the trained interventions are written"})
 
@@ -232,12 +234,13 @@ class Recipe:
             raise ValueError(f"quantization={self.quantization!r} must be one of {', '.join(NAMES)}")
         if self.quantization is not None and self.task == "classification":
             raise ValueError("quantization applies to generation and multiple-choice recipes (causal LMs) here")
-        from ..search.space import SearchSettings
-
         check_task(self.task)
         if self.task == "classification" and self.generation.prompts:
             raise ValueError("generation.prompts are for generation tasks; a classification recipe has none")
-        SearchSettings.from_mapping(self.search)  # a bad search section fails here, before any model loads
+        if isinstance(self.search, Mapping):  # a plain dict given to the constructor: the same checks as a file's
+            object.__setattr__(self, "search", SearchSettings.from_mapping(self.search))
+        elif not isinstance(self.search, SearchSettings):
+            raise ValueError(f"search must be a mapping or SearchSettings, got {type(self.search).__name__}")
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ValueError(f"output_dir={self.output_dir!r} must be a non-empty string")
         parse_dtype(self.dtype)  # so does a bad dtype
@@ -251,14 +254,14 @@ class Recipe:
     def from_mapping(cls, data: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> "Recipe":
         if not isinstance(data, Mapping):
             raise ValueError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
-        _check_keys(data, cls, "the recipe")
+        check_keys(data, cls, "the recipe")
         if "data" not in data or "interventions" not in data:
             raise ValueError("the recipe needs a 'data' section (path: ...) and an 'interventions' list")
         spec = DataSpec.from_mapping(data["data"], base_dir)
         gen = data.get("generation") or {}
-        _check_keys(gen, GenerationSpec, "generation")
+        check_keys(gen, GenerationSpec, "generation")
         evaluation = dict(data.get("evaluation") or {})
-        _check_keys(evaluation, EvaluationSpec, "evaluation")
+        check_keys(evaluation, EvaluationSpec, "evaluation")
         if evaluation.get("data") is not None:
             own = evaluation["data"] if isinstance(evaluation["data"], Mapping) else {"path": evaluation["data"]}
             inherited = {k: v for k, v in spec.to_json().items() if k not in ("path", "bigbench")}
@@ -271,7 +274,7 @@ class Recipe:
             training=TrainConfig.from_mapping(data.get("training") or {}, "training"),
             generation=GenerationSpec(**gen),
             evaluation=EvaluationSpec(**evaluation),
-            search=dict(data.get("search") or {}),
+            search=SearchSettings.from_mapping(data.get("search")),
             **kwargs,
         )
 
@@ -279,6 +282,7 @@ class Recipe:
         """The recipe as plain data (``from_mapping`` reads it back; paths are absolute)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         out["interventions"] = [r.to_json() for r in self.interventions.representations]
+        out["search"] = self.search.to_mapping()
         return {k: v for k, v in out.items() if v not in (None, {}, [])} | {"interventions": out["interventions"]}
 
     @classmethod
@@ -286,7 +290,7 @@ class Recipe:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no recipe file at {path}")
-        return cls.from_mapping(_load(path.read_text(), path), base_dir=path.parent)
+        return cls.from_mapping(load_mapping(path.read_text(), path), base_dir=path.parent)
 
 
 def _plain(value: Any) -> Any:
@@ -302,13 +306,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     return value
-
-
-def _check_keys(data: Mapping[str, Any], cls: type, where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    known = {f.name: f.metadata.get("help", "") for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")

@@ -6,9 +6,9 @@ recipe and writes ``best.yaml``; ``SearchSpace``/``SearchSettings`` (``space``) 
 searched; ``trial`` trains and scores one candidate; ``log`` keeps the resumable trial log.
 """
 
+from ..recipe.search import Candidate, SearchSettings, SearchSpace, default_layers, parse_budget
 from .best import best_recipe, search_recipe, write_best
 from .halving import SearchResult, search
-from .space import Candidate, SearchSettings, SearchSpace, default_layers, parse_budget
 
 __all__ = [
     "Candidate",

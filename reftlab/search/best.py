@@ -21,8 +21,8 @@ from typing import Any
 
 from ..atomic import write_text
 from ..recipe import DataSpec, Recipe, load_base, recipe_examples
+from ..recipe.search import Candidate, SearchSpace
 from .halving import SearchResult, search
-from .space import Candidate, SearchSettings, SearchSpace
 
 
 def search_recipe(
@@ -41,7 +41,7 @@ def search_recipe(
     """Run ``reftlab.search`` on ``recipe`` and write ``OUT/best.yaml`` (see the module docstring)."""
     started = time.monotonic() if started is None else started
     out = Path(out)
-    settings = SearchSettings.from_mapping(recipe.search).replace(budget=budget, max_params=max_params)
+    settings = recipe.search.replace(budget=budget, max_params=max_params)
     if space is not None:
         settings = settings.replace(space=space if isinstance(space, SearchSpace) else SearchSpace.from_mapping(space))
     train = recipe_examples(recipe)

@@ -38,9 +38,10 @@ from tqdm.auto import tqdm
 
 from ..data.tasks import DEFAULT_METRIC, as_classes, check_task, read_examples, split_held_out
 from ..metrics import Metric, get_metric
+from ..recipe.search import Candidate, SearchSettings, SearchSpace, parse_budget
 from ..train.config import TrainConfig
 from .log import COLUMNS, start_log, write_trials
-from .space import Candidate, SearchSettings, SearchSpace, parse_budget, sample
+from .space import sample
 from .trial import OutOfTime, TrialRunner
 
 

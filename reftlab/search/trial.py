@@ -22,10 +22,10 @@ from ..data.encode import context_length
 from ..data.tasks import encode_task_examples
 from ..evaluate import evaluate
 from ..metrics import Metric
+from ..recipe.search import Candidate
 from ..reft_model import get_reft_model
 from ..train.config import TrainConfig
 from ..train.task import train_task
-from .space import Candidate
 
 
 class OutOfTime(Exception):

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from ..mapping import check_keys
+
 SCHEDULES = ("linear", "cosine", "constant")
 
 # Fields a resumed run may change: they alter logging, saving and speed, never a loss value
@@ -153,7 +155,7 @@ class TrainConfig:
         return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch(n_examples)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        _check_names(changes, "TrainConfig")
+        check_keys(changes, TrainConfig, "TrainConfig")
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -166,16 +168,8 @@ class TrainConfig:
         """Build from a dict (e.g. a YAML section); unknown keys are an error naming them."""
         if not isinstance(data, Mapping):
             raise ValueError(f"{where} must be a mapping of TrainConfig fields, got {data!r}")
-        _check_names(data, where)
+        check_keys(data, cls, where)
         return cls(**dict(data))
-
-
-def _check_names(data: Mapping[str, Any], where: str) -> None:
-    known = {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        valid = "\n".join(f"  {k}: {h}" for k, h in known.items())
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys:\n{valid}")
 
 
 def _json_value(x: Any) -> Any:

@@ -33,9 +33,9 @@ import plotly.offline
 from torch import Tensor
 
 from ..analysis import attribute, compare, decode, mean_edit, project, read_prompts, subspaces
-from ..analysis._capture import positions_used
-from ..analysis._prompts import Format, as_prompt_set
-from ..analysis._prompts import prompt_format as resolve_format
+from ..analysis.capture import positions_used
+from ..analysis.prompts import Format, as_prompt_set
+from ..analysis.prompts import prompt_format as resolve_format
 from ..atomic import write_text
 from ..attach import ReftLike
 from .figures import angle_heatmap, attribution_bars, decode_bars, loss_curve, projection_heatmap, projection_shift

@@ -10,6 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ...models.hooked import HookedModel
+
 
 @dataclass(frozen=True, eq=False)
 class FitInput:
@@ -24,7 +26,7 @@ class FitInput:
     hook: str
     positive: Float[Tensor, "n_pos d_model"]
     negative: Float[Tensor, "n_neg d_model"]
-    hooked: Any = None
+    hooked: HookedModel | None = None
     pairs_positive: Sequence[tuple[str, str]] = ()
     pairs_negative: Sequence[tuple[str, str]] = ()
     seed: int = 0

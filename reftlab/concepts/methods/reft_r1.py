@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -35,6 +34,7 @@ from ...attach import Binding, attach
 from ...data.collate import ReftDataCollator
 from ...data.encode import encode_pair, format_prompt
 from ...models.arch import get_module
+from ...models.hooked import HookedModel
 from ...train.loss import selected_lm_loss
 from ._base import FitInput, Fitted, unit
 
@@ -164,7 +164,7 @@ def fit_reft_r1(inp: FitInput, config: ReftR1Config) -> Fitted:
     return Fitted.rank_one(v, steps=step, lm_loss_first=losses[0], lm_loss_last=losses[-1])
 
 
-def _lm_loss(hooked: Any, hook: str, edit: TopKLatentEdit, batch: dict[str, Tensor]) -> Tensor:
+def _lm_loss(hooked: HookedModel, hook: str, edit: TopKLatentEdit, batch: dict[str, Tensor]) -> Tensor:
     """The LM loss of the batch's labelled tokens with ``edit`` attached at ``hook``."""
     hf = hooked.hf_model
     with attach(hooked, [Binding(hook, edit)]):

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..attach import Binding, ReftLike, attach
-from ._prompts import Batch
+from .prompts import Batch
 
 
 class MissingPositions(ValueError):
