@@ -29,7 +29,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Parsed:
-    """A checked request: ``route`` holds the ReFT names to apply (server order; empty = base)."""
+    """A checked request: ``route`` holds the ReFT names to apply, in the order they act (empty = base)."""
 
     model: str
     route: tuple[str, ...]
@@ -134,6 +134,8 @@ def _required(body: dict, key: str, typ: type) -> Any:
 
 
 def _route(reft: Any, model: str, models: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The ReFTs to apply, in the order they act: the model's own, then ``reft``'s in the order
+    given; a list that names the model's own ReFT places it where the list says."""
     names = list(models[model])
     if reft is None:
         return tuple(names)
@@ -149,9 +151,11 @@ def _route(reft: Any, model: str, models: Mapping[str, Sequence[str]]) -> tuple[
                 param="reft",
                 code="model_not_found",
             )
-        names.append(singles[name])
-    order = [r[0] for r in models.values() if len(r) == 1]  # composition order: the server's
-    return tuple(n for n in order if n in names)
+    listed = [singles[name] for name in extra]
+    twice = [n for i, n in enumerate(listed) if n in listed[:i]]
+    if twice:
+        raise ApiError(400, f"reft names ReFT {twice[0]!r} twice; name each ReFT once", param="reft")
+    return tuple(listed if set(names) <= set(listed) else [*names, *listed])
 
 
 def _messages(body: dict) -> tuple[dict[str, str], ...]:

@@ -5,9 +5,10 @@
 Every reftlab ReftTrainer already runs under ``torchrun``/``accelerate launch``: the
 Trainer wraps the ReftModel in ``DistributedDataParallel`` (only parameters that require
 grad are synchronised: the interventions and an unfrozen head, never the frozen base),
-its data loader gives each process its own shard of a seeded shuffle, losses run through
-the wrapper so gradients are all-reduced, and checkpoints are written by the main
-process only. This class is that trainer under pyreft's name (pyreft's version swapped
+its data loader gives each process its own shard of a seeded shuffle, fast-path losses run
+on the ReftModel inside the wrapper with the trainable gradients all-reduced by the trainer
+(plain-path losses run through the wrapper, which all-reduces them), and checkpoints are
+written by the main process only. This class is that trainer under pyreft's name (pyreft's version swapped
 in a ``DistributedSampler`` and guarded ``save_model`` with the rank); with one process
 it trains exactly like ``ReftTrainerForCausalLM``.
 """

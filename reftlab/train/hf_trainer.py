@@ -26,8 +26,16 @@ the same numbers); a streaming one (``IterableDataset``) fills it as its batches
 the plain path step for step, for right-, left- or mixed-padded batches (pyreft's leading
 pad included: each row's unmasked tokens are packed at their padded positions). ``fast=False``
 forces the plain path; ``fast=True`` makes any fallback to the plain path an error; otherwise a
-fallback is logged once per reason. A DDP-wrapped model (``torchrun``) takes the plain path
-through its wrapper, which is what all-reduces the gradients.
+fallback is logged once per reason. ``fast_steps`` and ``plain_steps`` count the losses each
+path computed.
+
+Under ``torchrun`` / ``accelerate launch`` the Trainer hands us a ``DistributedDataParallel``
+wrapper, which all-reduces gradients only for a forward run through it. The fast path runs on
+the ReftModel inside it (``ddp.module``: DDP's reducer then expects no gradients and neither
+syncs nor complains), and ``training_step`` averages the trainable parameters' gradients over
+the ranks itself, in one flat all-reduce (``ddp.reduce_gradients``), when DDP would have: on the
+micro-batch that ends an accumulation window (outside ``no_sync``), with the gradients the
+window accumulated. A plain-path fallback goes through the wrapper, and DDP syncs as usual.
 """
 
 from __future__ import annotations
@@ -43,12 +51,12 @@ import torch
 from transformers import Trainer
 
 from ..io import load_into
+from .ddp import Ranks, reduce_gradients
 from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
 
 log = logging.getLogger(__name__)
-_WRAPPED = "the model is wrapped (DDP), whose gradients are all-reduced only through the wrapper's forward"
 
 
 class ReftTrainer(Trainer):
@@ -92,6 +100,9 @@ class ReftTrainer(Trainer):
         self._fast_decided = False
         self._refusal: str | None = None  # why the model cannot take the fast path (decided once)
         self._logged: set[str] = set()
+        self.fast_steps = 0  # losses computed on the fast path
+        self.plain_steps = 0  # losses computed on the plain path (ReftTrainer's own compute_loss)
+        self._sync_fast = False  # this micro-batch's fast loss ran around a DDP wrapper
         if tokenizer is not None and processing_class is not None and tokenizer is not processing_class:
             raise ValueError("give the tokenizer once: tokenizer= (pyreft) or processing_class= (transformers 5)")
         if not hasattr(model, "interventions"):
@@ -129,10 +140,27 @@ class ReftTrainer(Trainer):
             return out.loss, out
         fast = self._fast(model, inputs)
         if fast is not None:
-            return fast.loss(inputs, keys=content_keys(inputs))
+            self.fast_steps += 1
+            self._sync_fast = is_wrapped(model) and torch.is_grad_enabled()
+            return fast.loss(inputs, keys=content_keys(inputs))  # on the ReftModel, around any wrapper
+        self.plain_steps += 1
         if is_wrapped(model):  # a DDP wrapper syncs gradients only when called
             return run_batch(model, inputs, labels=inputs["labels"]).loss
         return plain_loss(model, inputs)
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """The Trainer's step (loss, scaling, ``accelerator.backward``); then, if the loss ran on
+        the fast path around a DDP wrapper, the all-reduce DDP would have done: only where DDP
+        syncs (``require_backward_grad_sync``: the last micro-batch of an accumulation window),
+        over every gradient the window accumulated, averaged over the ranks as DDP averages."""
+        self._sync_fast = False
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._sync_fast and getattr(model, "require_backward_grad_sync", True):
+            params = [p for p in unwrap(model).parameters() if p.requires_grad]
+            ranks = Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
+            reduce_gradients(params, 1, 0.0, ranks)  # weight 1 per rank: DDP's plain mean over ranks
+        self._sync_fast = False
+        return loss
 
     def _fast(self, model: Any, inputs: dict[str, Any]) -> FastForward | None:
         """The fast path for this batch, or None (the plain path): an error with ``fast=True``,
@@ -140,11 +168,10 @@ class ReftTrainer(Trainer):
         first loss (the model is then in the mode it trains in)."""
         if self.fast is False:
             return None
-        if is_wrapped(model):
-            reason: str | None = _WRAPPED
-        else:
+        reason = _wrapper_refusal(model)
+        if reason is None:
             if not self._fast_decided:
-                self._decide(model)
+                self._decide(unwrap(model))
             reason = self._refusal or batch_refusal(inputs)
         if reason is None:
             return self.fast_path
@@ -204,6 +231,17 @@ class ReftTrainer(Trainer):
         if best is None:
             raise ValueError("load_best_model_at_end: no best checkpoint was recorded (set metric_for_best_model)")
         load_into(unwrap(self.model), Path(best) / "reft")
+
+
+def _wrapper_refusal(model: Any) -> str | None:
+    """Why the fast path cannot run around ``model``'s wrapper, or None (no wrapper, or DDP, whose
+    gradient sync ``training_step`` does itself)."""
+    if not is_wrapped(model) or isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None
+    return (
+        f"the model is wrapped in {type(model).__name__}, which the fast path cannot run around "
+        "(only a DistributedDataParallel wrapper's gradient sync is done by the trainer)"
+    )
 
 
 def _map_style(data: Any) -> bool:

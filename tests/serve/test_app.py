@@ -37,7 +37,7 @@ def _stats(url):
 
 def _expected(reference, prompt, model, n, *, chat=True, reft=()):
     hooked, refts = reference
-    route = tuple(r for r in refts if r in (*ROUTES[model], *reft))
+    route = (*ROUTES[model], *reft)  # the model's ReFT, then the request's in the order given
     return hooked.tokenizer.decode(offline(hooked, refts, prompt, route, n, chat=chat))
 
 
@@ -72,7 +72,7 @@ def test_the_openai_client_chats_and_completes_streaming_and_not(client, referen
     streamed = client.completions.create(model="every", prompt="Once upon", max_tokens=8, temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == want
 
-    # composition: the extra field "reft" adds ReFTs, applied in the server's order
+    # composition: the extra field "reft" adds ReFTs, applied after the model's in the order given
     both = client.chat.completions.create(
         model="lo", messages=msgs, max_tokens=8, temperature=0, extra_body={"reft": ["di"]}
     )

@@ -8,10 +8,13 @@ MODELS = {"base": (), "a": ("a",), "b": ("b",), "c": ("c",)}
 CHAT = {"model": "base", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def test_defaults_follow_openai_and_compositions_take_the_server_order():
+def test_defaults_follow_openai_and_compositions_take_the_order_given():
     p = parse_request("chat", CHAT, MODELS)
     assert (p.route, p.temperature, p.top_p, p.max_tokens, p.stop, p.stream) == ((), 1.0, 1.0, None, (), False)
-    assert parse_request("chat", {**CHAT, "model": "c", "reft": ["a"]}, MODELS).route == ("a", "c")
+    assert parse_request("chat", {**CHAT, "model": "c", "reft": ["a"]}, MODELS).route == ("c", "a")
+    assert parse_request("chat", {**CHAT, "reft": ["c", "a"]}, MODELS).route == ("c", "a")
+    assert parse_request("chat", {**CHAT, "reft": ["a", "c"]}, MODELS).route == ("a", "c")
+    assert parse_request("chat", {**CHAT, "model": "c", "reft": ["a", "c"]}, MODELS).route == ("a", "c")
     assert parse_request("chat", {**CHAT, "model": "b", "reft": "b"}, MODELS).route == ("b",)
     p = parse_request("completion", {"model": "a", "prompt": ["once"], "stop": "\n", "max_tokens": 3}, MODELS)
     assert (p.prompt, p.stop, p.max_tokens, p.route) == ("once", ("\n",), 3, ("a",))
@@ -47,6 +50,7 @@ def test_chat_messages_accept_text_parts_and_the_developer_role():
         ({**CHAT, "temperature": True}, 400, "temperature must be a number"),
         ({**CHAT, "n": True}, 400, "n=True is not supported"),
         ({**CHAT, "reft": 3}, 400, "reft must be a ReFT name or a list"),
+        ({**CHAT, "reft": ["a", "b", "a"]}, 400, "reft names ReFT 'a' twice"),
         ({**CHAT, "model": 7}, 400, "'model' must be a str"),
         ({**CHAT, "prompt": "x"}, 400, "Unrecognized request argument supplied: prompt"),
     ],

@@ -2,12 +2,14 @@
 
     torchrun --standalone --nproc-per-node 2 ddp_worker.py OUT     # 2 processes, batch 2 each
     python ddp_worker.py OUT                                       # 1 process, batch 4
+    torchrun ... ddp_worker.py OUT true 2      # fast=True, 2 micro-batches per step (batch 1 each)
 
 Every example has the same prompt and response lengths, so the mean of the two
 processes' losses is the loss of their union: both runs see the same global batches
 and should end with the same weights. Writes ``OUT/rank{r}.safetensors`` (final
 interventions), ``OUT/losses.json`` (rank 0) and ``OUT/saves.log`` (one line per
-``ReftModel.save`` call: the rank that wrote).
+``ReftModel.save`` call: the rank that wrote). ``losses.json`` also holds how many losses each
+path computed on rank 0 (``fast_steps``, ``plain_steps``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import reftlab
 WORDS = ["cat", "dog", "sun", "sky", "red", "owl", "fig", "jam"]
 
 
-def run(out: Path) -> None:
+def run(out: Path, fast: bool | None = None, grad_accum: int = 1) -> None:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     tok = reftlab.tiny_tokenizer()
     torch.manual_seed(0)
@@ -45,7 +47,8 @@ def run(out: Path) -> None:
     args = TrainingArguments(
         output_dir=str(out / "run"),
         num_train_epochs=2,
-        per_device_train_batch_size=4 // world,
+        per_device_train_batch_size=4 // world // grad_accum,
+        gradient_accumulation_steps=grad_accum,
         learning_rate=5e-2,
         logging_steps=1,
         save_strategy="steps",
@@ -55,7 +58,7 @@ def run(out: Path) -> None:
         ddp_backend="gloo" if world > 1 else None,
         seed=3,
     )
-    trainer = reftlab.ReftTrainerForCausalLMDistributed(model=reft_model, tokenizer=tok, args=args, **dm)
+    trainer = reftlab.ReftTrainerForCausalLMDistributed(model=reft_model, tokenizer=tok, args=args, fast=fast, **dm)
     reftlab.ReftModel.save = logged_save  # type: ignore[method-assign]
     try:
         trainer.train()
@@ -66,8 +69,10 @@ def run(out: Path) -> None:
     save_file(state, str(out / f"rank{rank}.safetensors"))
     if rank == 0:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        (out / "losses.json").write_text(json.dumps({"world": world, "losses": losses}))
+        paths = {"fast_steps": trainer.fast_steps, "plain_steps": trainer.plain_steps}
+        (out / "losses.json").write_text(json.dumps({"world": world, "losses": losses, **paths}))
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    fast = {"true": True, "false": False, "none": None}[sys.argv[2] if len(sys.argv) > 2 else "none"]
+    run(Path(sys.argv[1]), fast, int(sys.argv[3]) if len(sys.argv) > 3 else 1)

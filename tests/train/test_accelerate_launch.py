@@ -41,5 +41,8 @@ def test_two_accelerate_processes_match_one_process_with_the_same_global_batch(t
     # Rank 0 alone wrote the checkpoints the 1-process run wrote.
     saved = (two / "saves.log").read_text().split()
     assert saved and saved == (one / "saves.log").read_text().split() and set(saved) == {"0"}
+    if trainer == "ReftTrainerForCausalLMDistributed":  # fast=None: every loss on the fast path, around DDP
+        assert (a["fast_steps"], a["plain_steps"]) == (b["fast_steps"], b["plain_steps"]) == (4, 0)
+        assert "takes the plain path" not in done.stderr
     if trainer == "reftlab.train":
         assert (done.stdout + done.stderr).count(f"step {steps}/{steps}  loss") == 1  # progress shown once
