@@ -43,9 +43,10 @@ import torch
 from transformers import Trainer
 
 from ..io import load_into
-from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
+from .fast_forward import FastForward, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
+from .packing import batch_refusal, content_key, content_keys
 
 log = logging.getLogger(__name__)
 _WRAPPED = "the model is wrapped (DDP), whose gradients are all-reduced only through the wrapper's forward"
