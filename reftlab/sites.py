@@ -30,7 +30,8 @@ COMPONENTS: dict[str, str] = {
     "mlp_output": "hook_mlp_out",
 }
 _HOOK_TO_COMPONENT = {v: k for k, v in COMPONENTS.items()}
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# a hook inside block L: "blocks.L.<part>" (group 1: L, group 2: the part)
+BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _POSITIONS = re.compile(r"^(?:f(\d+))?(?:\+?l(\d+))?$")
 # pyvene's string component access: a module path relative to the model plus ".input"/".output",
 # e.g. "base_model.model.model.layers[15].output"; HookedModel makes a hook point for it on demand.
@@ -121,12 +122,12 @@ class Site:
 
     @property
     def layer(self) -> int | None:
-        m = _BLOCK_HOOK.match(self.hook)
+        m = BLOCK_HOOK.match(self.hook)
         return int(m.group(1)) if m else None
 
     @property
     def component(self) -> str | None:
-        m = _BLOCK_HOOK.match(self.hook)
+        m = BLOCK_HOOK.match(self.hook)
         return _HOOK_TO_COMPONENT.get(m.group(2)) if m else None
 
     def to_json(self) -> dict[str, Any]:

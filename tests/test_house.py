@@ -137,3 +137,33 @@ def test_no_room_imports_another_rooms_private_names(room_path):
     assert not found, (
         f"{path.relative_to(REPO)} imports private names of another room (make them public there): {found}"
     )
+
+
+# Where hooks may be installed: the two context managers, and the hook points' own taps.
+HOOK_HOMES = {"reftlab/attach.py", "reftlab/models/partial.py", "reftlab/models/hooked.py"}
+HOOK_CALLS = ("register_forward_pre_hook", "register_forward_hook", "register_full_backward_hook", "add_hook")
+
+
+def test_hooks_are_installed_only_by_attach_and_the_partial_forward():
+    offenders = []
+    for _, path in rooms():
+        rel = str(path.relative_to(REPO))
+        if rel in HOOK_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in HOOK_CALLS:
+                offenders.append(f"{rel}:{node.lineno} {node.attr}")
+            is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if (
+                is_call
+                and node.func.attr in ("hooks", "run_with_hooks")
+                and any(k.arg == "fwd_hooks" for k in node.keywords)
+            ):
+                offenders.append(f"{rel}:{node.lineno} {node.func.attr}(fwd_hooks=...)")
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.slice, ast.Constant)
+                and node.slice.value == "forward"
+            ):
+                offenders.append(f"{rel}:{node.lineno} __dict__['forward']")
+    assert not offenders, f"hooks installed outside attach.py and models/partial.py: {offenders}"

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from ..attach import attach
 from ..models.hooked import HookedModel
+from ..models.partial import cache_keyword
 from ..reft_model import ReftModel
 from ..routing import Routed
 from .text import TextStream
@@ -478,7 +479,7 @@ def _forward_kwargs(model: HookedModel) -> tuple[type, str, dict[str, int]]:
     from transformers.cache_utils import DynamicLayer
 
     params = inspect.signature(model.hf_model.forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"
+    cache_kw = cache_keyword(model.hf_model.forward)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     probe = DynamicCache(config=model.hf_model.config)
     odd = {type(layer).__name__ for layer in probe.layers if type(layer) is not DynamicLayer}

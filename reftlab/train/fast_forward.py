@@ -22,15 +22,10 @@ How the blocks run (the decision, and why). The family's *own decoder forward* r
 (``ArchSpec.decoder``), not a hand-written loop: its rotary or learned positions, embedding
 scaling, per-layer attention types (sliding windows, Gemma's soft-capped attention), MoE
 routing and attention implementation (SDPA or eager) are the family's code, so one path
-serves every family in ``ARCHS``. Three small interventions make it run the cached part only:
+serves every family in ``ARCHS``. ``reftlab.models.partial.partial_forward`` makes it run
+the cached part only (blocks outside ``lo..hi-1`` skipped, block ``lo`` fed the cached hidden
+states, the final norm's input captured), and two things here make it exact:
 
-- blocks outside ``lo..hi-1`` are *skipped* for the call (their ``forward`` returns its input;
-  the module list keeps its length, so families that index ``config.layer_types[i]`` still
-  line up);
-- a pre-hook on block ``lo`` hands it the cached hidden states (whatever the embedding
-  layer computed from ``inputs_embeds`` is discarded, so Gemma's sqrt(d) scaling or GPT-2's
-  position embeddings are never applied twice); a pre-hook on the final norm captures the
-  hidden states that leave block ``hi-1``;
 - the attention mask is an explicit 4-D mask (a dict keyed by layer type where the family
   takes one), built here from each token's example and position, with the family's sliding
   window. transformers 5 can also detect packed rows from restarting ``position_ids``
@@ -52,22 +47,22 @@ training uses ``loss.plain_loss``).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ..attach import Binding, ReftLike, apply_at_positions, attach
 from ..data.encode import IGNORE_INDEX
 from ..models.arch import get_layers, get_module, text_config
+from ..models.partial import cache_keyword, partial_forward
+from ..sites import BLOCK_HOOK
 from .loss import batch_positions, scored_ce
+from .packing import COLUMNS, Layout, PrefixKV, batch_refusal, unpadded
 
-_SITE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _DROPOUT_FIELDS = ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout", "dropout")
 
 
@@ -80,7 +75,7 @@ def start_block(hooks: Sequence[str]) -> tuple[int, str | None] | None:
     """
     start, boundary = None, None
     for hook in hooks:
-        m = _SITE.match(hook)
+        m = BLOCK_HOOK.match(hook)
         if not m:
             return None
         layer, part = int(m.group(1)), m.group(2)
@@ -90,7 +85,7 @@ def start_block(hooks: Sequence[str]) -> tuple[int, str | None] | None:
     if start is None:
         return None
     for hook in hooks:
-        m = _SITE.match(hook)
+        m = BLOCK_HOOK.match(hook)
         if m and int(m.group(1)) == start - 1 and m.group(2) in ("hook_resid_post", "hook_out"):
             boundary = hook
     return start, boundary
@@ -132,45 +127,17 @@ def _has_dropout(hf: nn.Module, cfg: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class _Layout:
-    """Which example and position each query and key token has (keys: [prefixes; queries])."""
+class _Entry:
+    """One example's cache entry: its prefix length P, the input of block ``start`` ``[T, d_model]``,
+    and per block from ``start`` on the prefix's keys and values ``[kv_heads, P, head_dim]``."""
 
-    q_seg: Int[Tensor, " N"]
-    q_pos: Int[Tensor, " N"]
-    k_seg: Int[Tensor, " K"]
-    k_pos: Int[Tensor, " K"]
+    prefix: int
+    states: Tensor
+    kv: list[tuple[Tensor, Tensor]]
 
-    @classmethod
-    def packed(
-        cls, rest: Sequence[int], prefixes: Sequence[int], device: Any, pos: Sequence[Tensor] | None = None
-    ) -> "_Layout":
-        """Example b contributes its tokens ``prefixes[b]..prefixes[b]+rest[b]-1``; its ``prefixes[b]``
-        earlier tokens are cached keys placed before all packed tokens. ``pos[b]`` gives each of its
-        tokens' position (its index in the padded row; default ``0..``)."""
-        pos = [torch.arange(p + t) for t, p in zip(rest, prefixes)] if pos is None else [x.cpu() for x in pos]
-        q_seg = torch.cat([torch.full((t,), b) for b, t in enumerate(rest)])
-        q_pos = torch.cat([x[p : p + t] for x, t, p in zip(pos, rest, prefixes)])
-        p_seg = torch.cat([torch.full((p,), b) for b, p in enumerate(prefixes)] + [torch.empty(0, dtype=torch.long)])
-        p_pos = torch.cat([x[:p] for x, p in zip(pos, prefixes)] + [torch.empty(0, dtype=torch.long)])
-        return cls(
-            q_seg.to(device),
-            q_pos.to(device),
-            torch.cat([p_seg, q_seg]).to(device),
-            torch.cat([p_pos, q_pos]).to(device),
-        )
-
-    def allowed(self, window: int | None = None) -> Bool[Tensor, "N K"]:
-        """Query i may attend key j: same example, not in the future, and within ``window``.
-
-        >>> lay = _Layout.packed([2, 1], [0, 1], "cpu")
-        >>> lay.allowed().int().tolist()
-        [[0, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]]
-        """
-        q_seg, q_pos = self.q_seg[:, None], self.q_pos[:, None]
-        ok = (self.k_seg[None, :] == q_seg) & (self.k_pos[None, :] <= q_pos)
-        if window is not None:
-            ok = ok & (self.k_pos[None, :] > q_pos - window)
-        return ok
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [self.states, *[x for pair in self.kv for x in pair]])
 
 
 class FastForward:
@@ -191,7 +158,6 @@ class FastForward:
         self.hf, self.arch = hooked.hf_model, hooked.arch
         self.decoder = get_module(self.hf, self.arch.decoder)
         self.layers = get_layers(self.hf, self.arch)
-        self.norm = get_module(self.hf, self.arch.final_norm)
         found = start_block([s.hook for s in reft_model.sites])
         if found is None:  # why_not said so already; this keeps the types honest
             raise ValueError("the fast path does not apply: an intervention sits outside the transformer blocks")
@@ -199,54 +165,36 @@ class FastForward:
         self.n_layers = len(self.layers)
         self.reuse_prefix = reuse_prefix
         self.cache_bytes = cache_bytes
-        self._cache: dict[Any, tuple[int, Tensor, list[tuple[Tensor, Tensor]]]] = {}
+        self._cache: dict[Any, _Entry] = {}
         self._used = 0
         cfg = text_config(self.hf)
         self._window: int | None = getattr(cfg, "sliding_window", None)
         self._layer_types: list[str] = list(getattr(cfg, "layer_types", None) or [])
         self._additive = getattr(self.hf.config, "_attn_implementation", "sdpa") == "eager"
+        self._cache_kw = cache_keyword(self.decoder.forward)
 
     # --- the packed forward -----------------------------------------------------------
     def run_blocks(
         self,
         h: Float[Tensor, "1 N d_model"],
-        layout: _Layout,
+        layout: Layout,
         lo: int,
         hi: int,
-        kv: "_PrefixKV | None" = None,
-    ) -> tuple[Float[Tensor, "1 N d_model"], Float[Tensor, "1 N d_model"]]:
+        kv: "PrefixKV | None" = None,
+    ) -> Float[Tensor, "1 N d_model"]:
         """Run blocks ``lo..hi-1`` of the family's decoder on the packed row ``h`` (the input of
-        block ``lo``); returns (the output of block ``hi-1``, that output after the final norm)."""
-        captured: list[Tensor] = []
+        block ``lo``); returns the output of block ``hi-1`` after the final norm."""
+        with partial_forward(self.hf, self.arch, lo, hi, feed=h):
+            out = self.decoder(
+                inputs_embeds=h,
+                attention_mask=self._masks(layout, h.dtype),
+                position_ids=layout.q_pos[None],
+                use_cache=False,
+                **{self._cache_kw: kv},
+            )
+        return out.last_hidden_state
 
-        def feed(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-            if args:
-                return (h, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": h}
-
-        def capture(module: nn.Module, args: tuple) -> None:
-            captured.append(args[0])
-
-        entry = self.layers[lo] if lo < self.n_layers else self.norm
-        handles = [
-            entry.register_forward_pre_hook(feed, with_kwargs=True, prepend=True),
-            self.norm.register_forward_pre_hook(capture),
-        ]
-        try:
-            with _skipping(self.layers, lo, hi, self.arch.block_returns_tuple):
-                out = self.decoder(
-                    inputs_embeds=h,
-                    attention_mask=self._masks(layout, h.dtype),
-                    position_ids=layout.q_pos[None],
-                    cache=kv,
-                    use_cache=False,
-                )
-        finally:
-            for handle in handles:
-                handle.remove()
-        return captured[-1], out.last_hidden_state
-
-    def _masks(self, layout: _Layout, dtype: torch.dtype) -> Tensor | dict[str, Tensor]:
+    def _masks(self, layout: Layout, dtype: torch.dtype) -> Tensor | dict[str, Tensor]:
         """The decoder's ``attention_mask``: one [1, 1, N, K] mask, or one per layer type."""
 
         def form(allowed: Tensor) -> Tensor:
@@ -263,47 +211,43 @@ class FastForward:
         return masks
 
     @torch.no_grad()
-    def _compute(
-        self, ids: Sequence[Tensor], prefixes: Sequence[int], pos: Sequence[Tensor]
-    ) -> list[tuple[int, Tensor, list[tuple[Tensor, Tensor]]]]:
+    def _compute(self, ids: Sequence[Tensor], prefixes: Sequence[int], pos: Sequence[Tensor]) -> list[_Entry]:
         """Per example: (prefix length P, input of block ``start`` [T, d], per block >= start the
         prefix's keys/values [kv_heads, P, head_dim])."""
         lengths = [len(x) for x in ids]
         device = self.hf.device
         zeros = [0] * len(lengths)
-        layout = _Layout.packed(lengths, zeros, device, pos)
-        with _skipping(self.layers, 0, self.start, self.arch.block_returns_tuple):
-            captured: list[Tensor] = []
-            handle = self.norm.register_forward_pre_hook(lambda m, args: captured.append(args[0]))
-            try:
-                self.decoder(
-                    input_ids=torch.cat(list(ids))[None].to(device),
-                    attention_mask=self._masks(layout, self.hf.dtype),
-                    position_ids=layout.q_pos[None],
-                    use_cache=False,
-                )
-            finally:
-                handle.remove()
-        states = list(captured[-1][0].split(lengths))  # input of block `start`, per example
+        layout = Layout.packed(lengths, zeros, device, pos)
+        with partial_forward(self.hf, self.arch, 0, self.start) as run:
+            self.decoder(
+                input_ids=torch.cat(list(ids))[None].to(device),
+                attention_mask=self._masks(layout, self.hf.dtype),
+                position_ids=layout.q_pos[None],
+                use_cache=False,
+            )
+        assert run.before_norm is not None  # the decoder's final norm always runs
+        states = list(run.before_norm[0].split(lengths))  # input of block `start`, per example
         per_layer: list[list[tuple[Tensor, Tensor]]] = [[] for _ in ids]
         if any(prefixes):
-            rec = _PrefixKV(self.start)
+            rec = PrefixKV(self.start)
             hp = torch.cat([st[:p] for st, p in zip(states, prefixes)])[None]  # [1, sum P, d]
             prefix_pos = [x[:p] for x, p in zip(pos, prefixes)]
-            self.run_blocks(hp, _Layout.packed(prefixes, zeros, device, prefix_pos), self.start, self.n_layers, rec)
+            self.run_blocks(hp, Layout.packed(prefixes, zeros, device, prefix_pos), self.start, self.n_layers, rec)
             for layer_kv in rec.captured:  # ([1, H, sum P, hd], [1, H, sum P, hd]) per block
                 ks, vs = layer_kv[0][0].split(prefixes, dim=1), layer_kv[1][0].split(prefixes, dim=1)
                 for b in range(len(ids)):
                     per_layer[b].append((ks[b], vs[b]))
-        return [(p, st, kv) for p, st, kv in zip(prefixes, states, per_layer)]
+        return [_Entry(p, st, kv) for p, st, kv in zip(prefixes, states, per_layer)]
 
     def _entries(
         self, keys: Sequence[Any] | None, ids: Sequence[Tensor], prefixes: Sequence[int], pos: Sequence[Tensor]
-    ) -> list[Any]:
+    ) -> list[_Entry]:
         if keys is None:
             return self._compute(ids, prefixes, pos)
         # Without a prefix (P = 0) any cached entry serves: it holds the example's whole block input.
-        missing = [i for i, k in enumerate(keys) if k not in self._cache or prefixes[i] not in (0, self._cache[k][0])]
+        missing = [
+            i for i, k in enumerate(keys) if k not in self._cache or prefixes[i] not in (0, self._cache[k].prefix)
+        ]
         fresh = (
             dict(
                 zip(
@@ -315,7 +259,7 @@ class FastForward:
             else {}
         )
         for i, entry in fresh.items():
-            size = sum(t.numel() * t.element_size() for t in [entry[1], *[x for kv in entry[2] for x in kv]])
+            size = entry.nbytes
             if keys[i] not in self._cache and self._used + size <= self.cache_bytes:
                 self._cache[keys[i]] = entry
                 self._used += size
@@ -334,7 +278,7 @@ class FastForward:
         for lo in range(0, len(examples), chunk):
             if self._used >= self.cache_bytes:
                 return
-            exs = [_unpadded(e) for e in examples[lo : lo + chunk]]
+            exs = [unpadded(e) for e in examples[lo : lo + chunk]]
             prefixes = [self._prefix_length(e.locations, e.targets, reuse) for e in exs]
             self._entries(keys[lo : lo + chunk], [e.ids for e in exs], prefixes, [e.pos for e in exs])
 
@@ -366,20 +310,20 @@ class FastForward:
         if reason is not None:
             raise ValueError(f"the fast path no longer applies: {reason}; train with fast=False")
         reuse = self._reuse()
-        exs = [_unpadded({k: batch[k][b] for k in _COLUMNS}) for b in range(batch["input_ids"].shape[0])]
+        exs = [unpadded({k: batch[k][b] for k in COLUMNS}) for b in range(batch["input_ids"].shape[0])]
         lengths = [len(e.ids) for e in exs]
         prefixes = [self._prefix_length(e.locations, e.targets, reuse) for e in exs]
         entries = self._entries(keys, [e.ids for e in exs], prefixes, [e.pos for e in exs])
         rest = [t - p for t, p in zip(lengths, prefixes)]
-        h = torch.cat([e[1][p:] for p, e in zip(prefixes, entries)])[None]  # [1, N_rest, d]
+        h = torch.cat([e.states[p:] for p, e in zip(prefixes, entries)])[None]  # [1, N_rest, d]
         kv = None
         if any(prefixes):  # then every entry's own prefix length is the one asked for
-            kv = _PrefixKV(
+            kv = PrefixKV(
                 self.start,
                 [
                     (
-                        torch.cat([e[2][i][0] for p, e in zip(prefixes, entries) if p], dim=1)[None],
-                        torch.cat([e[2][i][1] for p, e in zip(prefixes, entries) if p], dim=1)[None],
+                        torch.cat([e.kv[i][0] for p, e in zip(prefixes, entries) if p], dim=1)[None],
+                        torch.cat([e.kv[i][1] for p, e in zip(prefixes, entries) if p], dim=1)[None],
                     )
                     for i in range(self.n_layers - self.start)
                 ],
@@ -388,9 +332,9 @@ class FastForward:
         for b in packed:
             if b.hook == self.boundary:
                 h = apply_at_positions(h, b.intervention, b.positions)
-        layout = _Layout.packed(rest, prefixes, h.device, [e.pos for e in exs])
+        layout = Layout.packed(rest, prefixes, h.device, [e.pos for e in exs])
         with attach(self.reft_model.hooked, [b for b in packed if b.hook != self.boundary]):
-            _, normed = self.run_blocks(h, layout, self.start, self.n_layers, kv)
+            normed = self.run_blocks(h, layout, self.start, self.n_layers, kv)
         targets = torch.cat([e.targets[p:] for e, p in zip(exs, prefixes)])[None]  # [1, N_rest]
         return normed, lengths, prefixes, targets
 
@@ -425,119 +369,3 @@ class FastForward:
             flat = torch.where(pos >= 0, pos + offsets[:, None], -1).reshape(1, -1)  # [1, batch * n]
             out.append(Binding(site.hook, iv, flat))
         return out
-
-
-_COLUMNS = ("input_ids", "attention_mask", "labels", "intervention_locations")
-
-
-def batch_refusal(batch: Mapping[str, Tensor]) -> str | None:
-    """Why the fast path cannot take ``batch``, or None. It packs each row's unmasked tokens (any
-    padding: right, left, pyreft's leading pad) at their padded positions, as the plain path sees them."""
-    for key in _COLUMNS:
-        if key not in batch:
-            return f"it has no {key!r}"
-    mask, labels = batch["attention_mask"].bool(), batch["labels"]
-    scored = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1) != IGNORE_INDEX
-    if bool((scored & ~mask).any()):
-        return (
-            "a padding token's next-token prediction is scored (labels[b, t+1] != -100 where attention_mask[b, t] == 0)"
-        )
-    locs = torch.as_tensor(batch["intervention_locations"]).to(mask.device)
-    rows = torch.arange(mask.shape[0], device=mask.device)[:, None, None].expand_as(locs)
-    inside = (locs >= 0) & (locs < mask.shape[1])
-    if bool((locs >= mask.shape[1]).any()) or not bool(mask[rows[inside], locs[inside]].all()):
-        return "an intervention location lies on padding or beyond the row"
-    return None
-
-
-@dataclass(frozen=True)
-class _Example:
-    """One row without its padding: token ids, their positions in the padded row, each token's
-    next-token target (``labels[t+1]`` of the padded row) and the locations as token indices."""
-
-    ids: Tensor
-    pos: Tensor
-    targets: Tensor
-    locations: Tensor
-
-
-def _unpadded(row: Mapping[str, Any]) -> _Example:
-    ids = torch.as_tensor(row["input_ids"])
-    labels = torch.as_tensor(row["labels"])
-    mask = torch.as_tensor(row["attention_mask"]) if "attention_mask" in row else torch.ones_like(ids)
-    pos = mask.bool().nonzero().squeeze(1)  # [T]
-    index = torch.full((len(ids),), -1, dtype=torch.long, device=pos.device)
-    index[pos] = torch.arange(len(pos), device=pos.device)  # padded position -> token index
-    locs = torch.as_tensor(row["intervention_locations"]).to(pos.device)
-    locs = torch.where(locs >= 0, index[locs.clamp(min=0)], -1)
-    return _Example(ids[pos], pos, _row_targets(labels)[pos], locs)
-
-
-def content_keys(batch: Mapping[str, Tensor]) -> list[bytes]:
-    """Cache keys for batches that carry no example index (the HF Trainer's): each example's
-    unpadded token ids (and their positions, where padding precedes a token), as bytes. The
-    cached entry also records its prefix length, so the same text with different intervention
-    locations is recomputed, never mixed up."""
-    return [content_key(batch["input_ids"][b], batch["attention_mask"][b]) for b in range(batch["input_ids"].shape[0])]
-
-
-def content_key(input_ids: Any, attention_mask: Any = None) -> bytes:
-    """The cache key of one example's token ids (a list or a tensor) and, optionally, its mask."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long).detach().cpu()
-    mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask).cpu()
-    pos = mask.bool().nonzero().squeeze(1)
-    key = ids[pos].numpy().tobytes()
-    if not torch.equal(pos, torch.arange(len(pos))):  # its positions matter too (learned and rotary embeddings)
-        key += b"@" + pos.numpy().tobytes()
-    return key
-
-
-@contextmanager
-def _skipping(layers: nn.ModuleList, lo: int, hi: int, returns_tuple: bool) -> Iterator[None]:
-    """For the duration of the block, blocks outside ``lo..hi-1`` return their input unchanged."""
-
-    def identity(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return (hidden_states, None) if returns_tuple else hidden_states
-
-    saved: list[tuple[nn.Module, Any]] = []
-    try:
-        for i, layer in enumerate(layers):
-            if not lo <= i < hi:
-                saved.append((layer, layer.__dict__.get("forward", _NOTHING)))
-                layer.__dict__["forward"] = identity  # shadows the class's forward; hooks still run
-        yield
-    finally:
-        for layer, previous in saved:
-            if previous is _NOTHING:
-                del layer.__dict__["forward"]
-            else:
-                layer.__dict__["forward"] = previous
-
-
-_NOTHING = object()
-
-
-class _PrefixKV:
-    """A minimal HF cache for one packed call: records each block's keys/values, or
-    prepends the cached prefix keys/values (``[1, kv_heads, P, head_dim]``) to the new ones."""
-
-    is_compileable = False
-
-    def __init__(self, first_layer: int, prefix: list[tuple[Tensor, Tensor]] | None = None) -> None:
-        self.first_layer, self.prefix = first_layer, prefix
-        self.captured: list[tuple[Tensor, Tensor]] = []
-
-    def update(self, key: Tensor, value: Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        if self.prefix is None:
-            self.captured.append((key, value))
-            return key, value
-        pk, pv = self.prefix[layer_idx - self.first_layer]
-        return torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2)
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return 0 if self.prefix is None else int(self.prefix[0][0].shape[2])
-
-
-def _row_targets(labels: Int[Tensor, " T"]) -> Int[Tensor, " T"]:
-    """Next-token targets of one example: position t predicts labels[t+1]; the last predicts nothing."""
-    return torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])

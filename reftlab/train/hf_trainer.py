@@ -52,9 +52,10 @@ from transformers import Trainer
 
 from ..io import load_into
 from .ddp import Ranks, reduce_gradients
-from .fast_forward import FastForward, batch_refusal, content_key, content_keys, why_not
+from .fast_forward import FastForward, why_not
 from .forward import is_wrapped, run_batch, unwrap
 from .loss import plain_loss
+from .packing import batch_refusal, content_key, content_keys
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from helpers import REPO, no_hooks_anywhere
 
 import reftlab
 from reftlab.data import build_dataset, collator_for
-from reftlab.train.fast_forward import FastForward, _Layout, content_keys, why_not
+from reftlab.train.fast_forward import FastForward, why_not
 from reftlab.train.loss import batch_positions, plain_loss
+from reftlab.train.packing import Layout, content_keys
 
 DF = pd.DataFrame({"prompt": ["Hello there", "Hi", "What is up with you"], "response": ["yo", "a longer answer", "x"]})
 
@@ -41,7 +42,7 @@ def test_packed_blocks_match_the_hf_forward(tok):
     lengths = [int(x) for x in batch["attention_mask"].sum(1)]
     ids = torch.cat([batch["input_ids"][b, :t] for b, t in enumerate(lengths)])[None]
     with torch.no_grad():
-        _, h = ff.run_blocks(hf.model.embed_tokens(ids), _Layout.packed(lengths, [0] * 3, "cpu"), 0, 4)
+        h = ff.run_blocks(hf.model.embed_tokens(ids), Layout.packed(lengths, [0] * 3, "cpu"), 0, 4)
         logits = hf.lm_head(h)[0].split(lengths)
         ref = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     for b, t in enumerate(lengths):
