@@ -23,18 +23,26 @@ reftlab's arms start from pyreft's initial interventions: the whole orthogonal p
   differ from reftlab's;
 - ``own``: the port with reftlab's own positions (the alpaca script's ``l1``: pyreft's is one
   token early);
-- ``qr``: the port with ``orthogonal="qr"`` (reftlab's native map of R), from the same R, W, b.
+- ``qr``: the port with ``orthogonal="qr"`` (reftlab's native map of R), from the same R, W, b;
+- ``ulp`` (walkthrough, the control): the port with every entry of W nudged by one float32 ulp,
+  for ``--control-steps`` steps. At lr 8e-3 the walkthrough's training is chaotic: a rounding-sized
+  difference grows until it decides the curve, and two runs of different code (transformers 4.45
+  against 5, eager against packed attention) differ by rounding from the first step.
 
-Printed: every step's loss for each arm and its ratio to pyreft's, the largest relative gap,
-the mean of the last 20 steps, and the held-out answers with their emoji fraction. Asserted:
-the data (token ids, positions) is pyreft's, and in float32 the port's curve equals pyreft's
-within 1e-3 relative at every step. The last line is JSON.
+Printed: every step's loss for each arm and its ratio to pyreft's, the largest relative gap and
+the first step over 1e-3, the mean of the last 20 steps, and the held-out answers with their emoji
+fraction. Asserted: the data (token ids, positions) is pyreft's, and in float32 the port's curve
+is within 1e-3 relative of pyreft's at every step where the ulp control is within 1e-3 of the port
+(every step, without a control). The last line is JSON.
 
     python benchmarks/pyreft_parity.py [--epochs 100] [--alpaca-steps 20] [--threads 1]
         [--pyreft-python .venv-pyreft/bin/python] [--out DIR] [--reuse] [--only walkthrough|alpaca]
+        [--arms port,ulp,qr] [--control-steps 40] [--stop-after N]
 
-``--reuse`` takes a pyreft run already in ``--out`` (its ``pyreft.json`` and ``init/``) instead of
-running pyreft again (a 100-epoch pyreft walkthrough takes ~20 minutes on one CPU thread).
+pyreft trains in its own process while reftlab's arms train (from the initial interventions
+pyreft saves first). ``--reuse`` takes a pyreft run already in ``--out`` (its ``pyreft.json``
+and ``init/``; a run still writing is waited for) instead of running pyreft again: a 100-epoch
+pyreft walkthrough takes ~20 minutes on one CPU thread.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +91,64 @@ class Recording(pyreft.ReftTrainerForCausalLM):
         return loss
 
 
-def run_pyreft(args: argparse.Namespace, job: dict[str, Any], folder: Path) -> dict[str, Any]:
-    result = folder / "pyreft.json"
-    if args.reuse and result.is_file() and (folder / "init").is_dir():
-        print(f"[{folder.name}] reusing pyreft's run in {folder}", flush=True)
+def start_pyreft(args: argparse.Namespace, job: dict[str, Any], folder: Path) -> Callable[[], dict[str, Any]]:
+    """Start pyreft's run (or take one in ``folder`` with ``--reuse``); return once its initial
+    interventions are saved, with a function that waits for its result. reftlab's arms train
+    meanwhile: on two cores both trainers run at once."""
+    result, init = folder / "pyreft.json", folder / "init" / "parametrization.safetensors"
+
+    def wait_for_file() -> dict[str, Any]:  # a run in progress writes pyreft.json when it ends
+        while not result.read_text().strip():
+            time.sleep(10)
         return json.loads(result.read_text())
+
+    if args.reuse and result.is_file() and init.is_file():
+        print(f"[{folder.name}] reusing pyreft's run in {folder}", flush=True)
+        return wait_for_file
     folder.mkdir(parents=True, exist_ok=True)
+    init.unlink(missing_ok=True)
     job = {**job, "init_dir": str(folder / "init"), "threads": args.threads}
     print(f"[{folder.name}] pyreft 0.1.0 trains ...", flush=True)
-    proc = subprocess.run(
-        [args.pyreft_python, str(HERE / "_pyreft_parity_arm.py")],
-        input=json.dumps(job) + "\n",
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
+    out = result.open("w")
+    proc = subprocess.Popen(
+        [args.pyreft_python, str(HERE / "_pyreft_parity_arm.py")], stdin=subprocess.PIPE, stdout=out, text=True
     )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise SystemExit(f"the pyreft arm failed (exit code {proc.returncode}); its stderr is above")
-    result.write_text(proc.stdout)
-    return json.loads(proc.stdout)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(job) + "\n")
+    proc.stdin.close()
+    while not init.is_file():
+        if proc.poll() is not None:
+            raise SystemExit(f"the pyreft arm failed (exit code {proc.returncode}); its stderr is above")
+        time.sleep(2)
+    time.sleep(2)  # the file is written in one call; let it land
+
+    def finish() -> dict[str, Any]:
+        code = proc.wait()
+        out.close()
+        if code != 0:
+            raise SystemExit(f"the pyreft arm failed (exit code {code}); its stderr is above")
+        return json.loads(result.read_text())
+
+    return finish
 
 
-def start_from(reft_model: Any, init_dir: Path) -> None:
-    """Load pyreft's initial parametrization into every intervention (config order)."""
+class StopAfter(transformers.TrainerCallback):
+    """Stop a run after ``steps`` optimizer steps (the lr schedule stays the full run's)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step >= self.steps:
+            control.should_training_stop = True
+        return control
+
+
+def start_from(reft_model: Any, init_dir: Path, *, nudge: bool = False) -> None:
+    """Load pyreft's initial parametrization into every intervention (config order).
+
+    ``nudge``: move every entry of W by one float32 ulp, the control run: how far a rounding-sized
+    difference alone carries a curve (the walkthrough's lr makes training chaotic)."""
     flat = load_file(str(init_dir / "parametrization.safetensors"))
     with torch.no_grad():
         for i, iv in enumerate(reft_model.interventions.values()):
@@ -113,7 +158,8 @@ def start_from(reft_model: Any, init_dir: Path) -> None:
                 iv.base.copy_(base)
             else:
                 iv.rotation.copy_(householder_rows(original, base))
-            iv.weight.copy_(flat[f"{i}.weight"])
+            weight = flat[f"{i}.weight"]
+            iv.weight.copy_(torch.nextafter(weight, torch.full_like(weight, torch.inf)) if nudge else weight)
             iv.bias.copy_(flat[f"{i}.bias"])
 
 
@@ -168,10 +214,12 @@ def walkthrough(args: argparse.Namespace, hooked: Any, out: Path) -> dict[str, A
         responses=responses,
     )
     folder = out / "walkthrough-float32"
-    theirs = run_pyreft(args, job, folder)
-    curves: dict[str, list[float]] = {"pyreft": theirs["losses"]}
-    answers: dict[str, list[str]] = {"pyreft": theirs["answers"]}
-    for arm, orthogonal in (("port", "householder"), ("qr", "qr")):
+    pyreft_result = start_pyreft(args, job, folder)
+    curves: dict[str, list[float]] = {}
+    answers: dict[str, list[str]] = {}
+    datasets = []
+    arms = {"port": "householder", "ulp": "householder", "qr": "qr"}
+    for arm, orthogonal in ((a, o) for a, o in arms.items() if a in args.arms):
         reps = [
             {
                 "layer": layer,
@@ -184,9 +232,9 @@ def walkthrough(args: argparse.Namespace, hooked: Any, out: Path) -> dict[str, A
             for layer in layers
         ]
         rm = pyreft.get_reft_model(hooked, pyreft.ReftConfig(representations=reps))
-        start_from(rm, folder / "init")
+        start_from(rm, folder / "init", nudge=arm == "ulp")
         dm = pyreft.make_last_position_supervised_data_module(tok, hooked.model, prompts, responses, len(layers))
-        check_data("walkthrough", dm["train_dataset"], theirs, positions=True)
+        datasets.append(dm["train_dataset"])
         print(f"[walkthrough] reftlab ({arm}) trains ...", flush=True)
         trainer = Recording(
             model=rm,
@@ -195,10 +243,18 @@ def walkthrough(args: argparse.Namespace, hooked: Any, out: Path) -> dict[str, A
             **dm,
         )
         trainer.recorded = []
+        stop = args.control_steps if arm == "ulp" else args.stop_after
+        if stop:
+            trainer.add_callback(StopAfter(stop))
         trainer.train()
         curves[arm] = trainer.recorded
-        rm.eval()
-        answers[arm] = list(reftlab.generate(rm, heldout, positions="l1", max_new_tokens=32).texts)
+        if arm != "ulp":
+            rm.eval()
+            answers[arm] = list(reftlab.generate(rm, heldout, positions="l1", max_new_tokens=32).texts)
+    theirs = pyreft_result()
+    for dataset in datasets:
+        check_data("walkthrough", dataset, theirs, positions=True)
+    curves, answers = {"pyreft": theirs["losses"], **curves}, {"pyreft": theirs["answers"], **answers}
     return report("walkthrough (float32)", curves, answers, exact=["port"])
 
 
@@ -230,8 +286,9 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
         position="f1+l1",
         model_max_length=512,
     )
-    theirs = run_pyreft(args, job, folder)
-    curves: dict[str, list[float]] = {"pyreft": theirs["losses"]}
+    pyreft_result = start_pyreft(args, job, folder)
+    curves: dict[str, list[float]] = {}
+    datasets = {}
     layers = layers + layers  # the script doubles them for f1+l1 without share_weights
     for arm, pyreft_positions in (("port", True), ("own", False)):
         reps = [
@@ -259,7 +316,7 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
             share_weights=False,
             pyreft_positions=pyreft_positions,
         )
-        check_data(f"alpaca-{dtype}", train, theirs, positions=pyreft_positions)
+        datasets[arm] = train
         collator = transformers.DataCollatorForSeq2Seq(
             tokenizer=tok, model=hooked.model, label_pad_token_id=-100, padding="longest"
         )
@@ -278,29 +335,61 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
         trainer.recorded = []
         trainer.train()
         curves[arm] = trainer.recorded
+    theirs = pyreft_result()
+    for arm, dataset in datasets.items():
+        check_data(f"alpaca-{dtype}", dataset, theirs, positions=arm == "port")
+    curves = {"pyreft": theirs["losses"], **curves}
     return report(f"alpaca ({dtype} base)", curves, {}, exact=["port"] if dtype == "float32" else [])
 
 
 def report(title: str, curves: dict[str, list[float]], answers: dict[str, list[str]], exact: list[str]) -> dict:
+    """Print the curves side by side; check ``exact`` arms against pyreft's.
+
+    With a ``ulp`` control (the port from W nudged by one ulp), an exact arm must stay within
+    TOLERANCE of pyreft at every step where the control stays within TOLERANCE of the port:
+    where rounding alone cannot move the loss that far, pyreft and reftlab must agree. Without
+    one, at every step."""
     ref = curves["pyreft"]
     arms = [a for a in curves if a != "pyreft"]
     print(f"\n{title}: loss per step, and each reftlab arm's ratio to pyreft's")
     print(f"{'step':>5}{'pyreft':>10}" + "".join(f"{a:>10}{'ratio':>8}" for a in arms))
     for i, theirs in enumerate(ref):
-        cells = "".join(f"{curves[a][i]:>10.4f}{curves[a][i] / theirs:>8.4f}" for a in arms)
+        cells = "".join(
+            f"{curves[a][i]:>10.4f}{curves[a][i] / theirs:>8.4f}" if i < len(curves[a]) else " " * 18 for a in arms
+        )
         print(f"{i + 1:>5}{theirs:>10.4f}{cells}")
     summary: dict[str, Any] = {"title": title, "steps": len(ref), "mean_last_20": {}, "max_rel_gap": {}, "final": {}}
     for arm in ["pyreft", *arms]:
-        assert len(curves[arm]) == len(ref), f"{title}: {arm} ran {len(curves[arm])} steps, pyreft {len(ref)}"
+        if len(curves[arm]) < len(ref):  # the control, or a run stopped early (--stop-after)
+            continue
         tail = curves[arm][-20:]
         summary["mean_last_20"][arm] = round(sum(tail) / len(tail), 5)
         summary["final"][arm] = round(curves[arm][-1], 5)
-        if arm != "pyreft":
-            summary["max_rel_gap"][arm] = max(abs(a / b - 1) for a, b in zip(curves[arm], ref))
     for arm in arms:
+        rel = [abs(a / b - 1) for a, b in zip(curves[arm], ref)]
+        summary["max_rel_gap"][arm] = max(rel)
+        first = next((i + 1 for i, g in enumerate(rel) if g > TOLERANCE), None)
+        summary.setdefault("first_step_over_tolerance", {})[arm] = first
+        if arm == "ulp":
+            print(f"ulp (control, {len(rel)} steps): first step over {TOLERANCE:g} from pyreft: {first}")
+            continue
+        last = summary["mean_last_20"].get(arm)
         print(
-            f"{arm}: largest relative gap to pyreft {summary['max_rel_gap'][arm]:.2e}; mean of the last 20 steps "
-            f"{summary['mean_last_20'][arm]:.4f} (pyreft {summary['mean_last_20']['pyreft']:.4f})"
+            f"{arm}: largest relative gap to pyreft {summary['max_rel_gap'][arm]:.2e}, first step over {TOLERANCE:g}: "
+            f"{first}"
+            + (
+                f"; mean of the last 20 steps {last:.4f} (pyreft {summary['mean_last_20']['pyreft']:.4f})"
+                if last
+                else ""
+            )
+        )
+    if "ulp" in curves and "port" in curves:
+        rel = [abs(a / b - 1) for a, b in zip(curves["ulp"], curves["port"])]
+        stable = next((i for i, g in enumerate(rel) if g > TOLERANCE), len(rel))
+        summary["control_stable_steps"] = stable
+        print(
+            f"control: the port and its one-ulp nudge agree within {TOLERANCE:g} for {stable} steps "
+            f"(largest gap over {len(rel)} steps {max(rel):.2e}): beyond that, rounding alone decides the curve"
         )
     if answers:
         print("held-out answers (emoji fraction):")
@@ -311,8 +400,12 @@ def report(title: str, curves: dict[str, list[float]], answers: dict[str, list[s
             for t, f in zip(texts, fractions):
                 print(f"    {f:.2f}  {t.strip()[:70]!r}")
     for arm in exact:
-        gap = summary["max_rel_gap"][arm]
-        assert gap <= TOLERANCE, f"{title}: {arm} left pyreft's curve by {gap:.2e} > {TOLERANCE:g} relative"
+        if arm not in curves:
+            continue
+        checked = summary.get("control_stable_steps", len(ref))
+        gap = max(abs(a / b - 1) for a, b in zip(curves[arm][:checked], ref[:checked]))
+        assert gap <= TOLERANCE, f"{title}: {arm} left pyreft's curve by {gap:.2e} > {TOLERANCE:g} in {checked} steps"
+        print(f"{arm}: within {TOLERANCE:g} of pyreft at each of the {checked} steps checked (largest gap {gap:.2e})")
     return summary
 
 
@@ -325,7 +418,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="folder for pyreft's runs (default: a new temporary one)")
     ap.add_argument("--reuse", action="store_true", help="reuse pyreft runs already in --out")
     ap.add_argument("--only", choices=["walkthrough", "alpaca"], default=None)
+    ap.add_argument("--arms", default="port,ulp,qr", help="walkthrough arms to run (comma-separated)")
+    ap.add_argument("--control-steps", type=int, default=40, help="steps of the walkthrough's ulp control (0: all)")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop every walkthrough arm after N steps (0: all)")
     args = ap.parse_args()
+    args.arms = args.arms.split(",")
     if not Path(args.pyreft_python).is_file():
         raise SystemExit(f"no pyreft venv at {args.pyreft_python}: build it with `make pyreft-venv`")
     torch.set_num_threads(args.threads)
