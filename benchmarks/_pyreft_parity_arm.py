@@ -9,7 +9,8 @@ pyreft pins transformers 4.45.1 (reftlab needs 5), so this runs in a separate ve
         "init_dir": folder, "heldout": [prompt, ...], "max_new_tokens": n,
         walkthrough: "prompts": [...], "responses": [...] (rendered with the chat template);
         alpaca: "data_path": a JSON file of instruction/input/output records, "position": "f1+l1"}
-    -> one JSON line: {"input_ids": [[...]], "locations": [[[...]]], "losses": [...], "answers": [...]}
+    -> one JSON line: {"input_ids": [[...]], "locations": [[[...]]], "losses": [...], "answers": [...],
+                        "batches": [[example index, ...] per batch, in training order]}
 
 Before training it saves its initial interventions to ``init_dir`` in pyreft's format and, in
 ``init_dir/parametrization.safetensors``, each LoReFT's whole orthogonal parametrization
@@ -124,6 +125,15 @@ def main() -> None:
         dm = dict(train_dataset=train, eval_dataset=None, data_collator=pyreft.ReftDataCollator(data_collator=collator))
     ds = dm["train_dataset"]
     examples = [ds[i] for i in range(len(ds))]
+    index = {tuple(int(t) for t in e["input_ids"]): i for i, e in enumerate(examples)}
+    batches: list[list[int]] = []  # the example indices of every batch, in training order
+    collate = dm["data_collator"]
+
+    def recording_collator(instances):
+        batches.append([index[tuple(int(t) for t in e["input_ids"])] for e in instances])
+        return collate(instances)
+
+    dm["data_collator"] = recording_collator
     steps = {"max_steps": job["max_steps"]} if "max_steps" in job else {"num_train_epochs": job["epochs"]}
     args = transformers.TrainingArguments(
         output_dir=job["init_dir"] + "-run",
@@ -148,6 +158,7 @@ def main() -> None:
                 "input_ids": [[int(t) for t in e["input_ids"]] for e in examples],
                 "locations": [[[int(p) for p in row] for row in e["intervention_locations"]] for e in examples],
                 "losses": trainer.recorded,
+                "batches": batches,
                 "answers": answers(reft_model, tok, job, len(reps)),
             }
         )

@@ -13,7 +13,8 @@ by ``benchmarks/_pyreft_parity_arm.py``) and by reftlab (the same script with
   --position f1+l1 --rank 2 --learning_rate 4e-3 --per_device_train_batch_size 4``, layers
   doubled, ``pad_token = unk_token``) on twelve Alpaca-format rhyme pairs, ``--alpaca-steps``
   steps (20); once in float32 (base and interventions) and once as the script runs it (bfloat16
-  base; pyreft's interventions bfloat16, reftlab's float32 masters).
+  base; pyreft's interventions bfloat16, reftlab's float32 masters). reftlab's arms draw pyreft's
+  batches in pyreft's order (transformers 4.45 and 5 shuffle differently from one seed).
 
 reftlab's arms start from pyreft's initial interventions: the whole orthogonal parametrization
 (Householder reflectors and the random d x d base torch draws), W and b. They are
@@ -85,10 +86,35 @@ def alpaca_records(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 class Recording(pyreft.ReftTrainerForCausalLM):
+    """Records every step's loss; with ``order`` set, draws pyreft's batches in pyreft's order
+    (transformers 4.45 and 5 shuffle differently from the same seed)."""
+
+    order: list[int] | None = None
+
     def compute_loss(self, *args: Any, **kwargs: Any) -> Any:
         loss = super().compute_loss(*args, **kwargs)
         self.recorded.append(float(loss.item()))
         return loss
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        if self.order is None:
+            return super()._get_train_sampler(*args, **kwargs)
+        return Replay(self.order, len(self.train_dataset))
+
+
+class Replay(torch.utils.data.Sampler):
+    """Yields a recorded sequence of indices, one epoch's worth per iteration."""
+
+    def __init__(self, order: list[int], epoch_size: int) -> None:
+        self.order, self.size, self.epoch = order, epoch_size, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Any:
+        part = self.order[self.epoch * self.size : (self.epoch + 1) * self.size]
+        self.epoch += 1
+        return iter(part)
 
 
 def start_pyreft(args: argparse.Namespace, job: dict[str, Any], folder: Path) -> Callable[[], dict[str, Any]]:
@@ -286,9 +312,8 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
         position="f1+l1",
         model_max_length=512,
     )
-    pyreft_result = start_pyreft(args, job, folder)
-    curves: dict[str, list[float]] = {}
-    datasets = {}
+    theirs = start_pyreft(args, job, folder)()  # its batch order first: reftlab's arms replay it
+    curves: dict[str, list[float]] = {"pyreft": theirs["losses"]}
     layers = layers + layers  # the script doubles them for f1+l1 without share_weights
     for arm, pyreft_positions in (("port", True), ("own", False)):
         reps = [
@@ -316,7 +341,7 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
             share_weights=False,
             pyreft_positions=pyreft_positions,
         )
-        datasets[arm] = train
+        check_data(f"alpaca-{dtype}", train, theirs, positions=pyreft_positions)
         collator = transformers.DataCollatorForSeq2Seq(
             tokenizer=tok, model=hooked.model, label_pad_token_id=-100, padding="longest"
         )
@@ -333,12 +358,9 @@ def alpaca(args: argparse.Namespace, dtype: str, out: Path) -> dict[str, Any]:
             **dm,
         )
         trainer.recorded = []
+        trainer.order = [i for batch in theirs["batches"] for i in batch]
         trainer.train()
         curves[arm] = trainer.recorded
-    theirs = pyreft_result()
-    for arm, dataset in datasets.items():
-        check_data(f"alpaca-{dtype}", dataset, theirs, positions=arm == "port")
-    curves = {"pyreft": theirs["losses"], **curves}
     return report(f"alpaca ({dtype} base)", curves, {}, exact=["port"] if dtype == "float32" else [])
 
 
