@@ -152,6 +152,7 @@ def main() -> None:
     trainer = RecordingTrainer(model=reft_model, tokenizer=tok, args=args, **dm)
     trainer.recorded = []
     trainer.train()
+    print(json.dumps({"losses": trainer.recorded}), file=sys.stderr, flush=True)  # kept even if generation fails
     PROTOCOL.write(
         json.dumps(
             {
@@ -172,7 +173,7 @@ def answers(reft_model, tok, job, n: int) -> list[str]:
     out = []
     reft_model.set_device("cpu")
     for prompt in job["heldout"]:
-        ids = tok(prompt, return_tensors="pt")
+        ids = tok(prompt, return_tensors="pt", return_token_type_ids=False)  # generate refuses token_type_ids
         length = ids["input_ids"].shape[1]
         if job["script"] == "walkthrough":
             locs = [[[length - 1]]] * n  # the data module's: the last prompt token
