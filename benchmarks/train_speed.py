@@ -23,7 +23,8 @@ The first step of each is cold (it builds (b)'s and (c)'s caches) and is left ou
 Asserted: the step-1 losses of all four agree (same weights, same data; (a) runs other code on
 another transformers); (b), (c) and (d) agree at every step (the fast path is exact and their
 optimizers are the same). Reported: the final losses after the same epochs ((a) against (b),
-+-10%; pyreft's optimizer steps its orthogonal parametrization, not R itself, so they drift apart).
++-10%; the reftlab arms use reftlab's own map of R, ``orthogonal="qr"``, whose steps differ from pyreft's
+orthogonal parametrization, so they drift apart; ``benchmarks/pyreft_parity.py`` compares the learning).
 The last line is JSON.
 
     python benchmarks/train_speed.py [--epochs 100] [--threads 2] [--pyreft-python /work/pyreft-venv/bin/python]
@@ -199,7 +200,11 @@ def main() -> None:
                     "layer": layer,
                     "component": "block_output",
                     "low_rank_dimension": rank,
-                    "intervention": pyreft.LoreftIntervention(embed_dim=hooked.d_model, low_rank_dimension=rank),
+                    # reftlab's own map of R: the arms load R, W, b from pyreft's saved file, which holds no
+                    # parametrization state (benchmarks/pyreft_parity.py compares the maps' learning)
+                    "intervention": pyreft.LoreftIntervention(
+                        embed_dim=hooked.d_model, low_rank_dimension=rank, orthogonal="qr"
+                    ),
                 }
                 for layer in layers
             ]

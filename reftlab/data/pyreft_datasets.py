@@ -98,6 +98,8 @@ class ReftSupervisedDataset(_TaskDataset):
     """Alpaca-style data: the prompt is the Alpaca format of ``instruction_field`` (and
     ``input_field`` when non-empty); the labels are ``output_field`` plus eos (none with ``no_stop``)."""
 
+    pyreft_position_offset = 1  # pyreft passed the prompt length less one (pyreft_positions=True)
+
     def __init__(
         self,
         task: str | None,
@@ -125,6 +127,8 @@ class ReftSupervisedDataset(_TaskDataset):
 
 class ReftGenerationDataset(_TaskDataset):
     """Prompt/completion data: the prompt is ``prompt_field`` as is, the labels ``completion_field`` plus eos."""
+
+    pyreft_position_offset = 1  # pyreft passed the prompt length less one (pyreft_positions=True)
 
     def preprocess(self, kwargs: dict[str, Any]) -> None:
         self.prompt_field = kwargs.get("prompt_field", "prompt")

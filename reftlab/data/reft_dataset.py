@@ -29,6 +29,13 @@ the positions may touch (the prompt). Differences from pyreft 0.1.0, all deliber
   tokenized span, a mask the tokenizer returned (``attention_mask`` or ``<field>_mask``,
   as reftlab's datasets do) is kept, else pyreft's rule applies (pad-id tokens masked);
 - ``subspaces`` are refused (reftlab's interventions act on their whole subspace).
+
+``pyreft_positions=True`` (a keyword of every dataset here) is the compatibility switch: the
+locations are pyreft 0.1.0's, bugs included (each side capped at half the prompt, empty slots
+on the pad token, and for ``ReftSupervisedDataset`` / ``ReftGenerationDataset`` every position
+one token early, as pyreft passed them the prompt length less one). It exists to compare
+training with pyreft's step for step (``benchmarks/pyreft_parity.py``); reftlab's own
+positions are the default.
 """
 
 from __future__ import annotations
@@ -176,6 +183,7 @@ class ReftDataset(Dataset, abc.ABC):
         self.first_n, self.last_n = (0, 0) if self.positions.all else (self.positions.first, self.positions.last)
         self.task, self.data_path, self.data_split = task, data_path, data_split
         self.dataset, self.seed, self.max_n_example = dataset, seed, max_n_example
+        self.pyreft_positions = bool(kwargs.get("pyreft_positions", False))
         self.pad_mode = "first"
         self.fields_to_pad = ["input_ids", "labels"]
         self.fields_to_mask = ["input_ids"]
@@ -235,6 +243,10 @@ class ReftDataset(Dataset, abc.ABC):
     def get_intervention_locations(self, **kwargs: Any) -> list[list[int]]:
         return get_intervention_locations(**kwargs)
 
+    # How many tokens before the prompt's end pyreft's ``last_position`` was for this dataset
+    # (``pyreft_positions=True``): 1 where pyreft passed the prompt length less one.
+    pyreft_position_offset = 0
+
     def compute_intervention_and_subspaces(
         self, id: int, data_item: dict[str, Any], result: dict[str, Any], last_position: int, **kwargs: Any
     ) -> dict[str, Any]:
@@ -244,17 +256,31 @@ class ReftDataset(Dataset, abc.ABC):
                 f"example {id} has 'subspaces'; reftlab's interventions act on their whole subspace. "
                 "Drop the column (or train one intervention per subspace)"
             )
-        options = {k: v for k, v in kwargs.items() if k not in ("last_position", "first_n", "last_n", "pad_mode")}
+        options = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in ("last_position", "first_n", "last_n", "pad_mode", "pyreft_positions")
+        }
         if self.positions.all:
             options["positions"] = "all"
         try:
-            locations = self.get_intervention_locations(
-                last_position=int(last_position),
-                first_n=self.first_n,
-                last_n=self.last_n,
-                pad_mode=self.pad_mode,
-                **options,
-            )
+            if self.pyreft_positions:
+                locations = pyreft_locations(
+                    int(last_position) - self.pyreft_position_offset,
+                    self.first_n,
+                    self.last_n,
+                    int(kwargs["num_interventions"]),
+                    bool(kwargs.get("share_weights", False)),
+                    self.pad_mode,
+                )
+            else:
+                locations = self.get_intervention_locations(
+                    last_position=int(last_position),
+                    first_n=self.first_n,
+                    last_n=self.last_n,
+                    pad_mode=self.pad_mode,
+                    **options,
+                )
         except ValueError as e:
             raise ValueError(f"example {id}: {e}") from None
         real = {f: len(result[f]) for f in self.fields_to_mask if f in result}
@@ -267,7 +293,10 @@ class ReftDataset(Dataset, abc.ABC):
         for field, n in real.items():
             name = "attention_mask" if len(self.fields_to_mask) == 1 else f"{field}_mask"
             result[name] = self._mask(result, field, name, n, shift)
-        result["intervention_locations"] = [[x + shift if x >= 0 else -1 for x in row] for row in locations]
+        if self.pyreft_positions:  # pyreft shifted its pad slots (-1) too: onto the leading pad token
+            result["intervention_locations"] = [[x + shift for x in row] for row in locations]
+        else:
+            result["intervention_locations"] = [[x + shift if x >= 0 else -1 for x in row] for row in locations]
         result["id"] = id
         return result
 
@@ -303,3 +332,31 @@ class ReftDataset(Dataset, abc.ABC):
                 "set tokenizer.pad_token (pyreft's scripts use tokenizer.unk_token or eos_token)"
             )
         return int(pad)
+
+
+def pyreft_locations(
+    last_position: int, first_n: int, last_n: int, num_interventions: int, share_weights: bool, pad_mode: str
+) -> list[list[int]]:
+    """pyreft 0.1.0's ``get_intervention_locations``, its rules restated (the compatibility switch).
+
+    Each side is capped at ``last_position // 2``; a slot the cap leaves empty points at -1
+    (``pad_mode="first"``, the leading pad token once shifted) or at ``last_position``; with
+    both sides and ``share_weights=False`` the first half of the interventions gets the first
+    positions and the second half the last ones, the shorter list padded the same way.
+
+    >>> pyreft_locations(5, 3, 3, 1, True, "first")
+    [[0, 1, 3, 4, -1, -1]]
+    >>> pyreft_locations(6, 1, 1, 2, False, "last")
+    [[0], [5]]
+    """
+    first, last = min(last_position // 2, first_n), min(last_position // 2, last_n)
+    pad = -1 if pad_mode == "first" else last_position
+    head = list(range(first))
+    tail = list(range(last_position - last, last_position))
+    if share_weights or first == 0 or last == 0:
+        return [head + tail + [pad] * (first_n - first + last_n - last)] * num_interventions
+    head += [pad] * (first_n - first)
+    tail += [pad] * (last_n - last)
+    width = max(len(head), len(tail))
+    head, tail = head + [pad] * (width - len(head)), tail + [pad] * (width - len(tail))
+    return [head] * (num_interventions // 2) + [tail] * (num_interventions // 2)

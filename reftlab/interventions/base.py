@@ -115,6 +115,49 @@ def orthonormal_rows(basis: Float[Tensor, "rank d_model"]) -> Float[Tensor, "ran
     return (q * signs).T.to(basis.dtype)
 
 
+def householder_rows(
+    reflectors: Float[Tensor, "d_model rank"], base: Float[Tensor, "d_model d_model"]
+) -> Float[Tensor, "rank d_model"]:
+    """R = (base H_1 ... H_r E)^T: torch's ``parametrizations.orthogonal`` map, as pyreft trains R.
+
+    H_i = I - tau_i v_i v_i^T with v_i = e_i + the part of column i of ``reflectors`` below the
+    diagonal, tau_i = 2 / |v_i|^2; E is the first r columns of the identity; ``base`` is a fixed
+    orthogonal d x d matrix whose first r columns are the initial R^T (all-zero reflectors give
+    R = base[:, :r]^T). The diagonal and upper part of ``reflectors`` are never read, so weight
+    decay cannot touch R through them (torch's map reads signs from the diagonal, and AdamW's
+    decay of that diagonal zeroes R after one step). Runs in at least fp32.
+
+    >>> import torch
+    >>> base = torch.linalg.qr(torch.randn(5, 5))[0]
+    >>> R = householder_rows(torch.randn(5, 2), base)
+    >>> torch.allclose(R @ R.T, torch.eye(2), atol=1e-6)
+    True
+    >>> torch.equal(householder_rows(torch.zeros(5, 2), base), base[:, :2].T)
+    True
+    """
+    work = reflectors.float() if reflectors.dtype in (torch.float16, torch.bfloat16) else reflectors
+    A = work.tril(-1)  # [d_model, rank]: the free part of each Householder vector
+    tau = 2.0 / (1.0 + (A * A).sum(dim=-2))  # [rank]
+    Q: Tensor = -torch.linalg.householder_product(A, tau)  # [d_model, rank]; H_1...H_r E = -E at A = 0
+    return (base.to(Q.dtype) @ Q).T.to(reflectors.dtype)
+
+
+def householder_init(rank: int, d_model: int, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """(reflectors, base) for ``householder_rows``, drawn as pyreft draws them.
+
+    pyreft's ``LowRankRotateLayer`` takes ``nn.init.orthogonal_`` of a d x r weight, then torch's
+    parametrization completes it to an orthogonal d x d ``base`` with ``randn(d, d - r)``: the same
+    draws in the same order, so a seed gives pyreft's initial R (and base).
+    """
+    w = torch.empty(d_model, rank, dtype=torch.float32)
+    nn.init.orthogonal_(w)  # [d_model, rank]: the initial R^T
+    full = torch.cat([w, torch.randn(d_model, d_model - rank, dtype=torch.float32)], dim=-1)  # [d_model, d_model]
+    qr, tau = torch.geqrf(full)
+    base = torch.linalg.householder_product(qr, tau) * qr.diagonal().sgn().unsqueeze(-2)  # first r columns = w
+    reflectors = torch.zeros(d_model, rank, dtype=torch.float32)
+    return reflectors.to(dtype or torch.float32), base.to(dtype or torch.float32)
+
+
 def random_orthonormal(rank: int, d_model: int, dtype: torch.dtype | None) -> Tensor:
     w = torch.empty(d_model, rank, dtype=torch.float32)
     nn.init.orthogonal_(w)

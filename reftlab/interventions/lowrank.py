@@ -2,7 +2,12 @@
 
 A kind declares what it owns with three class attributes, and its ``edit``:
 
-    basis    = "orthonormal"  R = orthonormal_rows(rotation), R R^T = I  (``rotation``: r x d, free)
+    basis    = "orthonormal"  R R^T = I, parametrised by ``orthogonal``:
+                 "qr"           R = orthonormal_rows(rotation)  (``rotation``: r x d, free; the default)
+                 "householder"  R = householder_rows(reflectors, base): torch's orthogonal
+                                parametrization, as pyreft trains R (``reflectors``: d x r, free;
+                                ``base``: a fixed d x d orthogonal buffer); Adam then takes pyreft's
+                                steps, which on pyreft's scripts learn faster than "qr" (docs/pyreft.md)
              = "free"         P = ``proj`` (r x d), unconstrained
     readout  = "linear"       W (``weight``, r x d) and b (``bias``, r), nn.Linear's init; takes ``act``
              = "bias"         b (``bias``, r) only, uniform in [0, 1) as pyreft draws it; no ``act``
@@ -23,9 +28,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from .base import ZERO_PRESERVING, Intervention, check_activation, linear_init, orthonormal_rows, random_orthonormal
+from .base import (
+    ZERO_PRESERVING,
+    Intervention,
+    check_activation,
+    householder_init,
+    householder_rows,
+    linear_init,
+    orthonormal_rows,
+    random_orthonormal,
+)
 
 Init = Literal["random", "identity"]
+Orthogonal = Literal["qr", "householder"]
+ORTHOGONAL: tuple[Orthogonal, ...] = ("qr", "householder")
 
 
 class LowRank(Intervention):
@@ -36,7 +52,9 @@ class LowRank(Intervention):
     identity: ClassVar[Literal["copy", "zero"] | None]
     uses_proj_bias: ClassVar[bool] = False  # basis "free" with a projection bias c: P h + c (NoReFT)
 
-    rotation: nn.Parameter  # basis "orthonormal"
+    rotation: nn.Parameter  # basis "orthonormal", orthogonal "qr"
+    reflectors: nn.Parameter  # basis "orthonormal", orthogonal "householder" (with the buffer ``base``)
+    base: Tensor
     proj: nn.Parameter  # basis "free"
     proj_b: nn.Parameter | None  # basis "free": the projection bias c (NoReFT's proj_bias)
     weight: nn.Parameter  # readout "linear"
@@ -52,8 +70,14 @@ class LowRank(Intervention):
         init: Init = "random",
         dtype: str | torch.dtype | None = None,
         proj_bias: bool | None = None,
+        orthogonal: Orthogonal = "qr",
     ) -> None:
         super().__init__(d_model=d_model, rank=rank, dropout=dropout, dtype=dtype)
+        if orthogonal not in ORTHOGONAL:
+            raise ValueError(f"orthogonal={orthogonal!r} must be one of {', '.join(map(repr, ORTHOGONAL))}")
+        if orthogonal != "qr" and self.basis != "orthonormal":
+            raise ValueError(f"{self.kind} has no orthonormal basis to parametrise; drop orthogonal={orthogonal!r}")
+        self.orthogonal = orthogonal
         if self.readout == "bias" and act is not None:
             raise ValueError(f"{self.kind} has no activation (its edit does not read W h + b); drop act={act!r}")
         self.act = check_activation(act)
@@ -63,7 +87,12 @@ class LowRank(Intervention):
         self.proj_bias = self.uses_proj_bias if proj_bias is None else bool(proj_bias)
         dt = self.requested_dtype or torch.float32
         identity = init == "identity"
-        if self.basis == "orthonormal":
+        if self.basis == "orthonormal" and orthogonal == "householder":
+            reflectors, base = householder_init(rank, d_model, dt)
+            self.reflectors = nn.Parameter(reflectors)
+            self.register_buffer("base", base)
+            c = None
+        elif self.basis == "orthonormal":
             self.rotation = nn.Parameter(random_orthonormal(rank, d_model, dt))
             c = None
         else:
@@ -100,9 +129,12 @@ class LowRank(Intervention):
 
     @property
     def R(self) -> Float[Tensor, "rank d_model"]:
-        """R = orthonormal_rows(rotation); a free basis has none (its P is ``proj``; both are ``subspace()``)."""
+        """R = orthonormal_rows(rotation) or householder_rows(reflectors, base); a free basis has none
+        (its P is ``proj``; both are ``subspace()``)."""
         if self.basis != "orthonormal":
             raise AttributeError("R")  # nn.Module.__getattr__ then says "'NoReFT' object has no attribute 'R'"
+        if self.orthogonal == "householder":
+            return householder_rows(self.reflectors, self.base)
         return orthonormal_rows(self.rotation)
 
     def subspace(self) -> Float[Tensor, "rank d_model"]:
@@ -116,4 +148,6 @@ class LowRank(Intervention):
             spec["proj_bias"] = self.proj_bias
         if self.identity is not None:
             spec["init"] = self.init
+        if self.orthogonal != "qr":  # absent from older checkpoints, which are all "qr"
+            spec["orthogonal"] = self.orthogonal
         return spec

@@ -10,6 +10,13 @@ pyreft's paper runner passes one keyword set to every kind (``embed_dim``,
 each factory accepts all of them: ``device`` places the parameters; ``add_bias`` and
 ``act_fn`` act where pyreft's kind uses them and are ignored where pyreft ignores them
 (an ``act_fn`` other than None on a kind without an activation is an error).
+
+The kinds with an orthonormal R (LoReFT, DiReFT, ConsReFT, LobiReFT) parametrise it as
+pyreft does, ``orthogonal="householder"`` (torch's orthogonal parametrization: Householder
+reflectors on a fixed d x d orthogonal base), so a ported script's optimizer takes pyreft's
+steps and its loss curve is pyreft's (``benchmarks/pyreft_parity.py``; reftlab's own "qr"
+map learns slower on pyreft's scripts). ``orthogonal="qr"`` (reftlab only) picks the
+native map, which needs no d x d buffer.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from .consreft import ConsReFT
 from .direft import DiReFT
 from .lobireft import LobiReFT
 from .loreft import LoReFT
+from .lowrank import Orthogonal
 from .nodireft import NodiReFT
 from .noreft import NoReFT
 
@@ -37,6 +45,7 @@ def LoreftIntervention(
     identity_init: bool = False,
     device: torch.device | str | None = None,
     add_bias: bool = True,
+    orthogonal: Orthogonal = "householder",
 ) -> LoReFT:
     """pyreft's ``LoreftIntervention``: h + R^T(act(Wh + b) - Rh) (``add_bias`` ignored, as in pyreft)."""
     iv = LoReFT(
@@ -46,6 +55,7 @@ def LoreftIntervention(
         act=act_fn,
         init="identity" if identity_init else "random",
         dtype=dtype,
+        orthogonal=orthogonal,
     )
     return _placed(iv, device)
 
@@ -81,9 +91,12 @@ def DireftIntervention(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     add_bias: bool = True,
+    orthogonal: Orthogonal = "householder",
 ) -> DiReFT:
     """pyreft's ``DireftIntervention``: h + R^T act(Wh + b), R orthonormal (``add_bias`` ignored, as in pyreft)."""
-    iv = DiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype)
+    iv = DiReFT(
+        d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, act=act_fn, dtype=dtype, orthogonal=orthogonal
+    )
     return _placed(iv, device)
 
 
@@ -115,10 +128,12 @@ def ConsreftIntervention(
     device: torch.device | str | None = None,
     act_fn: str | None = None,
     add_bias: bool = True,
+    orthogonal: Orthogonal = "householder",
 ) -> ConsReFT:
     """pyreft's ``ConsreftIntervention``: h + R^T(b - Rh) (``add_bias`` ignored, as in pyreft)."""
     _no_activation("ConsreftIntervention", act_fn)
-    return _placed(ConsReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype), device)
+    iv = ConsReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype, orthogonal=orthogonal)
+    return _placed(iv, device)
 
 
 def LobireftIntervention(
@@ -130,10 +145,12 @@ def LobireftIntervention(
     device: torch.device | str | None = None,
     act_fn: str | None = None,
     add_bias: bool = True,
+    orthogonal: Orthogonal = "householder",
 ) -> LobiReFT:
     """pyreft's ``LobireftIntervention``: h + R^T b (``add_bias`` ignored, as in pyreft)."""
     _no_activation("LobireftIntervention", act_fn)
-    return _placed(LobiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype), device)
+    iv = LobiReFT(d_model=embed_dim, rank=low_rank_dimension, dropout=dropout, dtype=dtype, orthogonal=orthogonal)
+    return _placed(iv, device)
 
 
 _Kind = TypeVar("_Kind", bound=Intervention)

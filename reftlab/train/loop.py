@@ -102,7 +102,8 @@ def _train(
     torch.manual_seed(cfg.seed + ranks.rank)
 
     params = _trainable(reft_model)
-    ddp.broadcast_parameters(params, ranks)
+    # Buffers too: an orthogonal="householder" intervention's base is drawn at random in every process.
+    ddp.broadcast_parameters([*params, *reft_model.interventions.buffers()], ranks)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), weight_decay=cfg.weight_decay)
     plan = cfg.replace(batch_size=cfg.batch_size * ranks.world)  # the global batch sets the step count
     total = plan.total_steps(len(examples))

@@ -110,9 +110,10 @@ def test_dropout_touches_the_edit_only_and_eval_disables_it(kind):
     torch.testing.assert_close(iv(h), reference(iv, h))
 
 
+@pytest.mark.parametrize("orthogonal", ["qr", "householder"])
 @pytest.mark.parametrize("kind", ["loreft", "direft", "consreft", "lobireft"])
-def test_r_stays_orthonormal_after_100_adamw_steps_with_weight_decay(kind):
-    iv = make(kind)
+def test_r_stays_orthonormal_after_100_adamw_steps_with_weight_decay(kind, orthogonal):
+    iv = make(kind, orthogonal=orthogonal)
     opt = torch.optim.AdamW(iv.parameters(), lr=1e-2, weight_decay=0.01)
     for _ in range(100):
         h = torch.randn(16, D)

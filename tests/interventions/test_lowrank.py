@@ -81,3 +81,61 @@ def test_a_free_basis_has_no_r_and_says_what_to_use():
     assert not hasattr(iv, "R")
     with pytest.raises(AttributeError, match="'NodiReFT' object has no attribute 'R'"):
         _ = iv.R
+
+
+def _torch_orthogonal(d, r):
+    """pyreft's rotate layer: a d x r weight, nn.init.orthogonal_, then torch's orthogonal parametrization."""
+    holder = torch.nn.Module()
+    holder.weight = torch.nn.Parameter(torch.empty(d, r))
+    torch.nn.init.orthogonal_(holder.weight)
+    return torch.nn.utils.parametrizations.orthogonal(holder)
+
+
+def test_householder_draws_pyreft_init_and_takes_torch_parametrization_steps():
+    # Same seed: the same R (and base) as torch's parametrization on pyreft's orthogonal init, then W and b.
+    torch.manual_seed(5)
+    holder = _torch_orthogonal(12, 3)
+    lin = torch.nn.Linear(12, 3)
+    torch.manual_seed(5)
+    iv = build({"kind": "loreft", "d_model": 12, "rank": 3, "orthogonal": "householder"})
+    param = holder.parametrizations.weight
+    torch.testing.assert_close(iv.base, param[0].base)
+    torch.testing.assert_close(iv.R, holder.weight.T.detach())
+    assert torch.equal(iv.weight, lin.weight.detach()) and torch.equal(iv.bias, lin.bias.detach())
+    # One Adam step on the same loss moves R exactly as it moves torch's parametrized weight.
+    with torch.no_grad():
+        iv.reflectors.copy_(param.original)
+    h = torch.randn(5, 12)
+    opt_a = torch.optim.Adam([param.original], lr=1e-2)
+    opt_b = torch.optim.Adam([iv.reflectors], lr=1e-2)
+    for _ in range(3):
+        (h @ holder.weight).pow(3).sum().backward()
+        (h @ iv.R.T).pow(3).sum().backward()
+        opt_a.step(), opt_b.step(), opt_a.zero_grad(), opt_b.zero_grad()
+    torch.testing.assert_close(iv.R, holder.weight.T.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_householder_identity_init_spec_and_checkpoint_round_trip(tmp_path):
+    from reftlab.interventions.base import householder_rows
+
+    iv = build({"kind": "loreft", "d_model": 8, "rank": 2, "init": "identity", "orthogonal": "householder"})
+    h = torch.randn(4, 8)
+    assert torch.equal(iv(h), h)
+    assert (
+        iv.spec()["orthogonal"] == "householder"
+        and "orthogonal" not in build({"kind": "loreft", "d_model": 8, "rank": 2}).spec()
+    )
+    assert {n for n, _ in iv.named_parameters()} == {"reflectors", "weight", "bias"}
+    assert [n for n, _ in iv.named_buffers()] == ["base"]
+    torch.testing.assert_close(iv.R, householder_rows(iv.reflectors, iv.base))
+    again = build(iv.spec())
+    again.load_state_dict(iv.state_dict())
+    assert torch.equal(again.R, iv.R)
+
+
+@pytest.mark.user_errors
+def test_orthogonal_is_checked():
+    with pytest.raises(ValueError, match="orthogonal='cayley' must be one of 'qr', 'householder'"):
+        build({"kind": "loreft", "d_model": 8, "rank": 2, "orthogonal": "cayley"})
+    with pytest.raises(ValueError, match="noreft has no orthonormal basis"):
+        build({"kind": "noreft", "d_model": 8, "rank": 2, "orthogonal": "householder"})
