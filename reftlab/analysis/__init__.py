@@ -14,10 +14,12 @@ from .compare import (
     subspaces,
 )
 from .decode import decode, direction_logits, mean_edit
+from .interchange import SourceBatch, site_activations, site_mean
 from .project import project, unit_directions
 
 __all__ = [
     "PromptSet",
+    "SourceBatch",
     "as_prompt_set",
     "attribute",
     "compare",
@@ -30,6 +32,8 @@ __all__ = [
     "principal_angles",
     "project",
     "read_prompts",
+    "site_activations",
+    "site_mean",
     "subspaces",
     "unit_directions",
 ]
