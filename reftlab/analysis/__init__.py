@@ -15,6 +15,7 @@ from .compare import (
 )
 from .decode import decode, direction_logits, mean_edit
 from .interchange import SourceBatch, site_activations, site_mean
+from .patch import patch
 from .project import project, unit_directions
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "mean_edit",
     "orthonormal_basis",
     "overlap",
+    "patch",
     "principal_angles",
     "project",
     "read_prompts",
