@@ -170,8 +170,9 @@ class ReftModel(nn.Module):
         if sources is not None:  # pyvene's interchange call (reftlab.analysis.interchange)
             if positions is not None:
                 raise ValueError("give either unit_locations (pyvene) or positions (reftlab), not both")
-            from .analysis.interchange import pyvene_sources
+            from .analysis.interchange import pyvene_sources, refuse_sourceless
 
+            refuse_sourceless(self)
             source, positions = pyvene_sources(sources, unit_locations, len(self.interventions))
             return None, self.run(**base, positions=positions, labels=labels, source=source, **kwargs)
         if unit_locations is not None:
@@ -262,12 +263,14 @@ class ReftModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids) if isinstance(input_ids, Tensor) else None
         check_inputs(self.hooked, input_ids, attention_mask)
-        bindings = self.bindings(positions, attention_mask, prompt_lengths)
         if source is not None:
-            from .analysis.interchange import SourceBatch, sourced_bindings
+            from .analysis.interchange import SourceBatch, refuse_sourceless, sourced_bindings
 
             if not isinstance(source, SourceBatch):
                 raise TypeError(f"source must be a reftlab.analysis.SourceBatch, got a {type(source).__name__}")
+            refuse_sourceless(self)
+        bindings = self.bindings(positions, attention_mask, prompt_lengths)
+        if source is not None:
             bindings = sourced_bindings(self, bindings, source)
         with attach(self.hooked, bindings):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)

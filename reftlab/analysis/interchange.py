@@ -112,8 +112,7 @@ def sourced_bindings(reft_model: ReftLike, bindings: list[Binding], source: Sour
     if len(bindings) != len(keys):
         raise ValueError(f"{len(bindings)} bindings for {len(keys)} interventions")
     needs = [isinstance(iv, Sourced) and iv.needs_source for iv in reft_model.interventions.values()]
-    if not any(needs):
-        return bindings
+    refuse_sourceless(reft_model)
     base_batch = _batch_size(bindings)
     if base_batch is not None and source.input_ids.shape[0] != base_batch:
         raise ValueError(
@@ -142,6 +141,18 @@ def sourced_bindings(reft_model: ReftLike, bindings: list[Binding], source: Sour
         assert isinstance(iv, Sourced)  # needs[i] says so
         out.append(Binding(b.hook, iv.bind(next(vectors)), b.positions, b.rows, b.after_prompt))
     return out
+
+
+def refuse_sourceless(reft_model: ReftLike) -> None:
+    """A source given to a model none of whose interventions reads one is an error, not ignored."""
+    if any(isinstance(iv, Sourced) and iv.needs_source for iv in reft_model.interventions.values()):
+        return
+    kinds = sorted({iv.kind for iv in reft_model.interventions.values()})
+    raise ValueError(
+        f"a source was given but this model's interventions ({', '.join(kinds)}) are sourceless: none reads it; "
+        "drop sources/source=, or add a sourced kind (vanilla, rotated_space, lowrank_rotated_space, "
+        "boundless_rotated_space; see docs/causal.md)"
+    )
 
 
 def _batch_size(bindings: Sequence[Binding]) -> int | None:

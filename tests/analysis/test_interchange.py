@@ -171,3 +171,10 @@ def test_no_hook_is_left_after_an_exception(hooked):
     with pytest.raises(ValueError, match="patches from a source"):
         rm.run(torch.randint(0, 256, (1, 5)), positions="l1")
     assert no_hooks_anywhere(hooked)
+
+
+def test_a_source_for_sourceless_interventions_is_refused(hooked):
+    rm = reft(hooked, {"kind": "loreft", "rank": 2})
+    with pytest.raises(ValueError, match="sourceless: none reads it"):
+        rm.run(torch.randint(0, 256, (1, 5)), positions="l1", source=SourceBatch(torch.randint(0, 256, (1, 5))))
+    assert no_hooks_anywhere(hooked)
