@@ -162,11 +162,19 @@ class ReftModel(nn.Module):
         and ``intervention_additional_kwargs`` must keep their defaults: ReFT interventions
         are sourceless and act on their whole subspace.
         """
-        refuse_pyvene_only(sources, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
+        refuse_pyvene_only(None, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
         kwargs.update({k: v for k, v in (("return_dict", return_dict), ("use_cache", use_cache)) if v is not None})
         if base is None:
             base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
         base = as_base(base)
+        if sources is not None:  # pyvene's interchange call (reftlab.analysis.interchange)
+            if positions is not None:
+                raise ValueError("give either unit_locations (pyvene) or positions (reftlab), not both")
+            from .analysis.interchange import pyvene_sources, refuse_sourceless
+
+            refuse_sourceless(self)
+            source, positions = pyvene_sources(sources, unit_locations, len(self.interventions))
+            return None, self.run(**base, positions=positions, labels=labels, source=source, **kwargs)
         if unit_locations is not None:
             if positions is not None:
                 raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
@@ -237,9 +245,14 @@ class ReftModel(nn.Module):
         positions: Any = None,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
         labels: Tensor | None = None,
+        source: Any = None,
         **kwargs: Any,
     ) -> Any:
         """Forward with every intervention attached; returns the HF model's output.
+
+        ``source``: a ``reftlab.analysis.SourceBatch`` for sourced interventions (interchange,
+        DAS): its states at the sites, captured in one plain forward, are patched into this run
+        (``reftlab.analysis.interchange``).
 
         ``positions``: None (each site's own default), a spec such as ``"l1"``, a
         ``[batch, n]`` index tensor, or a list/dict of those per intervention. An index
@@ -250,7 +263,15 @@ class ReftModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids) if isinstance(input_ids, Tensor) else None
         check_inputs(self.hooked, input_ids, attention_mask)
+        if source is not None:
+            from .analysis.interchange import SourceBatch, refuse_sourceless, sourced_bindings
+
+            if not isinstance(source, SourceBatch):
+                raise TypeError(f"source must be a reftlab.analysis.SourceBatch, got a {type(source).__name__}")
+            refuse_sourceless(self)
         bindings = self.bindings(positions, attention_mask, prompt_lengths)
+        if source is not None:
+            bindings = sourced_bindings(self, bindings, source)
         with attach(self.hooked, bindings):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 

@@ -40,6 +40,7 @@ FLOORS: dict[str, int] = {
     "routing": 5,
     "evaluate": 5,
     "concepts": 5,
+    "das": 5,  # distributed alignment search: trains a rotation in a ReftModel
     "viz": 5,
     # recipes (train, evaluate, save), then the search over recipes; serving (routing behind HTTP)
     "recipe": 6,

@@ -13,11 +13,14 @@ from .compare import (
     subspaces,
 )
 from .decode import decode, direction_logits, mean_edit
+from .interchange import SourceBatch, site_activations, site_mean
+from .patch import patch
 from .project import project, unit_directions
 from .prompts import PromptSet, as_prompt_set, read_prompts
 
 __all__ = [
     "PromptSet",
+    "SourceBatch",
     "as_prompt_set",
     "attribute",
     "compare",
@@ -27,9 +30,12 @@ __all__ = [
     "mean_edit",
     "orthonormal_basis",
     "overlap",
+    "patch",
     "principal_angles",
     "project",
     "read_prompts",
+    "site_activations",
+    "site_mean",
     "subspaces",
     "unit_directions",
 ]

@@ -146,7 +146,11 @@ def read_native(folder: Path) -> NativeCheckpoint:
             {"hook": r["hook"], "positions": r["positions"], "intervention": r["intervention"]} for r in reps
         ]
     )
-    tensors = _read_tensors(folder / WEIGHTS_FILE, [k for k, r in zip(keys, reps) if r["tied_to"] is None])
+    tensors = _read_tensors(
+        folder / WEIGHTS_FILE,
+        [k for k, r in zip(keys, reps) if r["tied_to"] is None],
+        specs={r["key"]: r["intervention"] for r in reps},
+    )
     lora = data["lora"]
     if lora is not None and (not isinstance(lora, dict) or set(lora) != {"adapter_config", "weights"}):
         raise ValueError(f"{cfg_path}: 'lora' must be null or {{'adapter_config', 'weights'}}, got {lora!r}")
@@ -204,7 +208,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+def _read_tensors(
+    path: Path, keys: list[str], specs: dict[str, Any] | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
     flat = read_safetensors(path)
     out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for name, t in flat.items():
@@ -214,7 +220,7 @@ def _read_tensors(path: Path, keys: list[str]) -> dict[str, dict[str, torch.Tens
                 f"{path} holds an unexpected tensor {name!r}; expected keys under {PREFIX}<{'|'.join(keys)}>"
             )
         out[key][param] = t
-    empty = [k for k, v in out.items() if not v]
+    empty = [k for k, v in out.items() if not v and _has_tensors((specs or {}).get(k))]
     if empty:
         raise ValueError(f"{path} has no tensors for {empty}; the checkpoint is incomplete")
     return out
@@ -228,3 +234,14 @@ def _exact_keys(data: Any, expected: Sequence[str], where: str) -> None:
         raise ValueError(
             f"{where}: missing fields {missing}, unknown fields {extra}; expected exactly {list(expected)}"
         )
+
+
+def _has_tensors(spec: Any) -> bool:
+    """Whether an intervention built from ``spec`` saves any tensor (vanilla and zero ablation save none)."""
+    if not isinstance(spec, dict):
+        return True
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return bool(build(spec).state_dict())
+    except (TypeError, ValueError):
+        return True  # a bad spec is reported where the interventions are built

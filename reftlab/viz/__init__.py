@@ -14,7 +14,14 @@ from .concepts import (
     write_concept_report,
 )
 from .dashboard import dashboard_html, dashboard_main, page_html, write_dashboard, write_page
-from .figures import angle_heatmap, attribution_bars, decode_bars, projection_heatmap, projection_shift
+from .figures import (
+    angle_heatmap,
+    attribution_bars,
+    decode_bars,
+    patch_heatmap,
+    projection_heatmap,
+    projection_shift,
+)
 from .search import search_figures, write_search_page
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "dashboard_main",
     "decode_bars",
     "page_html",
+    "patch_heatmap",
     "projection_heatmap",
     "projection_shift",
     "roc_curves",

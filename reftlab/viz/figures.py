@@ -262,3 +262,32 @@ def loss_curve(losses: list[float], *, title: str = "Training loss") -> go.Figur
     )
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", height=300, margin={"t": 50, "b": 40})
     return fig
+
+
+def patch_heatmap(table: pd.DataFrame, value: str = "recovered", component: str | None = None) -> go.Figure:
+    """``reftlab.analysis.patch``'s table as a layer x position heatmap of ``value``, averaged over pairs.
+
+    ``component``: which component to show when the sweep patched several (default: the first).
+    """
+    comp = component if component is not None else str(table["component"].iloc[0])
+    sub = table[table["component"] == comp]
+    if sub.empty:
+        raise ValueError(f"the table has no component {comp!r}; it has {sorted(set(table['component']))}")
+    grid = sub.pivot_table(index="layer", columns="position", values=value, aggfunc="mean")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[str(p) for p in grid.columns],
+            y=[str(layer) for layer in grid.index],
+            colorscale="RdBu",
+            zmid=0.0,
+            colorbar={"title": value},
+            hovertemplate="layer %{y}, position %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Activation patching ({comp}): {value}, mean over {sub['pair'].nunique()} pairs",
+        xaxis_title="position",
+        yaxis_title="layer",
+    )
+    return fig

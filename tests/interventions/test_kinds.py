@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import reftlab
-from reftlab.interventions import build, kinds, orthonormal_rows
+from reftlab.interventions import Sourced, build, intervention_class, kinds, orthonormal_rows
 
 D, R = 24, 3
 ALL = ["loreft", "noreft", "direft", "nodireft", "consreft", "lobireft"]
@@ -35,7 +35,10 @@ def reference(iv, h):
 
 
 def test_registry_has_all_six_kinds_and_the_composable_ones():
-    assert sorted([*ALL, "concat_loreft", "simgate", "sum"]) == kinds()
+    causal = [
+        k for k in kinds() if issubclass(intervention_class(k), Sourced)
+    ]  # tests/interventions/test_causal_kinds.py
+    assert sorted([*ALL, "concat_loreft", "simgate", "sum", *causal]) == kinds()
 
 
 @pytest.mark.parametrize("kind", ALL)

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 import reftlab
 import reftlab.io.checkpoint as checkpoint
-from reftlab.interventions import kinds
+from reftlab.analysis import SourceBatch
+from reftlab.interventions import Sourced, intervention_class, kinds
 from reftlab.models import tiny_llama, tiny_tokenizer
 
 COMPOSITE = {  # composite kinds need their children (or, for concat, position pairs)
@@ -20,6 +21,22 @@ COMPOSITE = {  # composite kinds need their children (or, for concat, position p
     "simgate": lambda dt: {"kind": "simgate", "child": {"kind": "loreft", "rank": 3, "dtype": dt}},
     "concat_loreft": lambda dt: {"kind": "concat_loreft", "rank": 3, "dtype": dt},
 }
+# the causal kinds: whole-space ones take no rank; a resample ablation's bank size is in its spec
+CAUSAL = {
+    "vanilla": lambda dt: {"kind": "vanilla", "dtype": dt},
+    "rotated_space": lambda dt: {"kind": "rotated_space", "interchange_dim": 5, "dtype": dt},
+    "boundless_rotated_space": lambda dt: {"kind": "boundless_rotated_space", "dtype": dt},
+    "zero_ablation": lambda dt: {"kind": "zero_ablation", "dtype": dt},
+    "mean_ablation": lambda dt: {"kind": "mean_ablation", "dtype": dt},
+    "resample_ablation": lambda dt: {"kind": "resample_ablation", "n_samples": 4, "dtype": dt},
+}
+COMPOSITE.update(CAUSAL)
+
+
+def source_for(kind, ids):
+    """A source batch for a kind that reads one (the base reversed); None for the others."""
+    cls = intervention_class(kind)
+    return SourceBatch(ids.flip(0)) if issubclass(cls, Sourced) and cls.needs_source else None
 
 
 def two_site_config(kind, dtype=None):
@@ -52,12 +69,12 @@ def test_round_trip_is_bitwise_for_every_kind_and_dtype(tmp_path, kind, dtype):
     rm = perturbed(reftlab.get_reft_model(hooked, two_site_config(kind)))
     ids = torch.randint(0, 256, (2, 9))
     with torch.no_grad():
-        before = rm.run(ids).logits
+        before = rm.run(ids, source=source_for(kind, ids)).logits
     rm.save(tmp_path / "ckpt")
     fresh = reftlab.load_model(tiny_llama(dtype=dtype), tiny_tokenizer())
     loaded = reftlab.ReftModel.load(tmp_path / "ckpt", fresh)
     with torch.no_grad():
-        after = loaded.run(ids).logits
+        after = loaded.run(ids, source=source_for(kind, ids)).logits
     assert after.dtype == dtype and torch.equal(before, after)
     assert list(loaded.interventions) == list(rm.interventions)
     assert list(loaded.sites) == list(rm.sites)
