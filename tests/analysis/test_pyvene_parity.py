@@ -41,7 +41,7 @@ def test_vanilla_and_rotated_match_pyvene(tmp_path):
     }
     (tmp_path / "in.json").write_text(json.dumps(spec))
     res = subprocess.run(
-        [str(PYREFT_VENV / "bin" / "python"), str(REPO / "tests/pyvene_scripts/interchange.py"), str(MODEL),
+        [str(PYREFT_VENV / "bin" / "python"), str(REPO / "tests/fixtures/pyvene/interchange.py"), str(MODEL),
          str(tmp_path / "in.json"), str(tmp_path / "out.safetensors")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
