@@ -138,7 +138,7 @@ def bench(name: str, out: Path, lora_lrs: Sequence[float], budget: str | None) -
     reft = cached(folder / "reft_test.json", retrain)
     search_seconds = round(time.perf_counter() - t0, 1)
     # the search's own split of the training data: LoRA's lr is tuned on what the search scored on
-    fit, held = split_held_out(train, recipe.evaluation.held_out, SearchSettings.from_mapping(recipe.search).seed)
+    fit, held = split_held_out(train, recipe.evaluation.held_out, recipe.search.seed)
     tuned = [
         cached(folder / f"lora_val_lr{lr:g}.json", lambda lr=lr: lora_run(recipe, fit, held, lr)) for lr in lora_lrs
     ]

@@ -29,6 +29,18 @@ WORDS = ["cat", "dog", "sun", "sky", "red", "owl", "fig", "jam"]
 
 
 def run(out: Path, fast: bool | None = None, grad_accum: int = 1) -> None:
+    # One thread, as each torchrun / accelerate rank has: BLAS rounding depends on the thread count, and
+    # pyreft's LoreftIntervention draws a d x d orthogonal base (a QR) whose last bits would otherwise
+    # differ between the 2-process and the in-process run before the first step.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(out, fast, grad_accum)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, fast: bool | None, grad_accum: int) -> None:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     tok = reftlab.tiny_tokenizer()
     torch.manual_seed(0)

@@ -26,7 +26,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, fa
     # Gradients were all-reduced: both ranks hold the same weights, and those of the 1-process run.
     rank0, rank1, single = (load_file(str(p)) for p in (two / "rank0.safetensors", two / "rank1.safetensors", one / "rank0.safetensors"))  # fmt: skip
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    assert all(torch.allclose(rank0[k], single[k], atol=1e-5) for k in rank0)
+    # pyreft's LoreftIntervention (R on pyreft's Householder map): Adam turns last-bit differences of the summed
+    # gradients into ~2e-5 after 4 steps at lr 5e-2; a missing all-reduce would differ by ~lr.
+    assert all(torch.allclose(rank0[k], single[k], atol=1e-4) for k in rank0)
     a, b = json.loads((two / "losses.json").read_text()), json.loads((one / "losses.json").read_text())
     assert a["world"] == 2 and len(a["losses"]) == len(b["losses"]) == 4
     assert a["losses"] == pytest.approx(b["losses"], abs=1e-5)
