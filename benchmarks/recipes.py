@@ -37,7 +37,7 @@ from reftlab.data.collate import ReftDataCollator
 from reftlab.data.tasks import collate_classification, encode_task_examples, split_held_out
 from reftlab.metrics import get_metric
 from reftlab.recipe import Recipe, evaluate_recipe, load_base, recipe_examples, run_recipe
-from reftlab.search import SearchSettings, search_recipe
+from reftlab.search import search_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0}
