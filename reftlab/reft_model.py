@@ -25,6 +25,7 @@ from .interventions import Intervention, InterventionDict
 from .io.folder import Format
 from .models.device import check_device
 from .models.hooked import HookedModel
+from .models.peft import freeze_base
 from .sites import (
     MODULE_SITE,
     Positions,
@@ -534,10 +535,7 @@ def get_reft_model(
             shared[rep.share] = iv
         interventions.append(iv)
     if disable_model_grads:
-        is_peft = hasattr(hooked.model, "peft_config")
-        for name, p in hooked.model.named_parameters():
-            if not (is_peft and "lora_" in name):
-                p.requires_grad_(False)
+        freeze_base(hooked.model)
     reft = ReftModel(hooked, reft_config, interventions)
     if set_device:
         reft.place_interventions()

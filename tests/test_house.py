@@ -168,3 +168,26 @@ def test_hooks_are_installed_only_by_attach_and_the_partial_forward():
             ):
                 offenders.append(f"{rel}:{node.lineno} __dict__['forward']")
     assert not offenders, f"hooks installed outside attach.py and models/partial.py: {offenders}"
+
+
+# peft's names and attributes, known in one place (reftlab/models/peft.py); io/lora.py calls peft's own API.
+PEFT_HOME = "reftlab/models/peft.py"
+PEFT_MARKS = ("base_layer", "base_model.model", "peft_config", "get_base_model")  # and "lora_" as a name test
+
+
+def test_peft_knowledge_lives_in_models_peft():
+    offenders = []
+    for _, path in rooms():
+        rel = str(path.relative_to(REPO))
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings name them freely
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) and id(node) not in docs else None
+            if isinstance(text, str) and rel != PEFT_HOME and (text == "lora_" or any(m in text for m in PEFT_MARKS)):
+                offenders.append(f"{rel}:{node.lineno} {text!r}")
+    assert not offenders, f"peft detection outside {PEFT_HOME} (use its functions): {offenders}"
+
+
+def test_models_peft_imports_nothing_of_reftlab():
+    path = REPO / PEFT_HOME
+    assert not list(imported_rooms(path)), f"{PEFT_HOME} imports reftlab rooms: {list(imported_rooms(path))}"

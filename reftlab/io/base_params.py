@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from ..models.peft import is_lora_parameter
 from .checkpoint import read_safetensors
 
 BASE_FILE = "base_parameters.safetensors"
@@ -26,7 +27,7 @@ _META = {"format": "pt", "reftlab_format": "base_parameters"}
 
 def trainable_base_parameters(hf_model: nn.Module) -> dict[str, Tensor]:
     """The base model's parameters that require grad (not LoRA's), by name."""
-    return {n: p for n, p in hf_model.named_parameters() if p.requires_grad and "lora_" not in n}
+    return {n: p for n, p in hf_model.named_parameters() if p.requires_grad and not is_lora_parameter(n)}
 
 
 def write_base_parameters(hf_model: nn.Module, folder: Path) -> list[str]:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.peft import base_name, is_lora_parameter
 from ..models.quantize import describe as describe_quantization
 from ..models.source import ModelSource, guess_source
 
@@ -199,9 +200,9 @@ def _base_parameters(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
     """``{name as on the base: (name in model, parameter)}``; peft's wrappers seen through."""
     out: dict[str, tuple[str, torch.Tensor]] = {}
     for name, p in model.named_parameters():
-        if "lora_" in name:
+        if is_lora_parameter(name):
             continue
-        out[name.replace(".base_layer.", ".")] = (name, p)
+        out[base_name(name)] = (name, p)
     return out
 
 

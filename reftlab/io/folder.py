@@ -23,6 +23,7 @@ from ..atomic import atomic_folder
 from ..attach import ReftLike
 from ..data.prompt_format import PromptFormat
 from ..interventions import Intervention
+from ..models.peft import is_peft_model
 from ..models.source import classify
 from ..sites import Site
 from .base_params import (
@@ -35,7 +36,7 @@ from .base_params import (
 from .checkpoint import build_interventions, is_native, read_native, read_safetensors, write_native
 from .fingerprint import ModelIdentity, check_identity, identify
 from .hub import download
-from .lora import ADAPTER_CONFIG, attach_lora, is_peft, write_lora
+from .lora import ADAPTER_CONFIG, attach_lora, write_lora
 from .modelcard import CARD_FILE, model_card
 from .pyreft_format import is_pyreft, read_pyreft, write_pyreft
 
@@ -72,7 +73,7 @@ def save_reft(
     keys, ivs = list(reft_model.interventions), list(reft_model.interventions.values())
     identity = identify(hooked)
     with atomic_folder(target) as tmp:
-        lora = write_lora(hooked.model, tmp) if is_peft(hooked.model) else None
+        lora = write_lora(hooked.model, tmp) if is_peft_model(hooked.model) else None
         if format == "reftlab":
             write_base_parameters(hooked.hf_model, tmp)
             write_native(

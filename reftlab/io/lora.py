@@ -13,19 +13,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
+from ..models.peft import is_peft_model
+
 if TYPE_CHECKING:  # peft takes seconds to import; the functions import it when they need it
     from peft import PeftModel
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 
 
-def is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
 def write_lora(model: nn.Module, folder: Path) -> dict[str, str]:
     """Save the peft adapter of ``model`` into ``folder``; returns the file record for the config."""
-    peft_model = cast("PeftModel", model)  # the caller checked is_peft(model)
+    peft_model = cast("PeftModel", model)  # the caller checked is_peft_model(model)
     adapters = list(peft_model.peft_config)
     if adapters != ["default"]:
         raise ValueError(f"reftlab saves one peft adapter named 'default'; this model has {adapters}")
@@ -42,10 +40,10 @@ def attach_lora(model: nn.Module, folder: Path) -> nn.Module:
     from peft import LoraConfig, PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if not is_peft(model):
+    if not is_peft_model(model):
         return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
     saved = LoraConfig.from_pretrained(str(folder))
-    have = cast(PeftModel, model).peft_config.get("default")  # is_peft(model) holds here
+    have = cast(PeftModel, model).peft_config.get("default")  # is_peft_model(model) holds here
     for field in ("r", "lora_alpha", "target_modules", "layers_to_transform", "use_rslora"):
         if have is None or _norm(getattr(saved, field)) != _norm(getattr(have, field)):
             raise ValueError(

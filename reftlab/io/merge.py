@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..interventions import Intervention
 from ..models.arch import ArchSpec, get_layers, get_module
+from ..models.peft import has_adapters, strip_prefix
 from ..models.quantize import describe as describe_quantization
 from ..sites import MODULE_SITE, Site
 
@@ -79,7 +80,7 @@ def merge_into_base(sites: list[Site], interventions: list[Intervention], hooked
             "would be rounded to the quantization grid (or cannot be written at all); merge on the full-precision "
             "base (reftlab.load_model without quantization=), save it, then quantize the merged model"
         )
-    if hasattr(hooked.model, "peft_config"):
+    if has_adapters(hooked.model):
         raise ValueError(
             "the model is peft-wrapped: merge the LoRA adapter first (model.merge_and_unload()), "
             "then build the ReftModel on the merged model"
@@ -162,7 +163,7 @@ def _target(site: Site, hooked: Any) -> tuple[nn.Module, str | None]:
     if m:
         if m["tap"] != "output":
             raise ValueError(f"{site.hook!r} is a module input; only a linear module's output can be merged")
-        path = m["path"].removeprefix("base_model.model.")
+        path = strip_prefix(m["path"])
         return get_module(hooked.hf_model, path), _flag_for(arch, _block_relative(arch, path))
     layer, comp = site.layer, site.component
     if layer is None or comp not in ("attention_output", "mlp_output"):

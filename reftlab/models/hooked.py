@@ -24,6 +24,7 @@ from transformers import GenerationMixin, PreTrainedModel
 
 from ..sites import MODULE_SITE
 from .arch import ArchSpec, arch_of, get_layers, get_module
+from .peft import base_model, strip_prefix
 from .placement import device_map_of, execution_device, module_name
 from .source import ModelSource
 
@@ -139,8 +140,7 @@ class HookedModel(HookedRootModule):
         # static type of both. arch_of below refuses anything that is not an HF causal LM.
         self.model = cast(PreTrainedModel, model)
         self.source = source
-        get_base = getattr(model, "get_base_model", None)  # a peft model's PreTrainedModel
-        hf = cast(PreTrainedModel, get_base() if callable(get_base) else model)
+        hf = cast(PreTrainedModel, base_model(model))  # a peft model's PreTrainedModel
         object.__setattr__(self, "hf_model", hf)  # same modules as `model`; not registered twice
         self.tokenizer = tokenizer
         self.arch = arch_of(hf)
@@ -239,7 +239,7 @@ class HookedModel(HookedRootModule):
         for root, p in (
             (self.model, path),
             (self.hf_model, path),
-            (self.hf_model, path.removeprefix("base_model.model.")),
+            (self.hf_model, strip_prefix(path)),
         ):
             try:
                 module = get_module(root, p)
