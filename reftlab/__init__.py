@@ -29,7 +29,7 @@ from .data import (
     make_multiple_position_supervised_data_module,
     parse_positions,
 )
-from .evaluate import Evaluation, evaluate
+from .evaluate import EvalSettings, Evaluation, evaluate
 from .generate import Generation, generate
 from .interference import interference
 from .interventions import (
@@ -72,6 +72,7 @@ __all__ = [
     "ConsreftIntervention",
     "DiReFT",
     "DireftIntervention",
+    "EvalSettings",
     "Evaluation",
     "FingerprintMismatch",
     "Generation",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,11 +35,71 @@ from tqdm.auto import tqdm
 from .attach import attach
 from .data.collate import ReftDataCollator
 from .data.encode import IGNORE_INDEX, context_length
-from .data.tasks import DEFAULT_METRIC, check_task, collate_classification, encode_task_examples, read_examples
+from .data.tasks import DEFAULT_METRIC, TASKS, check_task, collate_classification, encode_task_examples, read_examples
 from .generate import generate
 from .metrics import Metric, get_metric
 from .models.hooked import HookedModel
 from .train.loss import batch_positions
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings:
+    """How a model is scored held out: what ``evaluate``, ``reftlab.search``'s trials and a recipe share.
+
+    >>> EvalSettings(task="generation", max_new_tokens=8).scorer().name
+    'exact_match'
+    >>> EvalSettings(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: EvalSettings.batch_size=0 must be an int >= 1
+    """
+
+    metric: "str | Metric | Callable[[str, Mapping[str, Any]], float] | None" = field(
+        default=None,
+        metadata={"help": "a registered name (reftlab.metrics.METRICS), a Metric or a callable; None: by task"},
+    )
+    task: str | None = field(
+        default=None,
+        metadata={"help": f"one of {', '.join(TASKS)}; None: inferred from the model and the data"},
+    )
+    labels: Sequence[str] | None = field(
+        default=None, metadata={"help": "classification: the class names, in head order (reading a file)"}
+    )
+    chat_template: bool | str | None = field(
+        default=None,
+        metadata={"help": "True, False or a Jinja template; None: the model's recorded prompt format, else none"},
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "a system message (with a chat template)"})
+    max_new_tokens: int = field(default=32, metadata={"help": "tokens generated per prompt (greedy)"})
+    batch_size: int = field(default=16, metadata={"help": "examples per forward or generation batch"})
+
+    def __post_init__(self) -> None:
+        if self.task is not None:
+            check_task(self.task)
+        if self.metric is not None:
+            get_metric(self.metric)  # an unknown name or a wrong type fails here, naming the options
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        if self.chat_template is not None and not isinstance(self.chat_template, (bool, str)):
+            raise ValueError(
+                f"EvalSettings.chat_template={self.chat_template!r} must be True, False, a template string or None"
+            )
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"EvalSettings.system_prompt={self.system_prompt!r} must be a string or None")
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"EvalSettings.{name}={value!r} must be an int >= 1")
+
+    def replace(self, **changes: Any) -> "EvalSettings":
+        """A copy with ``changes`` (checked again)."""
+        return replace(self, **changes)
+
+    def scorer(self) -> Metric:
+        """The metric, or the task's default one (``reftlab.data.tasks.DEFAULT_METRIC``); needs a task then."""
+        if self.metric is None and self.task is None:
+            raise ValueError("EvalSettings needs a task or a metric to choose the metric")
+        return get_metric(self.metric or DEFAULT_METRIC[str(self.task)])
 
 
 @dataclass(frozen=True)
@@ -72,13 +132,14 @@ def evaluate(
     model: Any,
     data: Any,
     *,
+    settings: EvalSettings | None = None,
     metric: "str | Metric | Callable[[str, Mapping[str, Any]], float] | None" = None,
     task: str | None = None,
     labels: Sequence[str] | None = None,
     chat_template: bool | str | None = None,
     system_prompt: str | None = None,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
     compare: Any = None,
     progress: bool = False,
     positions: Any = None,
@@ -86,7 +147,9 @@ def evaluate(
     """Score ``model`` (a ReftModel, or a HookedModel for the bare base) on ``data``.
 
     ``data``: a .jsonl/.json/.csv path, a DataFrame or a list of example dicts
-    (``reftlab.data.tasks.read_examples``). ``task``: generation, multiple_choice or
+    (``reftlab.data.tasks.read_examples``). ``settings``: an ``EvalSettings`` holding the
+    keywords from ``metric`` to ``batch_size`` (a keyword given as well replaces its field;
+    ``max_new_tokens`` 32 and ``batch_size`` 16 by default). ``task``: generation, multiple_choice or
     classification (default: classification for a sequence-classification model,
     multiple_choice when the data have ``choices``, else generation). ``metric``: a
     registered name (``reftlab.metrics.METRICS``), a ``Metric``, or a callable
@@ -105,13 +168,22 @@ def evaluate(
     if not isinstance(model, HookedModel):
         for site in model.sites:
             _site_positions(site)  # a site saved without positions fails here, before any work
-    task = task or _infer_task(model, data)
-    check_task(task)
-    examples = data if _normalized(data) else read_examples(data, task, labels=labels)
+    given = {
+        "metric": metric,
+        "task": task,
+        "labels": labels,
+        "chat_template": chat_template,
+        "system_prompt": system_prompt,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+    }
+    s = _resolved(
+        model, data, (settings or EvalSettings()).replace(**{k: v for k, v in given.items() if v is not None})
+    )
+    examples = data if _normalized(data) else read_examples(data, str(s.task), labels=s.labels)
     if not examples:
         raise ValueError("no examples to evaluate")
-    scorer = get_metric(metric or DEFAULT_METRIC[task])
-    fmt = _prompt_format(model, chat_template, system_prompt)
+    scorer = s.scorer()
     models = {"": model, **_compared(model, compare)}
     import pandas as pd
 
@@ -124,7 +196,7 @@ def evaluate(
     scores: dict[str, float] = {}
     for name, m in models.items():
         with _eval_mode(m):
-            predictions, per, total = _run(m, examples, task, scorer, fmt, max_new_tokens, batch_size, progress)
+            predictions, per, total = _run(m, examples, s, scorer, progress)
         prefix = f"{name}_" if name else ""
         table[f"{prefix}prediction"] = predictions
         table[f"{prefix}score"] = per
@@ -135,7 +207,7 @@ def evaluate(
         n=len(examples),
         trainable_params=trainable_parameters(model),
         higher_is_better=scorer.higher_is_better,
-        task=task,
+        task=str(s.task),
         table=table,
         compared={k: v for k, v in scores.items() if k},
     )
@@ -186,15 +258,19 @@ def _infer_task(model: Any, data: Any) -> str:
     return "multiple_choice" if isinstance(frame, pd.DataFrame) and "choices" in frame.columns else "generation"
 
 
-def _prompt_format(model: Any, chat_template: bool | str | None, system_prompt: str | None) -> dict[str, Any]:
-    if chat_template is not None:
-        return {"chat_template": chat_template, "system_prompt": system_prompt}
+def _resolved(model: Any, data: Any, s: EvalSettings) -> EvalSettings:
+    """``s`` with a task (inferred if unset) and the prompt format (the model's recorded one if unset)."""
+    s = s.replace(task=s.task or _infer_task(model, data))
+    if s.chat_template is not None:
+        return s
     recorded = getattr(model, "prompt_format", None)  # a loaded checkpoint's record (None if unknown)
     if isinstance(recorded, Mapping):
-        return {"chat_template": recorded.get("chat_template", False), "system_prompt": recorded.get("system_prompt")}
+        return s.replace(
+            chat_template=recorded.get("chat_template", False), system_prompt=recorded.get("system_prompt")
+        )
     if recorded is not None:
-        return {"chat_template": recorded.chat_template, "system_prompt": recorded.system_prompt}
-    return {"chat_template": False, "system_prompt": system_prompt}
+        return s.replace(chat_template=recorded.chat_template, system_prompt=recorded.system_prompt)
+    return s.replace(chat_template=False)
 
 
 def _compared(model: Any, compare: Any) -> dict[str, Any]:
@@ -216,25 +292,19 @@ def _name_of(other: Any) -> str:
 
 
 def _run(
-    model: Any,
-    examples: Sequence[Mapping[str, Any]],
-    task: str,
-    scorer: Metric,
-    fmt: Mapping[str, Any],
-    max_new_tokens: int,
-    batch_size: int,
-    progress: bool,
+    model: Any, examples: Sequence[Mapping[str, Any]], s: EvalSettings, scorer: Metric, progress: bool
 ) -> tuple[list[Any], list[float], float]:
-    """(predictions, per-example scores, overall score) of one model."""
+    """(predictions, per-example scores, overall score) of one model; ``s`` is resolved (``_resolved``)."""
+    task, batch_size = str(s.task), s.batch_size
     if scorer.needs == "loss" and task == "classification":
-        predictions, losses = _classify(model, examples, fmt, batch_size)
+        predictions, losses = _classify(model, examples, s)
         return predictions, losses, sum(losses) / len(losses)
     if scorer.needs == "loss":
-        losses, counts = _losses(model, examples, task, fmt, batch_size)
+        losses, counts = _losses(model, examples, s)
         total = sum(loss * n for loss, n in zip(losses, counts)) / max(1, sum(counts))
         return [None] * len(examples), losses, total
     if task == "classification":
-        predictions, _ = _classify(model, examples, fmt, batch_size)
+        predictions, _ = _classify(model, examples, s)
     else:
         from .data.tasks import model_prompt
 
@@ -244,9 +314,9 @@ def _run(
             out = generate(
                 model,
                 prompts[lo : lo + batch_size],
-                chat_template=fmt["chat_template"],
-                system_prompt=fmt["system_prompt"],
-                max_new_tokens=max_new_tokens,
+                chat_template=s.chat_template,
+                system_prompt=s.system_prompt,
+                max_new_tokens=s.max_new_tokens,
             )
             predictions += out.texts
     per = [float(scorer.score(p, ex)) for p, ex in zip(predictions, examples)]
@@ -254,7 +324,7 @@ def _run(
     return predictions, per, (sum(finite) / len(finite) if finite else float("nan"))
 
 
-def _rows(model: Any, examples: Sequence[Mapping[str, Any]], task: str, fmt: Mapping[str, Any]) -> list[dict]:
+def _rows(model: Any, examples: Sequence[Mapping[str, Any]], s: EvalSettings) -> list[dict]:
     hooked = model if isinstance(model, HookedModel) else model.hooked
     n = 1 if isinstance(model, HookedModel) else len(model.interventions)
     positions = "l1" if isinstance(model, HookedModel) else [_site_positions(s) for s in model.sites]
@@ -263,11 +333,11 @@ def _rows(model: Any, examples: Sequence[Mapping[str, Any]], task: str, fmt: Map
     return encode_task_examples(
         hooked.tokenizer,
         examples,
-        task,
+        str(s.task),
         positions=positions,
         num_interventions=n,
-        chat_template=fmt["chat_template"],
-        system_prompt=fmt["system_prompt"],
+        chat_template=s.chat_template,
+        system_prompt=s.system_prompt,
         max_length=context_length(hooked.tokenizer, hooked),
     )
 
@@ -288,12 +358,10 @@ def _pad_id(hooked: HookedModel) -> int:
 
 
 @torch.no_grad()
-def _classify(
-    model: Any, examples: Sequence[Mapping[str, Any]], fmt: Mapping[str, Any], batch_size: int
-) -> tuple[list[str], list[float]]:
+def _classify(model: Any, examples: Sequence[Mapping[str, Any]], s: EvalSettings) -> tuple[list[str], list[float]]:
     """Per example: the highest-scoring class name, and the cross-entropy of the right class."""
     hooked = model if isinstance(model, HookedModel) else model.hooked
-    rows = _rows(model, examples, "classification", fmt)
+    rows, batch_size = _rows(model, examples, s), s.batch_size
     names = list(examples[0]["choices"])
     out, losses = [], []
     for lo in range(0, len(rows), batch_size):
@@ -318,12 +386,10 @@ def _forward(model: Any, batch: Mapping[str, torch.Tensor]) -> Any:
 
 
 @torch.no_grad()
-def _losses(
-    model: Any, examples: Sequence[Mapping[str, Any]], task: str, fmt: Mapping[str, Any], batch_size: int
-) -> tuple[list[float], list[int]]:
+def _losses(model: Any, examples: Sequence[Mapping[str, Any]], s: EvalSettings) -> tuple[list[float], list[int]]:
     """Per example: mean CE over its response tokens, and how many there are."""
     hooked = model if isinstance(model, HookedModel) else model.hooked
-    rows = _rows(model, examples, task, fmt)
+    rows, batch_size = _rows(model, examples, s), s.batch_size
     collate = ReftDataCollator(pad_token_id=_pad_id(hooked))
     losses, counts = [], []
     for lo in range(0, len(rows), batch_size):

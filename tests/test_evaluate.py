@@ -145,3 +145,33 @@ def test_a_checkpoint_without_positions_is_evaluated_at_given_positions(tok, tmp
     assert list(got.table["prediction"]) == list(want.table["prediction"])
     with pytest.raises(ValueError, match="the bare base model has none"):
         reftlab.evaluate(hooked, data, positions="l1")
+
+
+def test_eval_settings_are_checked_and_name_the_field():
+    for bad, field in (
+        ({"task": "summarize"}, "task"),
+        ({"metric": "bleu"}, "metric"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"batch_size": -1}, "batch_size"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            reftlab.EvalSettings(**bad)
+    s = reftlab.EvalSettings(task="classification", labels=["neg", "pos"])
+    assert s.labels == ("neg", "pos") and s.scorer().name == "accuracy"
+    assert s.replace(metric="loss").scorer().name == "loss" and s.metric is None  # frozen: replace copies
+    with pytest.raises(ValueError, match="needs a task or a metric"):
+        reftlab.EvalSettings().scorer()
+
+
+def test_settings_and_keywords_evaluate_alike(tok):
+    hooked = reftlab.load_model(reftlab.tiny_llama(seed=0), tok)
+    rm = reft_of(hooked)
+    data = [{"prompt": p, "response": "zzz"} for p in PROMPTS]
+    by_keywords = reftlab.evaluate(rm, data, metric="loss", batch_size=3)
+    settings = reftlab.EvalSettings(metric="loss", batch_size=3)
+    by_settings = reftlab.evaluate(rm, data, settings=settings)
+    assert by_settings.score == by_keywords.score and by_settings.task == "generation"
+    # a keyword given beside settings replaces that field
+    generated = reftlab.evaluate(rm, data, settings=settings, metric="exact_match", max_new_tokens=2)
+    assert generated.metric == "exact_match"
+    assert list(generated.table["prediction"]) == reftlab.generate(rm, PROMPTS, max_new_tokens=2).texts

@@ -76,17 +76,7 @@ def evaluate_recipe(recipe: Recipe, model: Any, examples: list[dict[str, Any]], 
     """``reftlab.evaluate`` of ``model`` on ``examples`` with the recipe's task, metric and prompt format."""
     from ..evaluate import evaluate
 
-    return evaluate(
-        model,
-        examples,
-        task=recipe.task,
-        metric=recipe.evaluation.metric,
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        max_new_tokens=recipe.evaluation.max_new_tokens,
-        batch_size=recipe.evaluation.batch_size,
-        **kwargs,
-    )
+    return evaluate(model, examples, settings=recipe.eval_settings(), **kwargs)
 
 
 def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[str, Any]:

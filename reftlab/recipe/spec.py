@@ -7,13 +7,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ReftConfig
 from ..data.bigbench import BigBenchSource
 from ..mapping import check_keys, load_mapping
 from ..train.config import TrainConfig
 from .search import SearchSettings
+
+if TYPE_CHECKING:  # evaluate imports the generation and training stack; eval_settings imports it when called
+    from ..evaluate import EvalSettings
 
 METRICS: dict[str, Callable[[str], float]] = {}
 
@@ -276,6 +279,20 @@ class Recipe:
             evaluation=EvaluationSpec(**evaluation),
             search=SearchSettings.from_mapping(data.get("search")),
             **kwargs,
+        )
+
+    def eval_settings(self) -> EvalSettings:
+        """How the recipe scores held-out data: its task, evaluation metric and sizes, its data's prompt format."""
+        from ..evaluate import EvalSettings
+
+        return EvalSettings(
+            task=self.task,
+            metric=self.evaluation.metric,
+            labels=self.data.labels,
+            chat_template=self.data.chat_template,
+            system_prompt=self.data.system_prompt,
+            max_new_tokens=self.evaluation.max_new_tokens,
+            batch_size=self.evaluation.batch_size,
         )
 
     def to_mapping(self) -> dict[str, Any]:

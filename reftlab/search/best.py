@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import write_text
 from ..recipe import DataSpec, Recipe, load_base, recipe_examples
 from ..recipe.search import Candidate, SearchSpace
-from .halving import SearchResult, search
+from .halving import SearchResult, search_with
 
 
 def search_recipe(
@@ -52,26 +52,14 @@ def search_recipe(
         held = recipe_examples(recipe, DataSpec.from_mapping({**inherited, **own}, ".", "--eval"))
     n_labels = len(train[0]["choices"]) if recipe.task == "classification" else 0
     hooked = load_base(recipe, n_labels)
-    result = search(
+    result = search_with(
         hooked,
         train,
         held,
-        space=settings.space,
-        budget=settings.budget,
-        max_params=settings.max_params,
-        task=recipe.task,
-        metric=recipe.evaluation.metric,
+        settings,
+        recipe.eval_settings(),
         training=recipe.training,
-        labels=recipe.data.labels,
-        chat_template=recipe.data.chat_template,
-        system_prompt=recipe.data.system_prompt,
-        candidates=settings.candidates,
-        eta=settings.eta,
-        min_steps=settings.min_steps,
-        seed=settings.seed,
         held_out=recipe.evaluation.held_out,
-        max_new_tokens=recipe.evaluation.max_new_tokens,
-        batch_size=recipe.evaluation.batch_size,
         out=out,
         progress=progress,
         log=log,

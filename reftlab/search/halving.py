@@ -36,8 +36,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data.tasks import DEFAULT_METRIC, as_classes, check_task, read_examples, split_held_out
-from ..metrics import Metric, get_metric
+from ..data.tasks import as_classes, check_task, read_examples, split_held_out
+from ..evaluate import EvalSettings
+from ..metrics import Metric
 from ..recipe.search import Candidate, SearchSettings, SearchSpace, parse_budget
 from ..train.config import TrainConfig
 from .log import COLUMNS, start_log, write_trials
@@ -95,9 +96,19 @@ def search(
     a folder for ``trials.csv`` and ``search.json`` (resume) and ``search.html``.
     ``on_trial(row)`` is called after each finished trial. ``started``: a
     ``time.monotonic()`` from which a wall-clock budget counts (default: now).
+    The keywords from ``space`` to ``seed`` are a ``SearchSettings``, those from ``task`` to
+    ``batch_size`` an ``EvalSettings``: ``search_with`` takes the two objects.
     """
     started = time.monotonic() if started is None else started
-    check_task(task)
+    evaluation = EvalSettings(
+        task=task,
+        metric=metric,
+        labels=labels,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     settings = SearchSettings(
         space=space if isinstance(space, SearchSpace) else SearchSpace.from_mapping(space or {}),
         budget=None if budget is None else str(budget),
@@ -107,128 +118,218 @@ def search(
         min_steps=min_steps,
         seed=seed,
     )
-    limit = parse_budget(budget)
-    scorer = get_metric(metric or DEFAULT_METRIC[task])
-    training = training or TrainConfig()
-    train_ex, eval_ex = _examples(train, eval, task, labels, held_out, seed)
-    if isinstance(model, (str, Path)):
-        model = _load(model, task, len(train_ex[0]["choices"] or ()), seed)
-    runner = TrialRunner(
+    return search_with(
         model,
-        train_ex,
-        eval_ex,
-        task=task,
-        metric=scorer,
+        train,
+        eval,
+        settings,
+        evaluation,
         training=training,
-        chat_template=chat_template,
-        system_prompt=system_prompt,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=seed,
+        held_out=held_out,
+        out=out,
+        progress=progress,
+        on_trial=on_trial,
+        log=log,
+        started=started,
     )
+
+
+def search_with(
+    model: Any,
+    train: Any,
+    eval: Any,
+    settings: SearchSettings,
+    evaluation: EvalSettings,
+    *,
+    training: TrainConfig | None = None,
+    held_out: float = 0.2,
+    out: str | Path | None = None,
+    progress: bool = True,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    started: float | None = None,
+) -> SearchResult:
+    """``search`` with its settings as two objects: what to search and how long (``settings``), how a
+    trial is scored (``evaluation``, whose ``task`` is required). The other arguments are ``search``'s."""
+    budget = _Budget(parse_budget(settings.budget), time.monotonic() if started is None else started)
+    task = check_task(str(evaluation.task))
+    evaluation = evaluation.replace(metric=evaluation.scorer())
+    training = training or TrainConfig()
+    train_ex, eval_ex = _examples(train, eval, task, evaluation.labels, held_out, settings.seed)
+    if isinstance(model, (str, Path)):
+        model = _load(model, task, len(train_ex[0]["choices"] or ()), settings.seed)
+    runner = TrialRunner(model, train_ex, eval_ex, evaluation=evaluation, training=training, seed=settings.seed)
     say = log or (lambda msg: tqdm.write(msg))
-    grid = settings.space.grid(model.n_layers, model.d_model, max_params)
-    pool = sample(grid, settings.candidates, seed)
-    rungs = settings.rung_steps(training.total_steps(len(train_ex)))
-    sizes = [max(1, math.ceil(len(pool) / settings.eta**r)) for r in range(len(rungs))]
+    grid = settings.space.grid(model.n_layers, model.d_model, settings.max_params)
+    plan = _Plan.of(settings, sample(grid, settings.candidates, settings.seed), training.total_steps(len(train_ex)))
     record = {
         "settings": {k: v for k, v in settings.to_json().items() if k != "budget"},  # a new budget may continue it
         "task": task,
-        "metric": scorer.name,
+        "metric": runner.metric.name,
         "training": training.replace(progress=True).to_json(),
         "model": f"{model!r} from {getattr(model.hf_model.config, '_name_or_path', '') or 'memory'}",
         "data": _fingerprint(train_ex, eval_ex),
         "held_out": held_out if eval is None else None,
-        "format": {"chat_template": chat_template, "system_prompt": system_prompt},
-        "generation": {"max_new_tokens": max_new_tokens},
+        "format": {"chat_template": evaluation.chat_template, "system_prompt": evaluation.system_prompt},
+        "generation": {"max_new_tokens": evaluation.max_new_tokens},
     }
     out_dir = Path(out) if out is not None else None
     previous = start_log(out_dir, record) if out_dir is not None else []
-    done = {(row["rung"], row["key"]): row for row in previous}
+    budget.resume(previous)
     say(
-        f"search: {len(grid)} settings under the cap, {len(pool)} sampled; rungs {list(zip(sizes, rungs))} "
-        f"(candidates, steps); {len(train_ex)} train / {len(eval_ex)} held-out examples; metric {scorer.name}"
-        + (f"; resuming {len(previous)} finished trials" if previous else "")
+        f"search: {len(grid)} settings under the cap, {len(plan.pool)} sampled; rungs "
+        f"{list(zip(plan.sizes, plan.rungs))} (candidates, steps); {len(train_ex)} train / {len(eval_ex)} held-out "
+        f"examples; metric {runner.metric.name}" + (f"; resuming {len(previous)} finished trials" if previous else "")
     )
-    rank = _ranker(scorer.higher_is_better)
-    rows: list[dict[str, Any]] = []
-    stopped: str | None = None
-    bar = tqdm(total=sum(sizes), desc="search", disable=not progress, dynamic_ncols=True)
-    used_steps = sum(r["steps"] for r in previous)
-    used_before = sum(r["seconds"] for r in previous)
-    speed: list[float] = []
-    eval_s: list[float] = []
+    halving = _Halving(runner, plan, budget, out_dir, {(row["rung"], row["key"]): row for row in previous}, say)
+    bar = tqdm(total=sum(plan.sizes), desc="search", disable=not progress, dynamic_ncols=True)
     try:
-        current = pool
-        for r, steps in enumerate(rungs):
-            if r > 0:
-                ranked = sorted((row for row in rows if row["rung"] == r - 1), key=rank)
-                keep = {row["key"] for row in ranked[: sizes[r]]}
-                current = [c for c in current if c.key in keep]
-            for cand in current:
-                if (r, cand.key) in done:
-                    rows.append(done[(r, cand.key)])
-                    bar.update(1)
-                    continue
-                if limit is not None and limit[0] == "steps" and used_steps + steps > limit[1]:
-                    stopped = f"the step budget ({int(limit[1])}) would be exceeded by a {steps}-step trial"
-                    break
-                deadline = None
-                if limit is not None and limit[0] == "seconds":
-                    deadline = started + limit[1] - used_before
-                    estimate = (statistics.median(speed) * steps + statistics.median(eval_s)) if speed else 0.0
-                    if time.monotonic() + estimate > deadline:
-                        stopped = f"the time budget ({limit[1]:.0f}s) leaves too little for a {steps}-step trial"
-                        break
-                try:
-                    row = runner.run(cand, steps, deadline)
-                except OutOfTime as e:
-                    stopped = f"the time budget ran out during a trial ({e}); that trial is dropped"
-                    break
-                speed.append(row.pop("train_seconds") / steps)
-                eval_s.append(row["seconds"] - speed[-1] * steps)
-                row = {"trial": len(rows), "rung": r, **row}
-                rows.append(row)
-                used_steps += steps
-                if out_dir is not None:
-                    write_trials(out_dir, rows)
-                bar.update(1)
-                bar.set_postfix(best=f"{sorted(rows, key=rank)[0]['score']:.4g}")
-                say(
-                    f"[rung {r}, {steps} steps] {cand.key}: {scorer.name} {row['score']:.4g}, "
-                    f"{row['params']:,} params, {row['seconds']:.1f}s"
-                )
-                if on_trial is not None:
-                    on_trial(row)
-            if stopped:
-                break
+        halving.run(bar, on_trial)
     finally:
         bar.close()
         runner.restore()
-    if not rows:
-        raise RuntimeError(f"the search finished no trial: {stopped or 'nothing to run'}; give it a larger budget")
-    if stopped:
-        say(f"search stopped early: {stopped}")
-    import pandas as pd
+    return halving.result(out_dir)
 
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    top = max(row["rung"] for row in rows)
-    best_row = sorted((row for row in rows if row["rung"] == top), key=rank)[0]
-    best = next(c for c in pool if c.key == best_row["key"])
-    if out_dir is not None:
-        from ..viz.search import write_search_page
 
-        write_search_page(table, out_dir / "search.html", metric=scorer.name, best=best.key)
-    return SearchResult(
-        best=best,
-        score=float(best_row["score"]),
-        params=int(best_row["params"]),
-        metric=scorer.name,
-        higher_is_better=scorer.higher_is_better,
-        trials=table,
-        stopped=stopped,
-        out=out_dir,
-    )
+@dataclass(frozen=True)
+class _Plan:
+    """The candidates sampled, and per rung its steps and how many candidates it trains."""
+
+    pool: list[Candidate]
+    rungs: list[int]
+    sizes: list[int]
+
+    @classmethod
+    def of(cls, settings: SearchSettings, pool: list[Candidate], full_steps: int) -> "_Plan":
+        rungs = settings.rung_steps(full_steps)
+        return cls(pool, rungs, [max(1, math.ceil(len(pool) / settings.eta**r)) for r in range(len(rungs))])
+
+
+@dataclass
+class _Budget:
+    """A step or wall-clock budget: what is spent (also by a resumed search's finished trials), and whether
+    the next trial may start."""
+
+    limit: tuple[str, float] | None
+    started: float
+    used_steps: int = 0
+    used_before: float = 0.0
+    speed: list[float] = field(default_factory=list)  # training seconds per step of each trial run here
+    eval_s: list[float] = field(default_factory=list)  # evaluation seconds of each trial run here
+
+    def resume(self, previous: Sequence[Mapping[str, Any]]) -> None:
+        self.used_steps = sum(r["steps"] for r in previous)
+        self.used_before = sum(r["seconds"] for r in previous)
+
+    def refusal(self, steps: int) -> tuple[str | None, float | None]:
+        """(why a ``steps``-step trial may not start, or None; the deadline it must finish by, or None)."""
+        if self.limit is not None and self.limit[0] == "steps" and self.used_steps + steps > self.limit[1]:
+            return f"the step budget ({int(self.limit[1])}) would be exceeded by a {steps}-step trial", None
+        if self.limit is None or self.limit[0] != "seconds":
+            return None, None
+        deadline = self.started + self.limit[1] - self.used_before
+        estimate = (statistics.median(self.speed) * steps + statistics.median(self.eval_s)) if self.speed else 0.0
+        if time.monotonic() + estimate > deadline:
+            return f"the time budget ({self.limit[1]:.0f}s) leaves too little for a {steps}-step trial", deadline
+        return None, deadline
+
+    def spent(self, row: dict[str, Any], steps: int) -> None:
+        """Count a finished trial (``row`` loses its ``train_seconds``)."""
+        self.speed.append(row.pop("train_seconds") / steps)
+        self.eval_s.append(row["seconds"] - self.speed[-1] * steps)
+        self.used_steps += steps
+
+
+@dataclass
+class _Halving:
+    """The rungs of one search, run in order; ``rows`` collects the trials (resumed ones included)."""
+
+    runner: TrialRunner
+    plan: _Plan
+    budget: _Budget
+    out_dir: Path | None
+    done: dict[tuple[int, str], dict[str, Any]]
+    say: Callable[[str], None]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+
+    def __post_init__(self) -> None:
+        self.rank = _ranker(self.runner.metric.higher_is_better)
+
+    def run(self, bar: Any, on_trial: Callable[[dict[str, Any]], None] | None) -> None:
+        current = self.plan.pool
+        for r, steps in enumerate(self.plan.rungs):
+            if r > 0:
+                ranked = sorted((row for row in self.rows if row["rung"] == r - 1), key=self.rank)
+                keep = {row["key"] for row in ranked[: self.plan.sizes[r]]}
+                current = [c for c in current if c.key in keep]
+            self.rung(r, steps, current, bar, on_trial)
+            if self.stopped:
+                break
+
+    def rung(
+        self,
+        r: int,
+        steps: int,
+        current: list[Candidate],
+        bar: Any,
+        on_trial: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        """Train every candidate of rung ``r`` for ``steps`` (a resumed one is read back); stop at the budget."""
+        for cand in current:
+            if (r, cand.key) in self.done:
+                self.rows.append(self.done[(r, cand.key)])
+                bar.update(1)
+                continue
+            self.stopped, deadline = self.budget.refusal(steps)
+            if self.stopped:
+                return
+            try:
+                row = self.runner.run(cand, steps, deadline)
+            except OutOfTime as e:
+                self.stopped = f"the time budget ran out during a trial ({e}); that trial is dropped"
+                return
+            self.budget.spent(row, steps)
+            row = {"trial": len(self.rows), "rung": r, **row}
+            self.rows.append(row)
+            if self.out_dir is not None:
+                write_trials(self.out_dir, self.rows)
+            bar.update(1)
+            bar.set_postfix(best=f"{sorted(self.rows, key=self.rank)[0]['score']:.4g}")
+            self.say(
+                f"[rung {r}, {steps} steps] {cand.key}: {self.runner.metric.name} {row['score']:.4g}, "
+                f"{row['params']:,} params, {row['seconds']:.1f}s"
+            )
+            if on_trial is not None:
+                on_trial(row)
+
+    def result(self, out_dir: Path | None) -> SearchResult:
+        """The best of the last rung reached, the table of every trial, and the page beside ``trials.csv``."""
+        rows, stopped, scorer = self.rows, self.stopped, self.runner.metric
+        if not rows:
+            raise RuntimeError(f"the search finished no trial: {stopped or 'nothing to run'}; give it a larger budget")
+        if stopped:
+            self.say(f"search stopped early: {stopped}")
+        import pandas as pd
+
+        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        top = max(row["rung"] for row in rows)
+        best_row = sorted((row for row in rows if row["rung"] == top), key=self.rank)[0]
+        best = next(c for c in self.plan.pool if c.key == best_row["key"])
+        if out_dir is not None:
+            from ..viz.search import write_search_page
+
+            write_search_page(table, out_dir / "search.html", metric=scorer.name, best=best.key)
+        return SearchResult(
+            best=best,
+            score=float(best_row["score"]),
+            params=int(best_row["params"]),
+            metric=scorer.name,
+            higher_is_better=scorer.higher_is_better,
+            trials=table,
+            stopped=stopped,
+            out=out_dir,
+        )
 
 
 def _examples(

@@ -5,7 +5,8 @@ tokens' cross-entropy, or the class's for classification) is recorded too and br
 
 ``TrialRunner`` holds what all trials share: the base model, the examples, the
 tokenized rows (built once per positions spec), the classifier head's initial weights
-(restored before each classification trial) and the evaluation settings. Every trial
+(restored before each classification trial) and the evaluation settings (an ``EvalSettings``
+with its task: metric, prompt format, tokens generated, batch size). Every trial
 starts from the same seed, so a trial's result depends only on its candidate and steps.
 """
 
@@ -20,8 +21,7 @@ import torch
 from ..config import ReftConfig
 from ..data.encode import context_length
 from ..data.tasks import encode_task_examples
-from ..evaluate import evaluate
-from ..metrics import Metric
+from ..evaluate import EvalSettings, evaluate
 from ..recipe.search import Candidate
 from ..reft_model import get_reft_model
 from ..train.config import TrainConfig
@@ -41,22 +41,18 @@ class TrialRunner:
         train_examples: Sequence[Mapping[str, Any]],
         eval_examples: Sequence[Mapping[str, Any]],
         *,
-        task: str,
-        metric: Metric,
+        evaluation: EvalSettings,
         training: TrainConfig,
-        chat_template: bool | str | None,
-        system_prompt: str | None,
-        max_new_tokens: int,
-        batch_size: int,
         seed: int,
     ) -> None:
-        self.hooked, self.task, self.metric, self.training = hooked, task, metric, training
+        if evaluation.task is None:
+            raise ValueError("a search's EvalSettings need a task (generation, multiple_choice or classification)")
+        self.hooked, self.evaluation, self.training, self.seed = hooked, evaluation, training, seed
+        self.task, self.metric = evaluation.task, evaluation.scorer()
         self.train_examples, self.eval_examples = list(train_examples), list(eval_examples)
-        self.chat_template, self.system_prompt = chat_template, system_prompt
-        self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
         self._rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._head: dict[str, torch.Tensor] | None = None
-        if task == "classification":
+        if self.task == "classification":
             from ..models.classifier import classifier_head
 
             self._head = {k: v.detach().clone() for k, v in classifier_head(hooked).state_dict().items()}
@@ -80,8 +76,8 @@ class TrialRunner:
                 self.task,
                 positions=positions,
                 num_interventions=n_interventions,
-                chat_template=self.chat_template,
-                system_prompt=self.system_prompt,
+                chat_template=self.evaluation.chat_template,
+                system_prompt=self.evaluation.system_prompt,
                 max_length=context_length(self.hooked.tokenizer, self.hooked),
             )
         return self._rows[key]
@@ -113,27 +109,10 @@ class TrialRunner:
 
         result = train_task(reft_model, rows, self.task, cfg, on_step=check)
         t_train = time.perf_counter() - t0
-        ev = evaluate(
-            reft_model,
-            self.eval_examples,
-            task=self.task,
-            metric=self.metric,
-            chat_template=self.chat_template,
-            system_prompt=self.system_prompt,
-            max_new_tokens=self.max_new_tokens,
-            batch_size=self.batch_size,
-        )
+        ev = evaluate(reft_model, self.eval_examples, settings=self.evaluation.replace(metric=self.metric))
         eval_loss = ev.score
         if self.metric.needs != "loss":  # a finer signal that breaks ties of coarse metrics
-            eval_loss = evaluate(
-                reft_model,
-                self.eval_examples,
-                task=self.task,
-                metric="loss",
-                chat_template=self.chat_template,
-                system_prompt=self.system_prompt,
-                batch_size=self.batch_size,
-            ).score
+            eval_loss = evaluate(reft_model, self.eval_examples, settings=self.evaluation.replace(metric="loss")).score
         tail = result.losses[-max(1, len(result.losses) // 10) :]
         return {
             "key": candidate.key,

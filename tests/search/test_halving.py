@@ -144,3 +144,24 @@ def test_classification_search_resets_the_head_between_trials(tok):
     assert torch.equal(hooked.hf_model.score.weight, head) and not hooked.hf_model.score.weight.requires_grad
     assert runs[0].params == 2 * 64 + 1 + 2 * 64  # the rank-1 LoReFT plus the 2 x 64 head
     assert not math.isnan(runs[0].trials["train_loss"][0])
+
+
+def test_search_with_takes_the_settings_objects(hooked):
+    from reftlab.evaluate import EvalSettings
+    from reftlab.search import SearchSettings, SearchSpace, search_with
+
+    settings = SearchSettings(space=SearchSpace.from_mapping(SPACE), candidates=2, eta=2, min_steps=2)
+    with pytest.raises(ValueError, match="task"):
+        search_with(hooked, DATA, None, settings, EvalSettings(metric="loss"), training=TRAIN)
+    a = search_with(
+        hooked,
+        DATA,
+        None,
+        settings,
+        EvalSettings(task="generation", metric="loss", chat_template=False),
+        training=TRAIN,
+        progress=False,
+        log=lambda m: None,
+    )
+    b = run(hooked, candidates=2)
+    assert list(a.trials["key"]) == list(b.trials["key"]) and a.trials["score"].tolist() == b.trials["score"].tolist()
