@@ -88,6 +88,28 @@ def train(
         return _train(reft_model, examples, evals, collate, cfg, ranks, on_step)
 
 
+@dataclass
+class _Run:
+    """What the phases of one training run share (torchtune's recipe shape: set up, resume, then per
+    step: batches, step, log and evaluate, checkpoint)."""
+
+    reft_model: ReftLike
+    examples: list[dict[str, Any]]
+    evals: list[dict[str, Any]] | None
+    collate: Callable
+    cfg: TrainConfig
+    plan: TrainConfig  # cfg with the global batch (batch_size x world): it sets the step count
+    ranks: ddp.Ranks
+    fast: FastForward | None
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    total: int
+    data_sha: str
+    result: TrainResult
+    last_checkpoint: str | None = None
+
+
 def _train(
     reft_model: ReftLike,
     examples: list[dict[str, Any]],
@@ -97,6 +119,57 @@ def _train(
     ranks: ddp.Ranks,
     on_step: Callable[[int, float], None] | None,
 ) -> TrainResult:
+    run = _set_up(reft_model, examples, evals, collate, cfg, ranks)
+    start = _resume(run) if cfg.resume_from else 0
+    if run.fast is not None:
+        run.fast.warm(examples)
+    per_epoch = run.plan.steps_per_epoch(len(examples))
+    was_training = reft_model.interventions.training
+    reft_model.interventions.train()
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=run.total, initial=start, desc="train", disable=not (cfg.progress and ranks.main), dynamic_ncols=True
+    )
+    log = bar.write if ranks.main else _silent
+    order_epoch, order = -1, torch.empty(0, dtype=torch.long)
+    step = start
+    try:
+        for step in range(start, run.total):
+            epoch, slot = divmod(step, per_epoch)
+            if epoch != order_epoch:
+                order_epoch, order = epoch, _epoch_order(len(examples), cfg.seed + epoch, cfg.shuffle)
+            step_loss = _step(run, step, epoch, _micro_batches(order, slot, run.plan.batch_size, cfg.grad_accum))
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            _log_and_evaluate(run, done, log)
+            if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != run.total:
+                _checkpoint(run, done)
+            if on_step is not None:
+                on_step(done, step_loss)
+        if evals is not None:
+            run.result.eval_losses.append((run.total, _evaluate(run)))
+            log(f"step {run.total}/{run.total}  eval loss {run.result.eval_losses[-1][1]:.4f}")
+    except BaseException as e:
+        ddp.report_failure(e, ranks, step + 1, run.last_checkpoint)
+        raise
+    finally:
+        bar.close()
+        reft_model.interventions.train(was_training)
+    run.result.steps = run.total
+    run.result.seconds = time.perf_counter() - t0
+    return run.result
+
+
+def _set_up(
+    reft_model: ReftLike,
+    examples: list[dict[str, Any]],
+    evals: list[dict[str, Any]] | None,
+    collate: Callable,
+    cfg: TrainConfig,
+    ranks: ddp.Ranks,
+) -> _Run:
+    """The forward, the seeds, the parameters (the same in every process), AdamW and the lr schedule."""
     fast = _fast_forward(reft_model, cfg.fast)
     random.seed(cfg.seed + ranks.rank)
     torch.manual_seed(cfg.seed + ranks.rank)
@@ -110,106 +183,108 @@ def _train(
     warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule))
     result = TrainResult(fast=fast is not None, world_size=ranks.world)
-    start = 0
-    last_checkpoint: str | None = None
-    data_sha = examples_fingerprint(examples)
-    if cfg.resume_from:
-        folder = resolve_checkpoint(cfg.resume_from)
-        _check_resume(cfg, folder, data_sha, len(examples))  # before anything of the model is overwritten
-        ddp.check_world(int(json.loads((folder / "state.json").read_text()).get("world_size", 1)), ranks, folder)
-        meta = load_checkpoint(folder, reft_model=reft_model, optimizer=optimizer, scheduler=scheduler)
-        ddp.restore_rng(folder, ranks)
-        start, last_checkpoint = int(meta["step"]), str(folder)
-        result.losses = list(meta["losses"])
-        result.eval_losses = [(int(s), float(v)) for s, v in meta["eval_losses"]]
-    if fast is not None:
-        fast.warm(examples)
+    return _Run(
+        reft_model=reft_model,
+        examples=examples,
+        evals=evals,
+        collate=collate,
+        cfg=cfg,
+        plan=plan,
+        ranks=ranks,
+        fast=fast,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        total=total,
+        data_sha=examples_fingerprint(examples),
+        result=result,
+    )
 
-    per_epoch = plan.steps_per_epoch(len(examples))
-    device = reft_model.hooked.device
-    was_training = reft_model.interventions.training
-    reft_model.interventions.train()
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=start, desc="train", disable=not (cfg.progress and ranks.main), dynamic_ncols=True)
-    log = bar.write if ranks.main else _silent
-    order_epoch, order = -1, torch.empty(0, dtype=torch.long)
-    step = start
-    try:
-        for step in range(start, total):
-            epoch, slot = divmod(step, per_epoch)
-            if epoch != order_epoch:
-                order_epoch, order = epoch, _epoch_order(len(examples), cfg.seed + epoch, cfg.shuffle)
-            micro = _micro_batches(order, slot, plan.batch_size, cfg.grad_accum)
-            if ranks.active:
-                micro = ddp.shard(micro, ranks, cfg.batch_size)
-            batches = [(idx, _on(device, collate([examples[i] for i in idx]))) for idx in micro]
-            # Weight micro-batches by scored tokens: the step's loss is the mean over all of
-            # them, exactly as if the group were one batch.
-            counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches]
-            n_group = sum(counts)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for (idx, batch), n in zip(batches, counts):
-                loss = fast.loss(batch, keys=idx) if fast is not None else plain_loss(reft_model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}, examples {idx}); "
-                        "lower the learning rate (lr), enable max_grad_norm, or check those examples"
-                    )
-                (loss * n / n_group).backward()
-                step_loss += loss.item() * n / n_group
-            step_loss = ddp.reduce_gradients(params, n_group, step_loss, ranks)
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            result.losses.append(step_loss)
-            done = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}")
-            if cfg.log_every and done % cfg.log_every == 0:
-                recent = result.losses[-cfg.log_every :]
-                log(f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {scheduler.get_last_lr()[0]:.2e}")
-            if evals is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != total:
-                result.eval_losses.append((done, evaluate(reft_model, evals, collate, cfg.batch_size, fast, ranks)))
-                log(f"step {done}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
-            if cfg.checkpoint_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != total:
-                rng = ddp.rng_states(ranks)  # a collective: every rank takes part
-                if ranks.main:
-                    save_checkpoint(
-                        cfg.checkpoint_dir,
-                        reft_model=reft_model,
-                        optimizer=optimizer,
-                        scheduler=scheduler,
-                        step=done,
-                        state={
-                            "losses": result.losses,
-                            "eval_losses": result.eval_losses,
-                            "config": cfg.to_json(),
-                            "world_size": ranks.world,
-                            "n_examples": len(examples),
-                            "data_sha256": data_sha,
-                        },
-                        keep=cfg.keep_checkpoints,
-                        extra_tensors=rng,
-                    )
-                ddp.barrier(ranks)  # step-N is complete before any rank goes on
-                last_checkpoint = str(Path(cfg.checkpoint_dir) / f"{STEP_PREFIX}{done}")
-                result.checkpoints.append(last_checkpoint)
-            if on_step is not None:
-                on_step(done, step_loss)
-        if evals is not None:
-            result.eval_losses.append((total, evaluate(reft_model, evals, collate, cfg.batch_size, fast, ranks)))
-            log(f"step {total}/{total}  eval loss {result.eval_losses[-1][1]:.4f}")
-    except BaseException as e:
-        ddp.report_failure(e, ranks, step + 1, last_checkpoint)
-        raise
-    finally:
-        bar.close()
-        reft_model.interventions.train(was_training)
-    result.steps = total
-    result.seconds = time.perf_counter() - t0
-    return result
+
+def _resume(run: _Run) -> int:
+    """Load ``cfg.resume_from`` (checked first) into the run: weights, optimizer, schedule, RNG, the curves
+    so far; returns the step it continues from."""
+    folder = resolve_checkpoint(str(run.cfg.resume_from))
+    _check_resume(run.cfg, folder, run.data_sha, len(run.examples))  # before anything of the model is overwritten
+    ddp.check_world(int(json.loads((folder / "state.json").read_text()).get("world_size", 1)), run.ranks, folder)
+    meta = load_checkpoint(folder, reft_model=run.reft_model, optimizer=run.optimizer, scheduler=run.scheduler)
+    ddp.restore_rng(folder, run.ranks)
+    run.last_checkpoint = str(folder)
+    run.result.losses = list(meta["losses"])
+    run.result.eval_losses = [(int(s), float(v)) for s, v in meta["eval_losses"]]
+    return int(meta["step"])
+
+
+def _step(run: _Run, step: int, epoch: int, micro: list[list[int]]) -> float:
+    """One optimizer step over the ``micro`` batches (this process's share); returns the step's loss."""
+    if run.ranks.active:
+        micro = ddp.shard(micro, run.ranks, run.cfg.batch_size)
+    device = run.reft_model.hooked.device
+    batches = [(idx, _on(device, run.collate([run.examples[i] for i in idx]))) for idx in micro]
+    # Weight micro-batches by scored tokens: the step's loss is the mean over all of
+    # them, exactly as if the group were one batch.
+    counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for _, b in batches]
+    n_group = sum(counts)
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    for (idx, batch), n in zip(batches, counts):
+        loss = run.fast.loss(batch, keys=idx) if run.fast is not None else plain_loss(run.reft_model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}, examples {idx}); "
+                "lower the learning rate (lr), enable max_grad_norm, or check those examples"
+            )
+        (loss * n / n_group).backward()
+        step_loss += loss.item() * n / n_group
+    step_loss = ddp.reduce_gradients(run.params, n_group, step_loss, run.ranks)
+    if run.cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(run.params, run.cfg.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.result.losses.append(step_loss)
+    return step_loss
+
+
+def _log_and_evaluate(run: _Run, done: int, log: Callable[[str], None]) -> None:
+    """After step ``done``: the mean loss every ``log_every`` steps, the eval loss every ``eval_every``."""
+    cfg, losses, total = run.cfg, run.result.losses, run.total
+    if cfg.log_every and done % cfg.log_every == 0:
+        recent = losses[-cfg.log_every :]
+        log(f"step {done}/{total}  loss {sum(recent) / len(recent):.4f}  lr {run.scheduler.get_last_lr()[0]:.2e}")
+    if run.evals is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != total:
+        run.result.eval_losses.append((done, _evaluate(run)))
+        log(f"step {done}/{total}  eval loss {run.result.eval_losses[-1][1]:.4f}")
+
+
+def _evaluate(run: _Run) -> float:
+    assert run.evals is not None  # the callers check
+    return evaluate(run.reft_model, run.evals, run.collate, run.cfg.batch_size, run.fast, run.ranks)
+
+
+def _checkpoint(run: _Run, done: int) -> None:
+    """Write ``step-<done>`` (rank 0; every rank takes part in gathering the RNG states) and wait for it."""
+    rng = ddp.rng_states(run.ranks)  # a collective: every rank takes part
+    if run.ranks.main:
+        save_checkpoint(
+            str(run.cfg.checkpoint_dir),
+            reft_model=run.reft_model,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            step=done,
+            state={
+                "losses": run.result.losses,
+                "eval_losses": run.result.eval_losses,
+                "config": run.cfg.to_json(),
+                "world_size": run.ranks.world,
+                "n_examples": len(run.examples),
+                "data_sha256": run.data_sha,
+            },
+            keep=run.cfg.keep_checkpoints,
+            extra_tensors=rng,
+        )
+    ddp.barrier(run.ranks)  # step-N is complete before any rank goes on
+    run.last_checkpoint = str(Path(str(run.cfg.checkpoint_dir)) / f"{STEP_PREFIX}{done}")
+    run.result.checkpoints.append(run.last_checkpoint)
 
 
 @torch.no_grad()
