@@ -11,6 +11,7 @@ Returns the summary (``steering.csv``) and every answer (``generations``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,27 +77,57 @@ def steering_sweep(
     steered = proxy_scores(hooked, [prompts[p] for _, _, p in rows], texts, ids, batch_size=batch_size)
 
     judge_list = list(dict.fromkeys(judges[(d.concept, d.method)] for d in steer))
-    col = {id(j): i for i, j in enumerate(judge_list)}
     read: dict[str, Any] = {"pooling": pooling, "context": context, "batch_size": batch_size}
-    base_judged = judge_scores(hooked, judge_list, base_texts, prompts=prompts, **read)
-    judged = judge_scores(hooked, judge_list, texts, prompts=[prompts[p] for _, _, p in rows], **read)
+    scores = _Scores(
+        prompts=prompts,
+        split=split,
+        rows=rows,
+        base=base,
+        steered=steered,
+        judge_col={id(j): i for i, j in enumerate(judge_list)},
+        base_judged=judge_scores(hooked, judge_list, base_texts, prompts=prompts, **read),
+        judged=judge_scores(hooked, judge_list, texts, prompts=[prompts[p] for _, _, p in rows], **read),
+    )
+    generations = pd.concat([scores.frame(d, judges[(d.concept, d.method)]) for d in steer], ignore_index=True)
+    summary = _summary(generations)
+    order = ["concept", "method", "judge", "alpha", "split", "n", *METRICS, "selected"]
+    cols = ["concept", "method", "judge", "alpha", "split", "prompt", "answer", *METRICS]
+    return summary[order], generations[cols]
 
-    frames = []
-    for d in steer:
-        j = judges[(d.concept, d.method)]
-        zero = base.assign(alpha=0.0, prompt_id=np.arange(len(prompts)), concept_score=base_judged[:, col[id(j)]])
+
+@dataclass(frozen=True)
+class _Scores:
+    """Every answer's proxies and judge scores: the untouched model's (alpha 0) and each steered row's."""
+
+    prompts: list[str]
+    split: np.ndarray  # "validation" / "test" per prompt
+    rows: list[tuple[ConceptDirection, float, int]]  # (direction, alpha, prompt index) per steered answer
+    base: pd.DataFrame  # proxies of the untouched answers, one row per prompt
+    steered: pd.DataFrame  # proxies of the steered answers, one row per entry of rows
+    judge_col: dict[int, int]  # id(judge) -> its column in base_judged / judged
+    base_judged: np.ndarray  # [prompt, judge]
+    judged: np.ndarray  # [row, judge]
+
+    def frame(self, d: ConceptDirection, j: Judge) -> pd.DataFrame:
+        """One direction's answers at alpha 0 and every alpha, scored per split against the untouched ones."""
+        prompts, split, rows, base, col = self.prompts, self.split, self.rows, self.base, self.judge_col[id(j)]
+        zero = base.assign(alpha=0.0, prompt_id=np.arange(len(prompts)), concept_score=self.base_judged[:, col])
         mine = [i for i, (dd, _, _) in enumerate(rows) if dd is d]
         pid = np.array([rows[i][2] for i in mine])
-        swept = steered.iloc[mine].assign(
-            alpha=[rows[i][1] for i in mine], prompt_id=pid, concept_score=judged[mine, col[id(j)]]
+        swept = self.steered.iloc[mine].assign(
+            alpha=[rows[i][1] for i in mine], prompt_id=pid, concept_score=self.judged[mine, col]
         )
         frame = pd.concat([zero, swept], ignore_index=True)
         frame["split"] = split[frame["prompt_id"].to_numpy()]
         frame["prompt"] = [prompts[p] for p in frame["prompt_id"]]
         frame = frame.assign(concept=d.concept, method=d.method, judge=j.direction.method)
         parts = [combine(frame[frame.split == s], base[split == s]) for s in ("validation", "test")]
-        frames.append(pd.concat(parts, ignore_index=True))
-    generations = pd.concat(frames, ignore_index=True)
+        return pd.concat(parts, ignore_index=True)
+
+
+def _summary(generations: pd.DataFrame) -> pd.DataFrame:
+    """Means per (concept, method, judge, alpha, split), and per (concept, method) the alpha selected: the best
+    validation score above 0 (ties: the smaller alpha)."""
     keys = ["concept", "method", "judge", "alpha", "split"]
     summary = generations.groupby(keys, sort=False)[list(METRICS)].mean().reset_index()
     summary["n"] = generations.groupby(keys, sort=False).size().to_numpy()
@@ -107,6 +138,4 @@ def steering_sweep(
         )
         best = float(val.iloc[0]["alpha"])
         summary.loc[group.index[group.alpha == best], "selected"] = True
-    order = ["concept", "method", "judge", "alpha", "split", "n", *METRICS, "selected"]
-    cols = ["concept", "method", "judge", "alpha", "split", "prompt", "answer", *METRICS]
-    return summary[order], generations[cols]
+    return summary

@@ -90,11 +90,6 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     """
     import time
 
-    import torch
-
-    from ..data.prompt_format import PromptFormat
-    from ..generate import generate
-    from ..reft_model import get_reft_model
     from ..train.ddp import is_main_process
     from ..train.task import train_task
 
@@ -107,6 +102,39 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
     examples = recipe_examples(recipe)
     held_out_data = recipe.evaluation.data
     held_out = recipe_examples(recipe, held_out_data) if held_out_data is not None else None
+    hooked, reft_model, rows = _prepare(recipe, examples, log, t0)
+    before = _answers(recipe, hooked, "before training (base model)", log)
+    result = train_task(reft_model, rows, recipe.task, recipe.training)
+    log(
+        f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}"
+    )
+    reft_model.eval()
+    after = _answers(recipe, reft_model, "after training (with the interventions)", log)
+    summary = None
+    table = None
+    if held_out_data is not None and held_out is not None:
+        ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
+        summary, table = ev.summary(), ev.table
+        log(f"held-out {held_out_data.describe()}: {json.dumps(summary)}")
+    run = {"losses": result.losses, "before": before, "after": after, "evaluation": summary}
+    if is_main_process():
+        labels = list(examples[0]["choices"]) if recipe.task == "classification" else None
+        _write(out_dir, reft_model, table, {**run, "task": recipe.task, "labels": labels}, t0)
+    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
+    return {**run, "output_dir": str(out_dir), "seconds": time.perf_counter() - t0}
+
+
+def _prepare(
+    recipe: Recipe, examples: list[dict[str, Any]], log: Callable[[str], None], t0: float
+) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """The base model, the ReftModel on it (seeded, with the recipe's prompt format) and the training rows."""
+    import time
+
+    import torch
+
+    from ..data.prompt_format import PromptFormat
+    from ..reft_model import get_reft_model
+
     n_labels = len(examples[0]["choices"]) if recipe.task == "classification" else 0
     hooked = load_base(recipe, n_labels)
     log(f"model: {hooked!r}  ({time.perf_counter() - t0:.1f}s)")
@@ -118,62 +146,38 @@ def run_recipe(recipe: Recipe, *, log: Callable[[str], None] = print) -> dict[st
         chat_template=recipe.data.chat_template, system_prompt=recipe.data.system_prompt
     )
     log(repr(reft_model))
+    return hooked, reft_model, rows
+
+
+def _answers(recipe: Recipe, model: Any, label: str, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``model``'s answers to the recipe's held-out prompts, with their text metrics (logged)."""
+    from ..generate import generate
+
     gen = recipe.generation
-
-    def answers(model: Any, label: str) -> list[dict[str, Any]]:
-        if not gen.prompts:
-            return []
-        out = generate(
-            model,
-            list(gen.prompts),
-            chat_template=recipe.data.chat_template,
-            system_prompt=recipe.data.system_prompt,
-            max_new_tokens=gen.max_new_tokens,
-        )
-        rows = []
-        log(f"--- {label} ---")
-        for prompt, text in zip(gen.prompts, out.texts):
-            scores = {m: round(_metrics()[m](text), 3) for m in gen.metrics}
-            rows.append({"prompt": prompt, "text": text, **scores})
-            extra = "  ".join(f"[{k} {v:.2f}]" for k, v in scores.items())
-            log(f"> {prompt}\n  {text!r} {extra}")
-        return rows
-
-    before = answers(hooked, "before training (base model)")
-    result = train_task(reft_model, rows, recipe.task, recipe.training)
-    log(
-        f"trained {result.steps} steps in {result.seconds:.1f}s (fast path: {result.fast}); final loss {result.losses[-1]:.4f}"
+    if not gen.prompts:
+        return []
+    out = generate(
+        model,
+        list(gen.prompts),
+        chat_template=recipe.data.chat_template,
+        system_prompt=recipe.data.system_prompt,
+        max_new_tokens=gen.max_new_tokens,
     )
-    reft_model.eval()
-    after = answers(reft_model, "after training (with the interventions)")
-    summary = None
-    table = None
-    if held_out_data is not None and held_out is not None:
-        ev = evaluate_recipe(recipe, reft_model, held_out, compare=None if recipe.task == "classification" else "base")
-        summary, table = ev.summary(), ev.table
-        log(f"held-out {held_out_data.describe()}: {json.dumps(summary)}")
-    if is_main_process():
-        reft_model.save(out_dir)
-        if table is not None:
-            write_text(out_dir / "eval.csv", table.to_csv(index=False))
-        write_json(
-            out_dir / "run.json",
-            {
-                "losses": result.losses,
-                "before": before,
-                "after": after,
-                "evaluation": summary,
-                "task": recipe.task,
-                "labels": list(examples[0]["choices"]) if recipe.task == "classification" else None,
-                "seconds": time.perf_counter() - t0,
-            },
-        )
-    log(f"saved to {out_dir}/ (a reftlab checkpoint: ReftModel.load(dir) loads it with its base model; plus run.json)")
-    return {
-        "losses": result.losses,
-        "before": before,
-        "after": after,
-        "evaluation": summary,
-        "output_dir": str(out_dir),
-        "seconds": time.perf_counter() - t0,
-    }
+    rows = []
+    log(f"--- {label} ---")
+    for prompt, text in zip(gen.prompts, out.texts):
+        scores = {m: round(_metrics()[m](text), 3) for m in gen.metrics}
+        rows.append({"prompt": prompt, "text": text, **scores})
+        extra = "  ".join(f"[{k} {v:.2f}]" for k, v in scores.items())
+        log(f"> {prompt}\n  {text!r} {extra}")
+    return rows
+
+
+def _write(out_dir: Path, reft_model: Any, table: Any, run: dict[str, Any], t0: float) -> None:
+    """The checkpoint, ``eval.csv`` (with a held-out table) and ``run.json`` (``run`` plus the seconds so far)."""
+    import time
+
+    reft_model.save(out_dir)
+    if table is not None:
+        write_text(out_dir / "eval.csv", table.to_csv(index=False))
+    write_json(out_dir / "run.json", {**run, "seconds": time.perf_counter() - t0})
