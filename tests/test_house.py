@@ -168,3 +168,40 @@ def test_hooks_are_installed_only_by_attach_and_the_partial_forward():
             ):
                 offenders.append(f"{rel}:{node.lineno} __dict__['forward']")
     assert not offenders, f"hooks installed outside attach.py and models/partial.py: {offenders}"
+
+
+# Rooms' modules that decide without tensors: they import no torch, transformers or jaxtyping, so
+# they are tested without a model (the serving scheduler: queues, admission, who leaves, counters).
+PURE_PYTHON = {"reftlab/serve/scheduler.py"}
+TENSOR_LIBRARIES = {"torch", "transformers", "jaxtyping", "numpy"}
+
+
+@pytest.mark.parametrize("rel", sorted(PURE_PYTHON))
+def test_pure_python_modules_import_no_tensor_library(rel):
+    tree = ast.parse((REPO / rel).read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        mods += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if isinstance(node, ast.ImportFrom) and node.level:
+            found.append(f"line {node.lineno}: a relative import (of reftlab, which imports torch)")
+        found += [f"line {node.lineno}: {m}" for m in mods if m.split(".")[0] in TENSOR_LIBRARIES | {"reftlab"}]
+    assert not found, f"{rel} must stay plain Python: {found}"
+
+
+# transformers' two names for the KV cache argument live in one helper (reftlab.models.cache).
+CACHE_NAMES_HOME = "reftlab/models/cache.py"
+
+
+def test_the_kv_cache_keyword_is_read_in_one_place():
+    offenders = []
+    for _, path in rooms():
+        rel = str(path.relative_to(REPO))
+        if rel == CACHE_NAMES_HOME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = isinstance(node, ast.Constant) and node.value == "past_key_values"
+            passed = isinstance(node, ast.keyword) and node.arg == "past_key_values"
+            if named or passed:
+                offenders.append(f"{rel}:{getattr(node, 'lineno', '?')}")
+    assert not offenders, f"use reftlab.models.cache (cache_keyword, passed_cache) instead: {offenders}"
