@@ -41,7 +41,7 @@ from .config import ReftConfig
 from .interventions import InterventionDict
 from .models.cache import passed_cache
 from .models.hooked import HookedModel
-from .sites import Site
+from .sites import PositionsArg, Site
 
 
 @runtime_checkable
@@ -310,7 +310,7 @@ class ReftLike(Protocol):
 
     def bindings(
         self,
-        positions: Any,
+        positions: PositionsArg,
         attention_mask: Tensor,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
         *,

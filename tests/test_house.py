@@ -32,24 +32,26 @@ FLOORS: dict[str, int] = {
     "interference": 3,
     "generate": 3,
     "analysis": 3,
-    # training (saves and resumes through io) and the ReftModel itself (saves through io)
+    # training (saves and resumes through io); pyreft's and pyvene's calls, a mixin the ReftModel inherits
     "train": 4,
-    "reft_model": 4,
+    "pyreft_compat": 4,
+    # the ReftModel itself (saves through io)
+    "reft_model": 5,
     # what builds on ReftModel: composition, routing, evaluation, concept directions, figures and the dashboard
-    "compose": 5,
-    "routing": 5,
-    "evaluate": 5,
-    "concepts": 5,
-    "das": 5,  # distributed alignment search: trains a rotation in a ReftModel
-    "viz": 5,
+    "compose": 6,
+    "routing": 6,
+    "evaluate": 6,
+    "concepts": 6,
+    "das": 6,  # distributed alignment search: trains a rotation in a ReftModel
+    "viz": 6,
     # recipes (train, evaluate, save), then the search over recipes; serving (routing behind HTTP)
-    "recipe": 6,
-    "serve": 6,
-    "search": 7,
+    "recipe": 7,
+    "serve": 7,
+    "search": 8,
     # entry points: the command line, then the package's front door
-    "cli": 8,
-    "__main__": 9,
-    "__init__": 9,
+    "cli": 9,
+    "__main__": 10,
+    "__init__": 10,
 }
 PLOTLY_ROOMS = {"viz"}
 
