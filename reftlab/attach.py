@@ -39,8 +39,9 @@ from torch import Tensor, nn
 
 from .config import ReftConfig
 from .interventions import InterventionDict
+from .models.cache import passed_cache
 from .models.hooked import HookedModel
-from .sites import Site
+from .sites import PositionsArg, Site
 
 
 @runtime_checkable
@@ -243,7 +244,7 @@ class _Chunk:
     def record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.offset = 0
         cache_position = kwargs.get("cache_position")
-        cache = next((kwargs[k] for k in ("cache", "past_key_values") if kwargs.get(k) is not None), None)
+        cache = passed_cache(kwargs)
         if isinstance(cache_position, Tensor) and cache_position.numel():
             self.offset = int(cache_position.reshape(-1)[0])
         elif cache is not None and hasattr(cache, "get_seq_length"):
@@ -309,7 +310,7 @@ class ReftLike(Protocol):
 
     def bindings(
         self,
-        positions: Any,
+        positions: PositionsArg,
         attention_mask: Tensor,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
         *,

@@ -31,6 +31,7 @@ from torch import Tensor
 from .attach import Binding, attach
 from .data.encode import format_prompt
 from .models.hooked import HookedModel
+from .sites import PositionsArg
 
 
 @runtime_checkable
@@ -41,7 +42,7 @@ class Bindable(Protocol):
     @property
     def hooked(self) -> HookedModel: ...
 
-    def bindings(self, positions: Any, attention_mask: Tensor) -> list[Binding]: ...
+    def bindings(self, positions: PositionsArg, attention_mask: Tensor) -> list[Binding]: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def generate(
     model: Bindable | HookedModel,
     prompts: Sequence[str] | str,
     *,
-    positions: Any = None,
+    positions: PositionsArg = None,
     max_new_tokens: int = 32,
     chat_template: bool | str | None = False,
     system_prompt: str | None = None,

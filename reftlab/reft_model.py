@@ -1,8 +1,13 @@
-"""ReftModel: a hooked model plus named interventions at sites, with pyreft's calls.
+"""ReftModel: a hooked model plus named interventions at sites; ``get_reft_model`` builds one.
 
 The interventions are visible, named modules (``reft_model.interventions``); printing
 the model shows every site, kind, rank and parameter count. Every call goes through
-``reftlab.attach``, so no hook outlives it.
+``reftlab.attach``, so no hook outlives it. pyreft's and pyvene's calls (``forward`` with
+``unit_locations``, ``generate``, ``set_device``, ``count_parameters``, ...) live in the mixin
+``reftlab.pyreft_compat.PyreftCompat``; this module is the native surface: ``run``, ``bindings``,
+``with_positions``, and ``save`` / ``load`` / ``merge_into_base`` (their logic in ``reftlab.io``).
+Over 400 lines because the public methods carry their user-facing docs (positions, loading
+options, merge refusals) and ``get_reft_model`` sits beside the class it builds.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Int
@@ -20,15 +25,16 @@ from ._version import __version__
 from .attach import Binding, attach
 from .config import ReftConfig
 from .data.prompt_format import PromptFormat
-from .inputs import as_base, check_inputs, refuse_pyvene_only, unit_locations_to_positions
+from .inputs import check_inputs
 from .interventions import Intervention, InterventionDict
 from .io.folder import Format
-from .models.device import check_device
 from .models.hooked import HookedModel
 from .models.peft import freeze_base
+from .pyreft_compat import PyreftCompat, parameter_count
 from .sites import (
     MODULE_SITE,
     Positions,
+    PositionsArg,
     Site,
     as_position_tensor,
     check_positions,
@@ -36,8 +42,10 @@ from .sites import (
     resolve_positions,
 )
 
+_R = TypeVar("_R", bound="ReftModel")
 
-class ReftModel(nn.Module):
+
+class ReftModel(PyreftCompat):
     """Interventions attached to a (frozen) causal LM.
 
     ``reft_model.model`` is the HF (or peft) model, as in pyreft; ``reft_model.hooked``
@@ -47,6 +55,8 @@ class ReftModel(nn.Module):
     ``reftlab.attach.ReftLike``, the contract the rooms above and below rely on. ``prompt_format``
     records how training formatted prompts (chat template, system prompt; None when unknown):
     ``save`` writes it into the checkpoint, ``load`` restores it, ``reftlab train`` sets it from the recipe.
+    pyreft's and pyvene's calls (``reft_model(base, unit_locations=...)``, ``generate``, ``set_device``,
+    ``count_parameters``, ...) come from ``reftlab.pyreft_compat.PyreftCompat``.
     """
 
     hooked: HookedModel
@@ -88,7 +98,7 @@ class ReftModel(nn.Module):
         self.origins = dict(zip(self.interventions, origins or ()))
         self.merged = False
 
-    # --- pyreft-compatible surface -------------------------------------------------
+    # --- native surface --------------------------------------------------------------
     @property
     def model(self) -> nn.Module:  # the HF model, or the PeftModel wrapping it (LoRA alongside)
         return self.hooked.model
@@ -96,21 +106,6 @@ class ReftModel(nn.Module):
     @property
     def tokenizer(self) -> Any:
         return self.hooked.tokenizer
-
-    def set_device(self, device: str | torch.device, set_model: bool = True) -> "ReftModel":
-        """Move the base and the interventions to ``device`` (pyreft's call); with
-        ``set_model=False`` only the interventions.
-
-        On a base dispatched by accelerate (``device_map``: sharded or offloaded) the base
-        stays where accelerate put it and every intervention goes to its site's device.
-        """
-        if self.hooked.dispatched:
-            self.place_interventions()
-            return self
-        if not set_model:
-            self.interventions.to(check_device(device))
-            return self
-        return self.to(check_device(device))
 
     def place_interventions(self) -> None:
         """Put every intervention on the device of its site's hidden state (``HookedModel.site_device``)."""
@@ -126,124 +121,12 @@ class ReftModel(nn.Module):
             placed[id(iv)] = (key, device)
             iv.to(device)
 
-    def get_device(self) -> torch.device:
-        """The device of the base model's parameters (pyvene's ``get_device``)."""
-        return self.hooked.device
-
-    def count_parameters(self, include_model: bool = False) -> int:
-        """Trainable intervention parameters (shared ones once), plus the base model's trainable
-        ones (a head, LoRA) with ``include_model=True``: pyreft's count."""
-        n = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
-        if include_model:
-            n += sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        return n
-
-    def forward(
-        self,
-        base: Mapping[str, Tensor] | None = None,
-        sources: Any = None,
-        unit_locations: Mapping[str, Any] | None = None,
-        source_representations: Any = None,
-        subspaces: Any = None,
-        labels: Tensor | None = None,
-        output_original_output: bool | None = False,
-        return_dict: bool | None = None,
-        use_cache: bool | None = None,
-        intervention_additional_kwargs: Mapping[str, Any] | None = None,
-        *,
-        positions: Any = None,
-        **kwargs: Any,
-    ) -> tuple[None, Any]:
-        """pyreft's call: ``reft_model(base, unit_locations={"sources->base": (None, locs)}, labels=...)``.
-
-        Returns ``(None, outputs)`` where ``outputs`` has ``.logits`` and ``.loss``.
-        ``locs`` is ``[num_interventions][batch][n]`` absolute positions (one entry is
-        broadcast to every intervention). The parameters are pyvene's, in its order;
-        ``sources``, ``source_representations``, ``subspaces``, ``output_original_output``
-        and ``intervention_additional_kwargs`` must keep their defaults: ReFT interventions
-        are sourceless and act on their whole subspace.
-        """
-        refuse_pyvene_only(None, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
-        kwargs.update({k: v for k, v in (("return_dict", return_dict), ("use_cache", use_cache)) if v is not None})
-        if base is None:
-            base = {k: kwargs.pop(k) for k in ("input_ids", "attention_mask") if k in kwargs}
-        base = as_base(base)
-        if sources is not None:  # pyvene's interchange call (reftlab.analysis.interchange)
-            if positions is not None:
-                raise ValueError("give either unit_locations (pyvene) or positions (reftlab), not both")
-            from .analysis.interchange import pyvene_sources, refuse_sourceless
-
-            refuse_sourceless(self)
-            source, positions = pyvene_sources(sources, unit_locations, len(self.interventions))
-            return None, self.run(**base, positions=positions, labels=labels, source=source, **kwargs)
-        if unit_locations is not None:
-            if positions is not None:
-                raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
-            positions = unit_locations_to_positions(unit_locations, len(self.interventions))
-        return None, self.run(**base, positions=positions, labels=labels, **kwargs)
-
-    def generate(
-        self,
-        base: Mapping[str, Tensor],
-        sources: Any = None,
-        unit_locations: Mapping[str, Any] | None = None,
-        source_representations: Any = None,
-        intervene_on_prompt: bool = True,
-        subspaces: Any = None,
-        output_original_output: bool | None = False,
-        intervention_additional_kwargs: Mapping[str, Any] | None = None,
-        *,
-        positions: Any = None,
-        **generate_kwargs: Any,
-    ) -> tuple[None, Tensor]:
-        """pyreft's generate: returns ``(None, output_ids)``; the prompt is ``base``.
-
-        Interventions with positions act on prompt positions only: the prompt's forward
-        pass is edited, and the generated tokens see the edit through the KV cache.
-        Interventions with ``positions="all"`` act on every token, generated ones too.
-        The parameters are pyvene's, in its order; the source-related ones must keep their
-        defaults (as in ``forward``), and ``intervene_on_prompt`` must be True (pyreft's
-        README passes True; pyvene's default is False).
-        """
-        refuse_pyvene_only(sources, source_representations, subspaces, output_original_output, intervention_additional_kwargs)  # fmt: skip
-        if not intervene_on_prompt:
-            raise ValueError(
-                "reftlab intervenes on prompt positions (intervene_on_prompt=True); for an edit on every "
-                "generated token use positions='all'"
-            )
-        if unit_locations is not None:
-            if positions is not None:
-                raise ValueError("give either unit_locations (pyreft) or positions (reftlab), not both")
-            positions = unit_locations_to_positions(unit_locations, len(self.interventions))
-        base = as_base(base)
-        input_ids = base["input_ids"]
-        mask = base.get("attention_mask")
-        if mask is None:
-            mask = torch.ones_like(input_ids)
-            base["attention_mask"] = mask
-        check_inputs(self.hooked, input_ids, mask)
-        bindings = self.bindings(positions, mask)
-        with attach(self.hooked, bindings, min_length=input_ids.shape[1]):
-            out = self.hooked.generate(**base, **generate_kwargs)
-        return None, out
-
-    def print_trainable_parameters(self) -> None:
-        """pyreft's summary line of trainable intervention, trainable model and all model parameters."""
-        iv = sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)  # shared ones once
-        trainable_model = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        total_model = sum(p.numel() for p in self.model.parameters())
-        print(
-            f"trainable intervention params: {iv:,d} || trainable model params: {trainable_model:,d}\n"
-            f"model params: {total_model:,d} || trainable%: {100 * (iv + trainable_model) / total_model}"
-        )
-
-    # --- native surface --------------------------------------------------------------
     def run(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
         *,
-        positions: Any = None,
+        positions: PositionsArg = None,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
         labels: Tensor | None = None,
         source: Any = None,
@@ -278,7 +161,7 @@ class ReftModel(nn.Module):
 
     def bindings(
         self,
-        positions: Any,
+        positions: PositionsArg,
         attention_mask: Tensor,
         prompt_lengths: Int[Tensor, " batch"] | Sequence[int] | None = None,
         *,
@@ -320,7 +203,7 @@ class ReftModel(nn.Module):
             out.append(Binding(site.hook, self.interventions[key], idx))
         return out
 
-    def with_positions(self, positions: Any) -> "ReftModel":
+    def with_positions(self, positions: PositionsArg) -> ReftModel:
         """The same interventions (shared, not copied) on the same base, each site editing ``positions``.
 
         ``positions``: a spec such as ``"l1"`` or ``"f1+l1"`` for every intervention, a list with
@@ -347,7 +230,7 @@ class ReftModel(nn.Module):
                 )
             site = rep.site if pos is None else Site(hook=rep.site.hook, positions=Positions.parse(pos))
             reps.append(replace(rep, site=site))
-        out = ReftModel(
+        out = type(self)(
             self.hooked,
             ReftConfig(representations=reps),
             list(self.interventions.values()),
@@ -361,8 +244,9 @@ class ReftModel(nn.Module):
         """What each intervention edits by default: its site's positions as a spec (None: given per call)."""
         return {k: None if s.positions is None else str(s.positions) for k, s in zip(self.interventions, self.sites)}
 
-    def num_intervention_parameters(self) -> int:
-        return sum(p.numel() for p in self.interventions.parameters())  # parameters() yields a shared one once
+    def num_intervention_parameters(self, *, trainable: bool = False) -> int:
+        """Intervention parameters, a shared module once; with ``trainable`` only those that require a gradient."""
+        return parameter_count(self.interventions, trainable=trainable)
 
     def __repr__(self) -> str:
         lines = [f"ReftModel on {self.hooked!r}"]
@@ -378,7 +262,7 @@ class ReftModel(nn.Module):
     # --- save, load, share, merge (logic in reftlab.io) ---------------------------------
     def save(
         self,
-        save_directory: str | os.PathLike,
+        save_directory: str | os.PathLike[str],
         save_to_hf_hub: bool = False,
         hf_repo_name: str | None = None,
         include_model: bool = False,
@@ -428,21 +312,22 @@ class ReftModel(nn.Module):
             folder = self.save(Path(tmp) / "reft", hf_repo_name=repo_id)
             return upload_folder(folder, repo_id, private=private, token=token)
 
-    @staticmethod
+    @classmethod
     def load(
-        source: str | os.PathLike,
+        cls: type[_R],
+        source: str | os.PathLike[str],
         model: nn.Module | None = None,
         strict: bool = False,
         *,
         tokenizer: Any = None,
         revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         device_map: Any = None,
         quantization: Any = None,
-        offload_folder: str | os.PathLike | None = None,
-    ) -> "ReftModel":
+        offload_folder: str | os.PathLike[str] | None = None,
+    ) -> _R:
         """Load a reftlab or pyreft checkpoint folder, or a Hub repo id, onto ``model``.
 
         Without ``model``, the base model the checkpoint records (Hub id and revision,
@@ -480,9 +365,8 @@ class ReftModel(nn.Module):
         if loaded.model is not hooked.model:
             hooked = HookedModel(loaded.model, hooked.tokenizer, source=hooked.source)
         reps = [Representation(site=s, intervention=iv) for s, iv in zip(loaded.sites, loaded.interventions)]
-        reft = get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)
-        reft.prompt_format = loaded.prompt_format
-        return reft
+        base = get_reft_model(hooked, ReftConfig(representations=reps), set_device=True)  # frozen, placed
+        return cls(hooked, base.config, list(base.interventions.values()), prompt_format=loaded.prompt_format)
 
     def merge_into_base(self) -> nn.Module:
         """Fold every intervention into the base weights (see ``reftlab.io.merge``); returns the HF model.

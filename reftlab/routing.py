@@ -16,7 +16,7 @@ group's bindings are installed in its own order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Bool, Int
@@ -26,6 +26,10 @@ from transformers import PreTrainedModel
 from .attach import Binding, attach
 from .models.hooked import HookedModel
 from .reft_model import ReftModel
+from .sites import PositionsArg
+
+# positions for every ReFT alike, or a dict by ReFT name (each value as ReftModel.run takes them)
+RoutedPositions = PositionsArg | Mapping[str, PositionsArg]
 
 
 class Routed:
@@ -71,17 +75,16 @@ class Routed:
         self,
         routes: Sequence[Any],
         attention_mask: Int[Tensor, "batch pos"],
-        positions: Any = None,
+        positions: RoutedPositions = None,
         prompt_lengths: Any = None,
     ) -> list[Binding]:
         """Per group of examples routed to the same ReFTs in the same order, those ReFTs' bindings in
         that order, limited to the group's rows: on a shared hook each example sees its own order."""
         groups = self.route_groups(routes, attention_mask.shape[0])
-        per_reft = isinstance(positions, Mapping) and set(positions) <= set(self.refts)
         resolved: dict[str, list[Binding]] = {}
         for name in {n for names in groups for n in names}:
             reft = self.refts[name]
-            pos = positions.get(name) if per_reft else positions
+            pos = self._positions_of(name, positions)
             own = reft.bindings(pos, attention_mask, prompt_lengths)
             # "all" resolves to None (every token) only under a full mask; a padded batch must
             # still edit every token of the routed rows, as each example alone would be.
@@ -96,13 +99,19 @@ class Routed:
             out += [Binding(b.hook, b.intervention, b.positions, rows=rows) for name in names for b in resolved[name]]
         return out
 
+    def _positions_of(self, name: str, positions: RoutedPositions) -> PositionsArg:
+        """ReFT ``name``'s entry of a dict by ReFT name, else ``positions`` for every ReFT alike."""
+        if isinstance(positions, Mapping) and set(positions) <= set(self.refts):
+            return positions.get(name)
+        return cast(PositionsArg, positions)  # not keyed by ReFT names: one value (or a dict by key) for all
+
     def run(
         self,
         input_ids: Int[Tensor, "batch pos"],
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         *,
         routes: Sequence[Any],
-        positions: Any = None,
+        positions: RoutedPositions = None,
         prompt_lengths: Any = None,
         labels: Tensor | None = None,
         **kwargs: Any,
@@ -120,7 +129,7 @@ class Routed:
         attention_mask: Int[Tensor, "batch pos"] | None = None,
         *,
         routes: Sequence[Any],
-        positions: Any = None,
+        positions: RoutedPositions = None,
         **generate_kwargs: Any,
     ) -> Int[Tensor, "batch total"]:
         """HF ``generate`` with each example's ReFTs on its prompt (left-pad the batch)."""

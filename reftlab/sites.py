@@ -144,6 +144,15 @@ class Site:
         return self.hook if self.positions is None else f"{self.hook}[{self.positions}]"
 
 
+# What a caller passes as ``positions`` (``ReftModel.run``, ``generate``, ``route``, the analyses):
+# for one intervention a spec (``"l1"``, ``"f3+l3"``, ``"all"``, a ``Positions``), ``[batch, n]``
+# absolute indices (a tensor or nested list of ints; -1 an empty slot), or None (the site's own);
+# or one of those per intervention, as a list in binding order or a dict by intervention key.
+PositionIndices = Tensor | Sequence[Sequence[int]]
+OnePositions = str | Positions | PositionIndices | None
+PositionsArg = OnePositions | Sequence[OnePositions] | Mapping[str, OnePositions]
+
+
 def _maybe(positions: "str | Positions | None") -> Positions | None:
     return None if positions is None else Positions.parse(positions)
 
@@ -298,7 +307,7 @@ def _ragged(x: Any) -> bool:
     return False
 
 
-def positions_per_intervention(positions: Any, keys: list[str]) -> list[Any]:
+def positions_per_intervention(positions: PositionsArg, keys: list[str]) -> list[Any]:
     """``positions`` as ``ReftModel.run`` takes them (a spec, a ``[batch, n]`` tensor, a list or a
     dict by key) -> one entry per key; None stands for the site's own positions."""
     if positions is None or isinstance(positions, (str, Positions)):

@@ -32,24 +32,26 @@ FLOORS: dict[str, int] = {
     "interference": 3,
     "generate": 3,
     "analysis": 3,
-    # training (saves and resumes through io) and the ReftModel itself (saves through io)
+    # training (saves and resumes through io); pyreft's and pyvene's calls, a mixin the ReftModel inherits
     "train": 4,
-    "reft_model": 4,
+    "pyreft_compat": 4,
+    # the ReftModel itself (saves through io)
+    "reft_model": 5,
     # what builds on ReftModel: composition, routing, evaluation, concept directions, figures and the dashboard
-    "compose": 5,
-    "routing": 5,
-    "evaluate": 5,
-    "concepts": 5,
-    "das": 5,  # distributed alignment search: trains a rotation in a ReftModel
-    "viz": 5,
+    "compose": 6,
+    "routing": 6,
+    "evaluate": 6,
+    "concepts": 6,
+    "das": 6,  # distributed alignment search: trains a rotation in a ReftModel
+    "viz": 6,
     # recipes (train, evaluate, save), then the search over recipes; serving (routing behind HTTP)
-    "recipe": 6,
-    "serve": 6,
-    "search": 7,
+    "recipe": 7,
+    "serve": 7,
+    "search": 8,
     # entry points: the command line, then the package's front door
-    "cli": 8,
-    "__main__": 9,
-    "__init__": 9,
+    "cli": 9,
+    "__main__": 10,
+    "__init__": 10,
 }
 PLOTLY_ROOMS = {"viz"}
 
@@ -191,3 +193,40 @@ def test_peft_knowledge_lives_in_models_peft():
 def test_models_peft_imports_nothing_of_reftlab():
     path = REPO / PEFT_HOME
     assert not list(imported_rooms(path)), f"{PEFT_HOME} imports reftlab rooms: {list(imported_rooms(path))}"
+
+
+# Rooms' modules that decide without tensors: they import no torch, transformers or jaxtyping, so
+# they are tested without a model (the serving scheduler: queues, admission, who leaves, counters).
+PURE_PYTHON = {"reftlab/serve/scheduler.py"}
+TENSOR_LIBRARIES = {"torch", "transformers", "jaxtyping", "numpy"}
+
+
+@pytest.mark.parametrize("rel", sorted(PURE_PYTHON))
+def test_pure_python_modules_import_no_tensor_library(rel):
+    tree = ast.parse((REPO / rel).read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        mods += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if isinstance(node, ast.ImportFrom) and node.level:
+            found.append(f"line {node.lineno}: a relative import (of reftlab, which imports torch)")
+        found += [f"line {node.lineno}: {m}" for m in mods if m.split(".")[0] in TENSOR_LIBRARIES | {"reftlab"}]
+    assert not found, f"{rel} must stay plain Python: {found}"
+
+
+# transformers' two names for the KV cache argument live in one helper (reftlab.models.cache).
+CACHE_NAMES_HOME = "reftlab/models/cache.py"
+
+
+def test_the_kv_cache_keyword_is_read_in_one_place():
+    offenders = []
+    for _, path in rooms():
+        rel = str(path.relative_to(REPO))
+        if rel == CACHE_NAMES_HOME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = isinstance(node, ast.Constant) and node.value == "past_key_values"
+            passed = isinstance(node, ast.keyword) and node.arg == "past_key_values"
+            if named or passed:
+                offenders.append(f"{rel}:{getattr(node, 'lineno', '?')}")
+    assert not offenders, f"use reftlab.models.cache (cache_keyword, passed_cache) instead: {offenders}"

@@ -288,3 +288,30 @@ def test_with_positions_gives_a_pyreft_style_checkpoint_its_positions(tiny_hooke
         rm.with_positions(torch.tensor([[1], [3]]))
     with pytest.raises(ValueError, match="cannot parse positions 'last'"):
         rm.with_positions("last")
+
+
+def test_load_builds_the_class_it_is_called_on_and_every_count_is_one_counter(tiny_hooked, tmp_path):
+    """``load`` is a classmethod (a subclass loads as itself); pyreft's counts and the native one
+    agree, shared and frozen parameters included."""
+    from reftlab.pyreft_compat import parameter_count
+
+    class Mine(reftlab.ReftModel):
+        pass
+
+    cfg = reftlab.ReftConfig(
+        representations=[
+            {"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 2, "share": "a"},
+            {"layer": 2, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 2, "share": "a"},
+        ]
+    )
+    rm = reftlab.get_reft_model(tiny_hooked, cfg)
+    rm.save(tmp_path / "c")
+    back = Mine.load(tmp_path / "c", tiny_hooked)
+    assert type(back) is Mine and type(back.with_positions("f1")) is Mine
+    assert type(reftlab.ReftModel.load(tmp_path / "c", tiny_hooked)) is reftlab.ReftModel
+    one = next(iter(rm.interventions.values())).num_parameters()
+    assert rm.num_intervention_parameters() == rm.count_parameters() == one  # the shared module once
+    next(iter(rm.interventions.values())).bias.requires_grad_(False)
+    assert rm.count_parameters() == rm.num_intervention_parameters(trainable=True) == one - 2
+    assert rm.count_parameters(include_model=True) == one - 2  # the base is frozen
+    assert parameter_count(rm.model) == sum(p.numel() for p in rm.model.parameters())

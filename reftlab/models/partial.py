@@ -22,8 +22,7 @@ This and ``reftlab.attach`` are the only places reftlab installs hooks; both rem
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -93,10 +92,3 @@ def _skipping(layers: nn.ModuleList, lo: int, hi: int, returns_tuple: bool) -> I
 
 
 _NOTHING = object()
-
-
-def cache_keyword(forward: Callable[..., Any]) -> str:
-    """The keyword under which ``forward`` takes a KV cache: transformers renamed ``past_key_values``
-    to ``cache``; this reads which one the installed version's signature has."""
-    params = inspect.signature(forward).parameters
-    return "cache" if "cache" in params else "past_key_values"

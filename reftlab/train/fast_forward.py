@@ -58,7 +58,8 @@ from torch import Tensor, nn
 from ..attach import Binding, ReftLike, apply_at_positions, attach
 from ..data.encode import IGNORE_INDEX
 from ..models.arch import get_layers, get_module, text_config
-from ..models.partial import cache_keyword, partial_forward
+from ..models.cache import cache_keyword
+from ..models.partial import partial_forward
 from ..sites import BLOCK_HOOK
 from .loss import batch_positions, scored_ce
 from .packing import COLUMNS, Layout, PrefixKV, batch_refusal, unpadded
