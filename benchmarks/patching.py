@@ -1,8 +1,9 @@
 """Activation patching sweep (layer x position, residual stream before each block): reftlab against naive sweeps.
 
 Arms, on the same clean/corrupted pairs, answer and wrong token:
-(a) ``reftlab.analysis.patch``: one clean forward capturing every hook, then one batched forward per
-    layer holding every (pair, position) cell;
+(a) ``reftlab.analysis.patch``: the clean states of every hook and the corrupted input of every
+    patched block captured once, then per layer one batched run of that layer and the ones above it
+    only (``partial_forward`` fed the cached corrupted block input), one row per (pair, position) cell;
 (b) naive, transformers only: one forward per (pair, layer, position), the clean layer input written
     by a ``register_forward_pre_hook`` on the HF decoder layer (it reruns the unpatched prefix each time);
 (c) naive, TransformerLens hook API (``HookPoint``s through ``HookedModel.hooks``, no

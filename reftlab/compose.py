@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import ReftConfig, Representation
 from .interference import interference
-from .interventions import SumOfEdits
+from .interventions import Sourced, SumOfEdits
 from .models.hooked import HookedModel
 from .reft_model import ReftModel
 from .sites import Positions, Site, parse_layers
@@ -152,6 +152,13 @@ def compose(
                 if a != b:
                     raise ValueError(
                         f"on_conflict='sum' needs identical sites; {entries[i][1]} is at {a}, {entries[j][1]} at {b}"
+                    )
+                sourced = [e for e in (entries[i], entries[j]) if isinstance(e[3], Sourced) and e[3].needs_source]
+                if sourced:
+                    raise ValueError(
+                        f"on_conflict='sum' cannot hold {sourced[0][1]} ({sourced[0][3].kind}): a sourced kind replaces "
+                        "what it patches with the source's vectors, so it has no edit to add; use "
+                        "on_conflict='sequence' (the patch, then the ReFT on the patched vectors, in `order`)"
                     )
                 _join(merged, i, j)
 

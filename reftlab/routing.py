@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from .attach import Binding, attach
+from .interventions import Sourced
 from .models.hooked import HookedModel
 from .reft_model import ReftModel
 from .sites import PositionsArg
@@ -45,6 +46,13 @@ class Routed:
         for name, reft in refts.items():
             if not isinstance(reft, ReftModel):
                 raise TypeError(f"route: {name!r} must be a ReftModel, got {type(reft).__name__}")
+            sourced = [iv.kind for iv in reft.interventions.values() if isinstance(iv, Sourced) and iv.needs_source]
+            if sourced:
+                raise ValueError(
+                    f"route: {name!r} holds a sourced kind ({sourced[0]}) that patches from a source, and routing "
+                    "runs no source pass; run it alone with reft_model.run(..., source=SourceBatch(...)), or route "
+                    "sourceless kinds (ReFTs, zero/mean/resample ablations)"
+                )
         self.hooked = model if isinstance(model, HookedModel) else HookedModel(model)
         self.refts = dict(refts)
 

@@ -109,3 +109,14 @@ def accelerate_launch(script, *args, nproc: int = 2, env: dict | None = None, ti
     cmd += ["--num_machines", "1", "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cmd += [str(script), *map(str, args)]
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def arch_families() -> dict:
+    """``FAMILIES`` of the architecture matrix (``tests/models/test_architectures.py``): family -> config fields."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_arch_matrix", REPO / "tests/models/test_architectures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FAMILIES

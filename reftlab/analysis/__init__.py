@@ -14,11 +14,12 @@ from .compare import (
 )
 from .decode import decode, direction_logits, mean_edit
 from .interchange import SourceBatch, site_activations, site_mean
-from .patch import patch
+from .patch import PatchSweep, patch
 from .project import project, unit_directions
 from .prompts import PromptSet, as_prompt_set, read_prompts
 
 __all__ = [
+    "PatchSweep",
     "PromptSet",
     "SourceBatch",
     "as_prompt_set",

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "search": "search",
     "eval": "eval",
     "serve": "serve",
+    "das": "das",
 }
 
 # What a user can fix; anything else is a bug and keeps its traceback.

@@ -9,7 +9,9 @@ recorded with the checkpoint, unless ``prompt_format=False``), and writes ONE fi
    its loss curve and the held-out answers before and after training;
 2. one section per site: projections per token, before vs after, decoded directions;
 3. across sites: subspace angles and overlap, attribution by ablation;
-4. the config, collapsed.
+4. with ``patching=`` (a ``reftlab.analysis.patch`` table or a ``reftlab.analysis.PatchSweep``),
+   activation patching: one layer x position heatmap per patched component;
+5. the config, collapsed.
 
 plotly.js is inlined (about 4.5 MB), so the file opens offline. A small script placed
 before plotly.js lists any JavaScript error at the top of the page (``#reftlab-errors``)
@@ -28,17 +30,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.offline
 from torch import Tensor
 
-from ..analysis import attribute, compare, decode, mean_edit, project, read_prompts, subspaces
+from ..analysis import PatchSweep, attribute, compare, decode, mean_edit, project, read_prompts, subspaces
 from ..analysis.capture import positions_used
 from ..analysis.prompts import Format, as_prompt_set
 from ..analysis.prompts import prompt_format as resolve_format
 from ..atomic import write_text
 from ..attach import ReftLike
-from .figures import angle_heatmap, attribution_bars, decode_bars, loss_curve, projection_heatmap, projection_shift
+from .figures import (
+    angle_heatmap,
+    attribution_bars,
+    decode_bars,
+    loss_curve,
+    patch_heatmap,
+    projection_heatmap,
+    projection_shift,
+)
 from .summary import STYLE as SUMMARY_STYLE
 from .summary import generations_html, summary_html
 
@@ -190,11 +201,13 @@ def dashboard_html(
     run: Mapping[str, Any] | None = None,
     checkpoint: str | None = None,
     concept_report: str | None = None,
+    patching: pd.DataFrame | None = None,
 ) -> str:
     """The page: a summary first (what the ReFT is; with ``run``, a training run's ``run.json``:
     its loss curve and before/after answers), one section per site, the figures across sites,
     and the config, collapsed, at the end. ``concept_report``: a link (URL or relative path) to a
-    concept report (``reftlab.viz.write_concept_report``), shown first."""
+    concept report (``reftlab.viz.write_concept_report``), shown first. ``patching``: a
+    ``reftlab.analysis.patch`` table, drawn after the figures across sites (``patching_items``)."""
     items: list[tuple[str, go.Figure] | go.Figure | str] = [
         "<section id='reftlab-summary'><h2>Summary</h2>",
         concept_link(concept_report),
@@ -224,6 +237,8 @@ def dashboard_html(
     items.append("<h2>Across sites</h2>")
     for sub, fig in figures.across:
         items += [f"<h3>{html.escape(sub)}</h3>", fig]
+    if patching is not None:
+        items += patching_items(patching)
     config = json.dumps(reft_model.config.to_json(), indent=2)
     items.append(
         "<details class='config'><summary>Config (JSON)</summary>"
@@ -231,6 +246,19 @@ def dashboard_html(
         f"<pre>{html.escape(repr(reft_model))}</pre></details>"
     )
     return page_html(items, title=title, style=SUMMARY_STYLE)
+
+
+def patching_items(table: pd.DataFrame) -> list[go.Figure | str]:
+    """The activation-patching section: one ``patch_heatmap`` of ``recovered`` per patched component."""
+    missing = {"layer", "component", "position", "pair", "recovered"} - set(table.columns)
+    if missing:
+        raise ValueError(
+            f"patching= must be a table from reftlab.analysis.patch (or a PatchSweep); it lacks columns {sorted(missing)}"
+        )
+    items: list[go.Figure | str] = ["<h2 id='reftlab-patching'>Activation patching</h2>"]
+    for comp in dict.fromkeys(table["component"]):
+        items += [f"<h3>{html.escape(str(comp))}</h3>", patch_heatmap(table, component=str(comp))]
+    return items
 
 
 def write_dashboard(
@@ -249,6 +277,7 @@ def write_dashboard(
     batch_size: int = 32,
     progress: bool = True,
     concept_report: str | os.PathLike | None = None,
+    patching: pd.DataFrame | PatchSweep | None = None,
 ) -> Path:
     """Analyse ``reft_model`` on ``prompts`` and write one self-contained HTML file; returns its path.
 
@@ -260,6 +289,8 @@ def write_dashboard(
     ``reference``: named directions (a probe, a ``mean_difference_direction``) added to the
     angle heatmaps. ``concept_report``: an existing concept report
     (``reftlab concepts fit``'s ``report.html``) to link to, by its path relative to the dashboard's folder.
+    ``patching``: an activation-patching sweep for its own section: a ``reftlab.analysis.patch``
+    table, or a ``reftlab.analysis.PatchSweep`` run here on the base model (without the ReFT).
     """
     _html_path(path)  # fail before the analysis runs
     link = None
@@ -268,6 +299,8 @@ def write_dashboard(
         if not report.is_file():
             raise FileNotFoundError(f"no concept report at {report}; run `reftlab concepts fit ... -o DIR` first")
         link = Path(os.path.relpath(report.resolve(), Path(path).resolve().parent)).as_posix()
+    if isinstance(patching, PatchSweep):
+        patching = patching.run(reft_model, batch_size=batch_size)
     figures = dashboard_figures(
         reft_model,
         prompts,
@@ -280,7 +313,10 @@ def write_dashboard(
         progress=progress,
     )
     return write_page(
-        dashboard_html(reft_model, figures, title=title, run=run, checkpoint=checkpoint, concept_report=link), path
+        dashboard_html(
+            reft_model, figures, title=title, run=run, checkpoint=checkpoint, concept_report=link, patching=patching
+        ),
+        path,
     )
 
 

@@ -1,24 +1,14 @@
 """Interchange interventions on real (tiny) models: the exact identities on every family, and the call shapes."""
 
-import importlib.util
-
 import pytest
 import torch
-from helpers import REPO, no_hooks_anywhere
+from helpers import arch_families, no_hooks_anywhere
 
 import reftlab
 from reftlab.analysis import SourceBatch, site_mean
 from reftlab.models import tiny_model, tiny_tokenizer
 
-
-def _families():
-    spec = importlib.util.spec_from_file_location("_arch_matrix", REPO / "tests/models/test_architectures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FAMILIES
-
-
-FAMILIES = _families()
+FAMILIES = arch_families()
 
 
 def reft(hooked, *ivs, layer=1):

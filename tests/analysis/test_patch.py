@@ -3,10 +3,11 @@
 import pandas as pd
 import pytest
 import torch
-from helpers import no_hooks_anywhere
+from helpers import arch_families, no_hooks_anywhere
 
 import reftlab
-from reftlab.analysis import patch
+from reftlab.analysis import SourceBatch, patch
+from reftlab.models import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,41 @@ def test_a_subspace_patch_of_the_whole_space_is_the_full_patch(hooked):
     sub = patch(hooked, clean, corrupted, answer=5, layers=[1], subspace=torch.eye(hooked.d_model, dtype=torch.float64))
     assert (full.metric - sub.metric).abs().max() < 1e-10
     assert full.metric.between(0, 1).all()  # without `wrong`: the probability of the answer
+
+
+def full_forward_patch(hooked, clean, corrupted, layer, component, pos, answer, wrong):
+    """The logit difference of the corrupted prompts with the clean vector at (layer, component, pos),
+    through a whole forward: a vanilla interchange (``reftlab.analysis.interchange``), not the sweep's path."""
+    rep = {"layer": layer, "component": component, "intervention": {"kind": "vanilla"}}
+    rm = reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[rep]))
+    at = torch.full((len(clean), 1), pos)
+    with torch.no_grad():
+        logits = rm.run(corrupted, positions=at, source=SourceBatch(clean, positions=at)).logits[:, -1]
+    return (logits[:, answer] - logits[:, wrong]).tolist()
+
+
+# a Llama-like family with sliding windows, one with mixed layer types, soft-capped logits and scaled
+# embeddings, and two that keep their parts elsewhere (learned positions; tuple-returning blocks)
+SWEEP_FAMILIES = ["mistral", "gemma2", "gpt2", "gpt_neox"]
+
+
+@pytest.mark.parametrize("family", SWEEP_FAMILIES)
+def test_the_sweep_from_cached_block_inputs_equals_full_forward_patches(family):
+    fields = arch_families()[family]
+    hooked = reftlab.load_model(
+        tiny_model(family, d_model=32, n_layers=2, seed=0, dtype=torch.float64, **fields), tiny_tokenizer()
+    )
+    clean, corrupted = pairs(n=2, T=5, at=1, seed=2)
+    components = ["block_input", "attention_output", "mlp_output", "block_output"]
+    table = patch(hooked, clean, corrupted, answer=5, wrong=7, components=components, batch_size=3)
+    assert len(table) == 2 * 2 * len(components) * 5
+    worst = 0.0
+    for (layer, component, pos), cells in table.groupby(["layer", "component", "position"]):
+        ref = full_forward_patch(hooked, clean, corrupted, layer, component, pos, 5, 7)
+        got = cells.sort_values("pair").metric.tolist()
+        worst = max(worst, *(abs(a - b) for a, b in zip(got, ref)))
+    assert worst < 1e-10
+    assert no_hooks_anywhere(hooked)
 
 
 @pytest.mark.user_errors

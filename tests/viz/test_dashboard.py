@@ -235,3 +235,40 @@ def test_cli_positions_for_a_checkpoint_saved_without_them(tmp_path, capsys):
     assert "l1 (given)" in text and "f2 (given)" in text
     assert main([*argv, "--positions", "l1", "f2", "f1"]) == 2
     assert "got positions for 3 interventions, the model has 2" in capsys.readouterr().err
+
+
+def test_a_patching_sweep_gets_its_section_with_one_heatmap_per_component(tmp_path):
+    from reftlab.analysis import PatchSweep
+
+    hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
+    reft = _reft(hooked)
+    sweep = PatchSweep(
+        clean=["the cat sat", "the dog ran"], corrupted=["the cow sat", "the pig ran"], answer="a", wrong="b",
+        components=["block_input", "mlp_output"],
+    )  # fmt: skip
+    path = write_dashboard(reft, PROMPTS[:2], tmp_path / "report.html", patching=sweep, progress=False)
+    text = path.read_text()
+    section = text[text.index("id='reftlab-patching'") : text.index("reftlab-config")]
+    assert section.count("Activation patching (block_input)") == 1
+    assert section.count("Activation patching (mlp_output)") == 1
+    assert section.count("mean over 2 pairs") == 2
+    # a table works as the sweep does, and it is not run again
+    table = sweep.run(reft)
+    again = write_dashboard(reft, PROMPTS[:2], tmp_path / "again.html", patching=table, progress=False).read_text()
+    assert again.count("Activation patching (") == 2
+
+
+@pytest.mark.user_errors
+def test_bad_patching_input_names_the_fix(tmp_path):
+    import pandas as pd
+
+    from reftlab.analysis import PatchSweep
+    from reftlab.viz.dashboard import patching_items
+
+    with pytest.raises(ValueError, match="lacks columns"):
+        patching_items(pd.DataFrame({"layer": [0]}))
+    with pytest.raises(ValueError, match="as many of each"):
+        PatchSweep(clean=["a b"], corrupted=["a b", "c d"], answer="a")
+    hooked = reftlab.load_model(reftlab.tiny_llama(n_layers=2), reftlab.tiny_tokenizer())
+    with pytest.raises(ValueError, match="same length"):
+        PatchSweep(clean=["a b"], corrupted=["a bcd"], answer="a").run(hooked)
