@@ -1,5 +1,9 @@
 """Held-out evaluation of a ReFT (or of the base model): one row per example, one score.
 
+Over 400 lines for one reason: the three task paths (generation, classification, loss) share
+the settings, the row table and the base comparison, and splitting them apart would pass those
+by hand again (issue 23, item 5).
+
     result = reftlab.evaluate(reft_model, "test.jsonl", metric="exact_match", compare="base")
     result.table            # pandas: prompt, reference, prediction, score, base_prediction, base_score
     result.summary()        # {"metric": "exact_match", "score": 0.5, "n": 120, "trainable_params": 4612, ...}

@@ -1,5 +1,8 @@
 """``reftlab.train``: an explicit training loop for the interventions of a ReftModel.
 
+Over 400 lines because the loop is meant to be read in one file, in the order it runs (set-up,
+resume, step, log and evaluate, checkpoint), each a short function over one run object.
+
 Reads top to bottom: check the data, pick the forward (fast cached/packed path or the
 plain hooked forward), build AdamW and the lr schedule, maybe resume, then for every
 optimizer step: accumulate ``grad_accum`` micro-batches, stop on a non-finite loss,
