@@ -7,6 +7,9 @@ CHROMIUM := $(VENV)/.chromium
 # pyreft 0.1.0 in its own venv (it pins transformers 4.45.1): tests/io/test_pyreft.py runs
 # pyreft itself on reftlab's exports. About 80 s to build on a fresh 2-core machine.
 PYREFT_VENV := .venv-pyreft
+# vLLM's CPU build in its own venv (it pins transformers <5.20): tests/serve/test_vllm.py serves
+# reftlab's checkpoints on it. About 3.5 min to build on a fresh 2-core machine.
+VLLM_VENV := .venv-vllm
 
 # Set-up installs the exact versions the suite passed with (locks/, pip constraints files), never
 # "the newest inside pyproject.toml's ranges": an upstream release must not change what CI runs.
@@ -14,16 +17,19 @@ PYREFT_VENV := .venv-pyreft
 # on them and, only if it passes, writes the locks (CONTRIBUTING.md, "The lock").
 LOCK := locks/dev.txt
 PYREFT_LOCK := locks/pyreft.txt
+VLLM_LOCK := locks/vllm.txt
 ifdef UNLOCKED
 CONSTRAIN :=
 PYREFT_CONSTRAIN :=
+VLLM_CONSTRAIN :=
 else
 CONSTRAIN := -c $(LOCK)
 PYREFT_CONSTRAIN := $(PYREFT_LOCK)
+VLLM_CONSTRAIN := $(VLLM_LOCK)
 endif
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint bench setup clean pyreft-venv gpu-check lock
+.PHONY: demo test lint bench setup clean pyreft-venv vllm-venv gpu-check lock
 
 setup: $(STAMP)
 
@@ -48,9 +54,15 @@ $(CHROMIUM):
 
 pyreft-venv: $(PYREFT_VENV)/.complete
 
-$(PYREFT_VENV)/.complete: tests/fixtures/pyreft/make_venv.sh $(PYREFT_LOCK)
+$(PYREFT_VENV)/.complete: tests/fixtures/pyreft/make_venv.sh tests/fixtures/venv_start.sh $(PYREFT_LOCK)
 	rm -f $@
 	PYTHON=$(PYTHON) CONSTRAINTS=$(PYREFT_CONSTRAIN) bash tests/fixtures/pyreft/make_venv.sh $(PYREFT_VENV)
+
+vllm-venv: $(VLLM_VENV)/.complete
+
+$(VLLM_VENV)/.complete: tests/fixtures/vllm/make_venv.sh tests/fixtures/venv_start.sh $(VLLM_LOCK) pyproject.toml
+	rm -f $@
+	PYTHON=$(PYTHON) CONSTRAINTS=$(VLLM_CONSTRAIN) bash tests/fixtures/vllm/make_venv.sh $(VLLM_VENV)
 
 # Fast checks, run by .ci/run before the tests: ruff lint and format, mypy (all in pyproject.toml;
 # mypy keeps its cache in .mypy_cache, so a warm run takes seconds).
@@ -59,21 +71,25 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# REFTLAB_REQUIRE_PYREFT: under make test (and so CI), a missing pyreft venv fails the test instead of skipping it.
-test: $(STAMP) $(CHROMIUM) $(PYREFT_VENV)/.complete
-	PYREFT_VENV=$(abspath $(PYREFT_VENV)) REFTLAB_REQUIRE_PYREFT=1 $(if $(UNLOCKED),REFTLAB_UNLOCKED=1) $(PY) -m pytest -q
+# REFTLAB_REQUIRE_PYREFT / _VLLM: under make test (and so CI), a missing pyreft or vLLM venv fails
+# the tests that need it instead of skipping them.
+test: $(STAMP) $(CHROMIUM) $(PYREFT_VENV)/.complete $(VLLM_VENV)/.complete
+	PYREFT_VENV=$(abspath $(PYREFT_VENV)) VLLM_VENV=$(abspath $(VLLM_VENV)) REFTLAB_REQUIRE_PYREFT=1 \
+		REFTLAB_REQUIRE_VLLM=1 $(if $(UNLOCKED),REFTLAB_UNLOCKED=1) $(PY) -m pytest -q
 
 # Regenerate the locks: fresh venvs from the newest versions inside the ranges, the whole suite on
 # them, then `pip freeze` of each into locks/ (written only when the suite passed; temp file + rename).
 LOCK_VENV := .venv-lock
 LOCK_PYREFT_VENV := .venv-pyreft-lock
+LOCK_VLLM_VENV := .venv-vllm-lock
 lock:
-	rm -rf $(LOCK_VENV) $(LOCK_PYREFT_VENV)
-	$(MAKE) UNLOCKED=1 VENV=$(LOCK_VENV) PYREFT_VENV=$(LOCK_PYREFT_VENV) test
+	rm -rf $(LOCK_VENV) $(LOCK_PYREFT_VENV) $(LOCK_VLLM_VENV)
+	$(MAKE) UNLOCKED=1 VENV=$(LOCK_VENV) PYREFT_VENV=$(LOCK_PYREFT_VENV) VLLM_VENV=$(LOCK_VLLM_VENV) test
 	mkdir -p locks
 	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --disable-pip-version-check > $(LOCK).tmp
 	$(LOCK_PYREFT_VENV)/bin/python -m pip freeze --disable-pip-version-check > $(PYREFT_LOCK).tmp
-	mv $(LOCK).tmp $(LOCK) && mv $(PYREFT_LOCK).tmp $(PYREFT_LOCK)
+	($(LOCK_VLLM_VENV)/bin/python -m pip freeze --exclude-editable --disable-pip-version-check; cat $(LOCK_VLLM_VENV)/removed.txt) | sort -f > $(VLLM_LOCK).tmp
+	mv $(LOCK).tmp $(LOCK) && mv $(PYREFT_LOCK).tmp $(PYREFT_LOCK) && mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
 	@echo "locks/ updated from the newest versions the suite passed with; review 'git diff locks/' and commit it"
 
 bench: $(STAMP)

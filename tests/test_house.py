@@ -142,8 +142,14 @@ def test_no_room_imports_another_rooms_private_names(room_path):
     )
 
 
-# Where hooks may be installed: the two context managers, and the hook points' own taps.
-HOOK_HOMES = {"reftlab/attach.py", "reftlab/models/partial.py", "reftlab/models/hooked.py"}
+# Where hooks may be installed: the three context managers (the vLLM plugin's hooks vLLM's own
+# model, per forward), and the hook points' own taps.
+HOOK_HOMES = {
+    "reftlab/attach.py",
+    "reftlab/models/partial.py",
+    "reftlab/serve/vllm/plugin.py",
+    "reftlab/models/hooked.py",
+}
 HOOK_CALLS = ("register_forward_pre_hook", "register_forward_hook", "register_full_backward_hook", "add_hook")
 
 
@@ -169,7 +175,7 @@ def test_hooks_are_installed_only_by_attach_and_the_partial_forward():
                 and node.slice.value == "forward"
             ):
                 offenders.append(f"{rel}:{node.lineno} __dict__['forward']")
-    assert not offenders, f"hooks installed outside attach.py and models/partial.py: {offenders}"
+    assert not offenders, f"hooks installed outside attach.py, models/partial.py and serve/vllm/plugin.py: {offenders}"
 
 
 # peft's names and attributes, known in one place (reftlab/models/peft.py); io/lora.py calls peft's own API.

@@ -43,19 +43,42 @@ def test_this_environment_is_exactly_the_lock():
     )
 
 
-@pytest.mark.skipif(UNLOCKED, reason="make lock runs the suite on the newest versions before writing the lock")
-def test_the_pyreft_venv_is_exactly_its_lock():
-    venv = os.environ.get("PYREFT_VENV", str(REPO / ".venv-pyreft"))
+def frozen_venv(variable: str, default: str, what: str, require: str) -> dict[str, str]:
+    """``pip freeze`` of the venv named by ``$variable`` (editable installs left out); a missing
+    venv fails under make test (``$require`` set) and is skipped otherwise."""
+    venv = os.environ.get(variable, str(REPO / default))
     python = os.path.join(venv, "bin", "python")
     if not os.path.exists(python):
-        if os.environ.get("CI") or os.environ.get("REFTLAB_REQUIRE_PYREFT"):
-            pytest.fail(f"no pyreft venv at {venv}: make test builds it (make pyreft-venv)")
-        pytest.skip(f"no pyreft venv at {venv}")
+        if os.environ.get("CI") or os.environ.get(require):
+            pytest.fail(f"no {what} venv at {venv}: make test builds it (make {default.strip('.')})")
+        pytest.skip(f"no {what} venv at {venv}")
     frozen = subprocess.run(
-        [python, "-m", "pip", "freeze", "--disable-pip-version-check"], capture_output=True, text=True, check=True
+        [python, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    have = {canonicalize_name(a): b for a, b in (line.split("==", 1) for line in frozen.split() if "==" in line)}
+    return {canonicalize_name(a): b for a, b in (line.split("==", 1) for line in frozen.split() if "==" in line)}
+
+
+@pytest.mark.skipif(UNLOCKED, reason="make lock runs the suite on the newest versions before writing the lock")
+def test_the_pyreft_venv_is_exactly_its_lock():
+    have = frozen_venv("PYREFT_VENV", ".venv-pyreft", "pyreft", "REFTLAB_REQUIRE_PYREFT")
     assert have == read_lock("pyreft.txt")
+
+
+@pytest.mark.skipif(UNLOCKED, reason="make lock runs the suite on the newest versions before writing the lock")
+def test_the_vllm_venv_is_exactly_its_lock():
+    have = frozen_venv("VLLM_VENV", ".venv-vllm", "vLLM", "REFTLAB_REQUIRE_VLLM")
+    # the three wheels built against another torch are pinned for the resolution, then removed
+    removed = {"torchvision", "torchaudio", "torchcodec"}
+    lock = read_lock("vllm.txt")
+    assert have == {n: v for n, v in lock.items() if n not in removed}
+    assert removed <= set(lock) and not removed & set(have)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for text in project["optional-dependencies"]["serve"]:
+        req = Requirement(text)
+        assert req.specifier.contains(lock[canonicalize_name(req.name)]), f"locks/vllm.txt: {req}"
 
 
 def test_every_requirement_of_the_project_is_locked_within_its_range():
@@ -79,6 +102,10 @@ def test_the_set_up_installs_through_the_lock():
     assert installs and all("$(CONSTRAIN)" in line for line in installs if "torch==" not in line), installs
     assert "CONSTRAIN := -c $(LOCK)" in makefile and "LOCK := locks/dev.txt" in makefile
     assert "CONSTRAINTS=$(PYREFT_CONSTRAIN)" in makefile and "PYREFT_CONSTRAIN := $(PYREFT_LOCK)" in makefile
-    script = (REPO / "tests" / "fixtures" / "pyreft" / "make_venv.sh").read_text()
-    assert 'PIP+=(-c "$CONSTRAINTS")' in script
+    assert "CONSTRAINTS=$(VLLM_CONSTRAIN)" in makefile and "VLLM_CONSTRAIN := $(VLLM_LOCK)" in makefile
+    start = (REPO / "tests" / "fixtures" / "venv_start.sh").read_text()
+    assert 'PIP+=(-c "$CONSTRAINTS")' in start
+    for name in ("pyreft", "vllm"):
+        script = (REPO / "tests" / "fixtures" / name / "make_venv.sh").read_text()
+        assert 'source "$(dirname "$0")/../venv_start.sh"' in script
     assert "make test" in (REPO / ".ci" / "run").read_text()

@@ -45,6 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=256, help="new tokens when a request gives no max_tokens")
     p.add_argument("--strict", action="store_true", help="refuse checkpoints whose base fingerprint differs")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--engine",
+        choices=["reftlab", "vllm"],
+        default="reftlab",
+        help="reftlab: transformers' forward in this process (default); vllm: vLLM's engine with reftlab's plugin "
+        "(pip install reftlab[vllm]; docs/serving.md)",
+    )
+    p.add_argument("--no-prefix-caching", action="store_true", help="vllm: turn vLLM's prefix cache off")
+    p.add_argument("--max-num-batched-tokens", type=int, help="vllm: tokens per forward (the prefill chunk)")
+    p.add_argument("--max-model-len", type=int, help="vllm: the longest sequence (default: the model's)")
 
 
 def parse_refts(specs: list[str], base_name: str) -> dict[str, str]:
@@ -140,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-batch {args.max_batch} must be >= 1")
     if args.max_tokens < 1:
         raise ValueError(f"--max-tokens {args.max_tokens} must be >= 1")
+    if args.engine == "vllm":
+        return _run_vllm(args, create_app, run_server)
     hooked, refts, base_name = load(args)
     engine = Engine(hooked, refts, max_batch=args.max_batch)
     app = create_app(engine, model_name=base_name, default_max_tokens=args.max_tokens)
@@ -148,3 +160,52 @@ def run(args: argparse.Namespace) -> int:
     print(f"reftlab serve: base {base_name!r}, ReFTs: {names}; http://{args.host}:{args.port} (chat page at /)")
     run_server(app, args.host, args.port, log_level=args.log_level)
     return 0
+
+
+def _run_vllm(args: argparse.Namespace, create_app: Any, run_server: Any) -> int:
+    """``--engine vllm``: the same endpoints over ``reftlab.serve.vllm.VllmEngine``."""
+    try:
+        import vllm  # noqa: F401
+
+        from ..serve.vllm.engine import VllmEngine
+    except ImportError:
+        raise SystemExit("--engine vllm needs vLLM: pip install 'reftlab[vllm]' (docs/serving.md)") from None
+    if args.device not in (None, "cpu", "cuda"):
+        raise ValueError("--engine vllm places the model itself; leave --device out (vLLM's own options decide)")
+    specs = parse_refts(args.reft, args.name or "")
+    folder = vllm_base(args.model, specs)
+    base_name = args.name or Path(str(args.model or folder).rstrip("/")).name
+    parse_refts(args.reft, base_name)
+    positions = parse_positions(args.positions, list(specs))
+    engine = VllmEngine(
+        folder,
+        specs,
+        positions,
+        max_batch=args.max_batch,
+        dtype=args.dtype or "float32",
+        prefix_caching=not args.no_prefix_caching,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=args.max_model_len,
+    )
+    app = create_app(engine, model_name=base_name, default_max_tokens=args.max_tokens)
+    print(
+        f"reftlab serve (vLLM): base {base_name!r}, ReFTs: {', '.join(specs) or 'none'}; http://{args.host}:{args.port}"
+    )
+    run_server(app, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
+def vllm_base(model: str | None, specs: dict[str, str]) -> str:
+    """What vLLM loads: a folder or Hub id; the embedded SmolLM2 as its cached HF folder; without
+    ``--model`` the base the first checkpoint records."""
+    from reftlab.io.checkpoint import is_native, read_native
+    from reftlab.io.folder import resolve_source
+    from reftlab.models.loading import EMBEDDED, embedded_model_path
+
+    if model is None and specs:
+        folder = resolve_source(next(iter(specs.values())))
+        if is_native(folder):
+            model = read_native(folder).identity.source
+    if model is None or model == EMBEDDED:
+        return str(embedded_model_path())
+    return model

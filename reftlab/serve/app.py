@@ -27,15 +27,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..data.encode import context_length
-from .engine import Delta, Engine, Finished, Request, Sampling
+from .engine import Delta, Finished, Request, Sampling
 from .protocol import ApiError, Parsed, parse_request
+from .request import ServingEngine
 
 
 class _State:
-    def __init__(self, engine: Engine, model_name: str, default_max_tokens: int) -> None:
+    def __init__(self, engine: ServingEngine, model_name: str, default_max_tokens: int) -> None:
         self.engine, self.model_name, self.default_max_tokens = engine, model_name, default_max_tokens
-        self.context = context_length(engine.tokenizer, engine.hooked)
         self.created = int(time.time())
         self.models: dict[str, tuple[str, ...]] = {model_name: ()}
         for name in engine.refts:
@@ -43,8 +42,12 @@ class _State:
                 raise ValueError(f"ReFT name {name!r} is also the base model's name; pick another --reft name")
             self.models[name] = (name,)
 
+    @property
+    def context(self) -> int | None:
+        return self.engine.context_length  # known once the engine started (vLLM sizes it then)
 
-def create_app(engine: Engine, *, model_name: str = "base", default_max_tokens: int = 256) -> Starlette:
+
+def create_app(engine: ServingEngine, *, model_name: str = "base", default_max_tokens: int = 256) -> Starlette:
     """An ASGI app serving ``engine``; the base model answers to ``model_name``, each ReFT to its
     name. The app starts the engine's thread on startup and stops it on shutdown."""
     state = _State(engine, model_name, default_max_tokens)

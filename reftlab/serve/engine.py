@@ -42,12 +42,12 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..data.encode import context_length
 from ..models.hooked import HookedModel
 from ..reft_model import ReftModel
-from .request import Delta, Event, Finished, Request, Sampling
+from .request import Delta, Event, Finished, Request, Sampling, accept, report
 from .runner import Batch, Runner
 from .scheduler import Scheduler, Stats
-from .text import TextStream
 
 __all__ = ["Delta", "Engine", "Event", "Finished", "Request", "Sampling", "Stats"]
 
@@ -77,6 +77,7 @@ class Engine:
         self.hooked, self.tokenizer, self.max_batch = model, self.runner.tokenizer, max_batch
         self.tokenizer_lock = self.runner.tokenizer_lock  # the HTTP side encodes under it
         self.refts = dict(refts)
+        self.context_length = context_length(self.tokenizer, model)
         self.stats: Stats = self.scheduler.stats
         self._batch = Batch()
         self._thread: threading.Thread | None = None
@@ -179,38 +180,9 @@ class Engine:
         for req, tok in zip(reqs, tokens.tolist()):
             if req.done or req.cancelled:
                 continue
-            stream = req.stream
-            assert stream is not None
-            if tok in self.runner.stop_ids:
-                stream.finish("stop")
-            else:
-                req.generated.append(tok)
-                self.stats.tokens_generated += 1
-                text = stream.push(req.generated)
-                if text:
-                    _emit(req, Delta(text))
-                if not stream.done and len(req.generated) >= req.sampling.max_tokens:
-                    stream.finish("length")
-            if stream.reason is not None:  # stream.done
-                self._finish(req, stream.reason)
+            accept(req, tok, self.runner.stop_ids, self.stats)
+            if req.stream is not None and req.stream.reason is not None:  # it ended
+                self._finish(req, req.stream.reason)
 
     def _finish(self, req: Request, reason: str, message: str = "") -> None:
-        if req.stream is not None and req.stream.reported:
-            return
-        if req.stream is None:
-            req.stream = TextStream(self.tokenizer, req.sampling.stop, self.tokenizer_lock)
-        if not req.stream.done:
-            req.stream.finish(reason)
-        req.stream.reported = True
-        tail = req.stream.finalize(req.generated, complete=reason in ("stop", "length"))
-        if tail:
-            _emit(req, Delta(tail))
-        self.stats.count_end(reason)
-        _emit(req, Finished(reason, req.stream.text, len(req.prompt_ids), len(req.generated), message))
-
-
-def _emit(req: Request, event: Event) -> None:
-    try:
-        req.sink(event)
-    except Exception:  # a sink whose client went away must not stop the engine
-        log.debug("sink of %s failed", req.id, exc_info=True)
+        report(req, reason, message, tokenizer=self.tokenizer, lock=self.tokenizer_lock, stats=self.stats)

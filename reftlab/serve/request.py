@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -75,3 +77,78 @@ class Request:
 
 
 _ids: Iterator[int] = itertools.count()
+
+
+@runtime_checkable
+class ServingEngine(Protocol):
+    """What the HTTP app (``reftlab.serve.app``) asks of an engine: reftlab's own ``Engine`` or
+    ``reftlab.serve.vllm.VllmEngine``."""
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def tokenizer_lock(self) -> Any: ...
+
+    @property
+    def refts(self) -> Mapping[str, Any]: ...
+
+    @property
+    def max_batch(self) -> int: ...
+
+    @property
+    def stats(self) -> Any: ...
+
+    @property
+    def context_length(self) -> int | None: ...
+
+    def add(self, request: Request) -> None: ...
+
+    def cancel(self, request: Request) -> None: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
+log = logging.getLogger("reftlab.serve")
+
+
+def accept(req: Request, tok: int, stop_ids: Sequence[int], stats: Any) -> None:
+    """One new token of ``req``: a stop token ends it, any other is appended and its settled
+    text emitted; ``max_tokens`` ends it (both engines cut as ``reftlab.generate`` cuts)."""
+    stream = req.stream
+    assert stream is not None
+    if tok in stop_ids:
+        stream.finish("stop")
+        return
+    req.generated.append(tok)
+    stats.tokens_generated += 1
+    text = stream.push(req.generated)
+    if text:
+        emit(req, Delta(text))
+    if not stream.done and len(req.generated) >= req.sampling.max_tokens:
+        stream.finish("length")
+
+
+def report(req: Request, reason: str, message: str, *, tokenizer: Any, lock: Any, stats: Any) -> None:
+    """Send ``req``'s last text and its ``Finished`` event, once."""
+    if req.stream is not None and req.stream.reported:
+        return
+    if req.stream is None:
+        req.stream = TextStream(tokenizer, req.sampling.stop, lock)
+    if not req.stream.done:
+        req.stream.finish(reason)
+    req.stream.reported = True
+    tail = req.stream.finalize(req.generated, complete=reason in ("stop", "length"))
+    if tail:
+        emit(req, Delta(tail))
+    stats.count_end(reason)
+    emit(req, Finished(reason, req.stream.text, len(req.prompt_ids), len(req.generated), message))
+
+
+def emit(req: Request, event: Event) -> None:
+    try:
+        req.sink(event)
+    except Exception:  # a sink whose client went away must not stop the engine
+        log.debug("sink of %s failed", req.id, exc_info=True)

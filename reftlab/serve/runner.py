@@ -166,7 +166,11 @@ def stop_ids(model: HookedModel, tok: Any) -> list[int]:
     """Token ids that end a request, as ``reftlab.generate`` cuts: the generation config's eos,
     the tokenizer's eos, and the pad token (first: also used to pad prompts)."""
     cfg = getattr(model.hf_model, "generation_config", None)
-    eos = getattr(cfg, "eos_token_id", None)
+    return stop_ids_of(getattr(cfg, "eos_token_id", None), tok)
+
+
+def stop_ids_of(eos: int | list[int] | None, tok: Any) -> list[int]:
+    """``stop_ids`` from a generation config's ``eos_token_id`` and the tokenizer."""
     ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = [pad] if pad is not None else []
