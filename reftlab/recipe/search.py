@@ -19,6 +19,7 @@ The default space (layers chosen from the model's depth ``L``):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -140,7 +141,10 @@ class SearchSpace:
 
     def layer_sets(self, n_layers: int) -> list[tuple[int, ...]]:
         """The layer sets for a model with ``n_layers`` blocks (each checked against the depth)."""
-        return [tuple(parse_layers(s, n_layers)) for s in (self.layers or default_layers(n_layers))]
+        try:
+            return [tuple(parse_layers(s, n_layers)) for s in (self.layers or default_layers(n_layers))]
+        except ValueError as e:
+            raise ValueError(f"space.layers: {e} (this model has {n_layers} blocks)") from None
 
     def structures(
         self, n_layers: int, d_model: int, max_params: int | None = None
@@ -171,7 +175,7 @@ class SearchSpace:
 def _lr_range(value: Any) -> tuple[float, float]:
     """``[low, high]`` with 0 < low <= high (one number: that lr alone)."""
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in pair):
+    if len(pair) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf for x in pair):
         raise ValueError(f"space.lr={value!r} must be [low, high], two numbers > 0 (e.g. [0.003, 0.04])")
     low, high = float(pair[0]), float(pair[1])
     if low > high:

@@ -35,9 +35,10 @@ COLUMNS = (
     "score",
     "eval_loss",
     "pruned",
+    "worker",
 )
 TRIALS_FILE = "trials.csv"
-_NUMBERS = {"trial": int, "rung": int, "rank": int, "lr": float, "params": int, "steps": int, "seconds": float}
+_NUMBERS = {"worker": int, "trial": int, "rung": int, "rank": int, "lr": float, "params": int, "steps": int, "seconds": float}
 _NUMBERS |= {"train_loss": float, "score": float, "eval_loss": float}
 
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..recipe.search import SearchSettings, parse_budget
 from ..train.config import TrainConfig
 from .space import suggest
-from .trial import Diverged, OutOfTime, TrialRunner
+from .trial import Diverged, OutOfTime
 
 ROW_ATTRS = ("key", "layers", "positions", "kind", "rank", "lr", "epochs", "params", "steps", "seconds")
 MAX_OVER_CAP = 200  # samples over the cap in a row before a process gives up on the space
@@ -78,15 +78,36 @@ class Budget:
         self.per_eval.append(max(0.0, row["seconds"] - row["train_seconds"]) / max(1, evaluations))
 
 
+@runtime_checkable
+class Runner(Protocol):
+    """What a worker uses of ``trial.TrialRunner``: the model's size, the examples, the metric, ``run``."""
+
+    hooked: Any
+    train_examples: Sequence[Mapping[str, Any]]
+    metric: Any
+
+    def run(
+        self,
+        candidate: Any,
+        steps: int,
+        *,
+        rungs: Collection[int] = (),
+        on_rung: Callable[[int, float, float], None] | None = None,
+        deadline: float | None = None,
+        step_limit: int | None = None,
+    ) -> dict[str, Any]: ...
+
+
 @dataclass
 class Worker:
     """What one process needs to run trials of the study."""
 
-    runner: TrialRunner
+    runner: Runner
     settings: SearchSettings
     training: TrainConfig
     budget: Budget
     say: Callable[[str], None] = print
+    index: int = 0  # which process of the search (0: the one that started it), kept on each trial
 
     def full_steps(self, epochs: int | None) -> int:
         cfg = self.training if epochs is None else self.training.replace(epochs=epochs, max_steps=None)
@@ -134,7 +155,7 @@ class Worker:
         runner, settings = self.runner, self.settings
         cand = suggest(trial, settings.space, runner.hooked.n_layers)
         params = cand.params(runner.hooked.d_model)
-        for name, value in (("key", cand.key), ("lr", cand.lr), ("params", params), ("steps", 0)):
+        for name, value in (("key", cand.key), ("lr", cand.lr), ("params", params), ("steps", 0), ("worker", self.index)):
             trial.set_user_attr(name, value)
         if settings.max_params is not None and params > settings.max_params:
             trial.set_user_attr("pruned", OVER_CAP)

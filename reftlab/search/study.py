@@ -160,7 +160,7 @@ def search_with(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an int >= 1 (processes on this machine)")
     task = check_task(str(evaluation.task))
-    evaluation = evaluation.replace(metric=evaluation.scorer())
+    evaluation.scorer()  # an unknown metric: now, before any model loads (a metric by name stays one: it pickles)
     training = training or TrainConfig()
     fit, validation, test = _splits(train, eval, task, evaluation.labels, held_out, settings.seed)
     out_dir = Path(out) if out is not None else None

@@ -40,10 +40,11 @@ class OutOfTime(Exception):
 
 
 class Diverged(Exception):
-    """Raised inside a trial's training when its loss is no longer finite (an lr far too high)."""
+    """Raised when a trial's training loss is no longer finite (an lr far too high); ``step``: the steps
+    trained."""
 
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"diverged: the training loss is {loss} at step {step}")
+    def __init__(self, step: int, why: str) -> None:
+        super().__init__(f"diverged: {why}")
         self.step = step
 
 
@@ -128,9 +129,12 @@ class TrialRunner:
             resume_from=None,
         )
 
+        done = [0]
+
         def check(step: int, loss: float) -> None:
+            done[0] = step
             if not math.isfinite(loss):
-                raise Diverged(step, loss)
+                raise Diverged(step, f"the training loss is {loss} at step {step}")
             if deadline is not None and time.time() > deadline:
                 raise OutOfTime("time", step, steps)
             if step_limit is not None and step >= step_limit and step < steps:
@@ -138,7 +142,10 @@ class TrialRunner:
             if on_rung is not None and step in rungs and step < steps:
                 on_rung(step, *self.score(reft_model))
 
-        result = train_task(reft_model, rows, self.task, cfg, on_step=check)
+        try:
+            result = train_task(reft_model, rows, self.task, cfg, on_step=check)
+        except FloatingPointError as e:  # the training loop's own check of each micro-batch's loss
+            raise Diverged(done[0], str(e).split(";")[0]) from None
         t_train = time.perf_counter() - t0
         score, eval_loss = self.score(reft_model)
         tail = result.losses[-max(1, len(result.losses) // 10) :]

@@ -109,7 +109,7 @@ def run_job(
     runner = TrialRunner(
         hooked, job.fit, job.validation, evaluation=job.evaluation, training=job.training, seed=job.settings.seed
     )
-    worker = Worker(runner, job.settings, job.training, Budget.of(job.settings.budget, job.started), say)
+    worker = Worker(runner, job.settings, job.training, Budget.of(job.settings.budget, job.started), say, index)
     try:
         return worker.work(study if study is not None else join_study(job, index), on_trial)
     finally:
