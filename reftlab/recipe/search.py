@@ -175,7 +175,9 @@ class SearchSpace:
 def _lr_range(value: Any) -> tuple[float, float]:
     """``[low, high]`` with 0 < low <= high (one number: that lr alone)."""
     pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf for x in pair):
+    if len(pair) != 2 or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf for x in pair
+    ):
         raise ValueError(f"space.lr={value!r} must be [low, high], two numbers > 0 (e.g. [0.003, 0.04])")
     low, high = float(pair[0]), float(pair[1])
     if low > high:
@@ -245,7 +247,7 @@ class SearchSettings:
         >>> SearchSettings(eta=3, min_steps=4).rung_steps(100)
         [4, 12, 36, 100]
         """
-        steps = []
+        steps: list[int] = []
         while (step := self.min_steps * self.eta ** len(steps)) < full_steps:
             steps.append(step)
         return [*steps, full_steps]

@@ -38,7 +38,16 @@ COLUMNS = (
     "worker",
 )
 TRIALS_FILE = "trials.csv"
-_NUMBERS = {"worker": int, "trial": int, "rung": int, "rank": int, "lr": float, "params": int, "steps": int, "seconds": float}
+_NUMBERS = {
+    "worker": int,
+    "trial": int,
+    "rung": int,
+    "rank": int,
+    "lr": float,
+    "params": int,
+    "steps": int,
+    "seconds": float,
+}
 _NUMBERS |= {"train_loss": float, "score": float, "eval_loss": float}
 
 

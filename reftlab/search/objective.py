@@ -82,9 +82,12 @@ class Budget:
 class Runner(Protocol):
     """What a worker uses of ``trial.TrialRunner``: the model's size, the examples, the metric, ``run``."""
 
-    hooked: Any
-    train_examples: Sequence[Mapping[str, Any]]
-    metric: Any
+    @property
+    def hooked(self) -> Any: ...
+    @property
+    def train_examples(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def metric(self) -> Any: ...
 
     def run(
         self,
@@ -155,7 +158,13 @@ class Worker:
         runner, settings = self.runner, self.settings
         cand = suggest(trial, settings.space, runner.hooked.n_layers)
         params = cand.params(runner.hooked.d_model)
-        for name, value in (("key", cand.key), ("lr", cand.lr), ("params", params), ("steps", 0), ("worker", self.index)):
+        for name, value in (
+            ("key", cand.key),
+            ("lr", cand.lr),
+            ("params", params),
+            ("steps", 0),
+            ("worker", self.index),
+        ):
             trial.set_user_attr(name, value)
         if settings.max_params is not None and params > settings.max_params:
             trial.set_user_attr("pruned", OVER_CAP)

@@ -14,7 +14,7 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 SCHEMES = ("sqlite", "postgresql", "mysql")
 RECORD = "reftlab_record"
@@ -62,7 +62,7 @@ def open_study(
     storage: Any,
     name: str,
     *,
-    direction: str,
+    direction: Literal["minimize", "maximize"],
     sampler: Any,
     pruner: Any,
     record: Mapping[str, Any] | None,

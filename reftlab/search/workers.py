@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..evaluate import EvalSettings
 from ..recipe.search import SearchSettings
@@ -44,7 +44,7 @@ class Job:
     storage: str | None
     study: str
     started: float  # time.time() a wall-clock budget counts from
-    direction: str
+    direction: Literal["minimize", "maximize"]
     max_steps: int  # the longest schedule in the space (the Hyperband pruner's top rung)
     workers: int = 1  # processes on this machine (each worker takes its share of the CPU threads)
 

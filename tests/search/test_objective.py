@@ -11,8 +11,8 @@ import pytest
 
 from reftlab.metrics import METRICS
 from reftlab.search.objective import OVER_CAP, Budget, Worker, trained
-from reftlab.search.trial import OutOfTime
 from reftlab.search.space import Candidate, SearchSettings, SearchSpace, params_of
+from reftlab.search.trial import OutOfTime
 from reftlab.train import TrainConfig
 
 SPACE = SearchSpace(
@@ -74,7 +74,7 @@ def study_with(settings, runner=None, budget=None):
 def test_the_planted_best_setting_is_found_within_the_step_budget(seed):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = SearchSettings(space=SPACE, candidates=1000, eta=2, min_steps=2, seed=seed)
-    study, runner, worker = study_with(settings, budget="500 steps")  # 31 full trials; 48 settings x lr
+    study, _runner, worker = study_with(settings, budget="500 steps")  # 31 full trials; 48 settings x lr
     assert "step budget" in worker.work(study)
     assert sum(t.user_attrs["steps"] for t in study.trials) <= 500 and trained(study) > 31
     best = study.best_trial
@@ -116,7 +116,7 @@ def test_a_trial_over_the_cap_is_pruned_before_it_trains():
 def test_the_pruner_stops_a_trial_that_trails_at_its_first_rung():
     space = SearchSpace.from_mapping({**SPACE.to_json(), "lr": [1e-3, 1e3]})
     settings = SearchSettings(space=space, candidates=3, eta=2, min_steps=2)
-    study, runner, worker = study_with(settings)
+    study, _runner, worker = study_with(settings)
     good = dict(layers=(1, 2), positions="f1+l1", kind="direft", rank=2)
     # the second beats the first; the third's loss explodes (its planted lr penalty is 25)
     for lr in (2e-2, 1e-2, 1e3):
