@@ -186,6 +186,7 @@ def _lr_range(value: Any) -> tuple[float, float]:
 
 
 PRUNERS = ("halving", "hyperband", "none")
+SAMPLERS = ("tpe", "random")  # random: each trial drawn alone, as the hand-written halving drew its candidates
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|steps?)?\s*$")
 
 
@@ -225,6 +226,9 @@ class SearchSettings:
     pruner: str = field(
         default="halving", metadata={"help": f"how bad trials stop early: {', '.join(PRUNERS)} (Optuna's pruners)"}
     )
+    sampler: str = field(
+        default="tpe", metadata={"help": f"how trials are drawn: {', '.join(SAMPLERS)} (Optuna's samplers, seeded)"}
+    )
     eta: int = field(default=3, metadata={"help": "the pruner's reduction factor: a rung keeps its best 1/eta"})
     min_steps: int = field(default=4, metadata={"help": "training steps before the first rung (the first report)"})
     seed: int = field(default=0, metadata={"help": "seeds the sampler, the splits and every trial"})
@@ -237,8 +241,9 @@ class SearchSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"search.{name}={value!r} must be an int >= {low}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"search.pruner={self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        for name, known in (("pruner", PRUNERS), ("sampler", SAMPLERS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"search.{name}={getattr(self, name)!r}; use one of {', '.join(known)}")
 
     def rung_steps(self, full_steps: int) -> list[int]:
         """The steps at which a trial reports its held-out score: ``min_steps * eta^k`` below

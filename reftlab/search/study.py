@@ -61,6 +61,7 @@ def search(
     system_prompt: str | None = None,
     candidates: int = 27,
     pruner: str = "halving",
+    sampler: str = "tpe",
     eta: int = 3,
     min_steps: int = 4,
     seed: int = 0,
@@ -99,6 +100,7 @@ def search(
         max_params=max_params,
         candidates=candidates,
         pruner=pruner,
+        sampler=sampler,
         eta=eta,
         min_steps=min_steps,
         seed=seed,
@@ -269,7 +271,11 @@ def _open(job: Job, record: Mapping[str, Any], resume: bool, first: Sequence[Can
     from .space import params_of
 
     if resume and job.study not in optuna.study.get_all_study_names(_storage_of(job)):
-        raise ValueError(f"no study {job.study!r} in {job.storage or 'memory'} to resume; run without resume")
+        where = shown(job.storage) if job.storage else "memory"
+        raise ValueError(
+            f"no study {job.study!r} in {where} to resume; check the output folder, --storage and --study, "
+            "or run without --resume (resume=False) to start it"
+        )
     study = join_study(job, 0, record)
     if first and not study.get_trials(deepcopy=False):
         for cand in first:

@@ -83,7 +83,12 @@ def join_study(job: Job, index: int, record: Mapping[str, Any] | None = None) ->
     import optuna
 
     quiet_optuna()
-    sampler = optuna.samplers.TPESampler(seed=job.settings.seed + index)
+    seed = job.settings.seed + index  # each process its own draws
+    sampler = (
+        optuna.samplers.RandomSampler(seed=seed)
+        if job.settings.sampler == "random"
+        else optuna.samplers.TPESampler(seed=seed)
+    )
     return open_study(
         open_storage(job.storage),
         job.study,

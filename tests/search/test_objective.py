@@ -13,6 +13,7 @@ from reftlab.metrics import METRICS
 from reftlab.search.objective import OVER_CAP, Budget, Worker, trained
 from reftlab.search.space import Candidate, SearchSettings, SearchSpace, params_of
 from reftlab.search.trial import OutOfTime
+from reftlab.search.workers import make_pruner
 from reftlab.train import TrainConfig
 
 SPACE = SearchSpace(
@@ -61,8 +62,7 @@ class PlantedRunner:
 
 def study_with(settings, runner=None, budget=None):
     sampler = optuna.samplers.TPESampler(seed=settings.seed)
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=settings.min_steps, reduction_factor=settings.eta)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=make_pruner(settings, max_steps=16))
     runner = runner or PlantedRunner()
     worker = Worker(
         runner, settings, TrainConfig(epochs=4, batch_size=4), Budget.of(budget, time.time()), lambda m: None
@@ -70,10 +70,10 @@ def study_with(settings, runner=None, budget=None):
     return study, runner, worker
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_planted_best_setting_is_found_within_the_step_budget(seed):
+@pytest.mark.parametrize(("seed", "pruner"), [(0, "halving"), (1, "halving"), (0, "hyperband")])
+def test_the_planted_best_setting_is_found_within_the_step_budget(seed, pruner):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = SearchSettings(space=SPACE, candidates=1000, eta=2, min_steps=2, seed=seed)
+    settings = SearchSettings(space=SPACE, candidates=1000, pruner=pruner, eta=2, min_steps=2, seed=seed)
     study, _runner, worker = study_with(settings, budget="500 steps")  # 31 full trials; 48 settings x lr
     assert "step budget" in worker.work(study)
     assert sum(t.user_attrs["steps"] for t in study.trials) <= 500 and trained(study) > 31
