@@ -104,7 +104,8 @@ def best_possible(space: SearchSpace) -> float:
 def one_search(sampler: str, pruner: str, budget: str, seed: int) -> dict[str, Any]:
     settings = SearchSettings(max_params=CAP, candidates=100_000, sampler=sampler, pruner=pruner, seed=seed)
     draw = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(direction="minimize", sampler=draw, pruner=make_pruner(settings, max_steps=48))
+    pruner = make_pruner(settings, max_steps=48)  # Hyperband's brackets follow the study's name: a fixed one
+    study = optuna.create_study(study_name=f"planted-{seed}", direction="minimize", sampler=draw, pruner=pruner)
     runner = PlantedRunner(seed)
     worker = Worker(runner, settings, TRAINING, Budget.of(budget, time.time()), lambda m: None)
     worker.work(study)

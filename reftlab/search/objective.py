@@ -181,12 +181,15 @@ class Worker:
                 trial.set_user_attr("pruned", f"by the pruner at step {step}")
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
-        left = self.budget.steps_left(trial.study)
+        left, t0 = self.budget.steps_left(trial.study), time.perf_counter()
         try:
             row = runner.run(cand, steps, rungs=rungs, on_rung=on_rung, deadline=self.budget.deadline, step_limit=left)
-        except Diverged as e:
-            trial.set_user_attr("steps", e.step)
-            trial.set_user_attr("pruned", str(e))
+        except (Diverged, optuna.TrialPruned) as e:
+            if isinstance(e, Diverged):
+                trial.set_user_attr("steps", e.step)
+                trial.set_user_attr("pruned", str(e))
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+            self.say(f"[trial {trial.number}] {cand.key}: pruned {trial.user_attrs['pruned']}")
             raise optuna.TrialPruned(str(e)) from None
         self.budget.measured(row, evaluations=len(rungs))
         for name in (*ROW_ATTRS, "train_loss", "score", "eval_loss"):

@@ -126,7 +126,10 @@ def _child(job: Job, index: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.workers))
-    run_job(job, index, say=lambda msg: None)
+    try:
+        run_job(job, index, say=lambda msg: None)
+    except KeyboardInterrupt:  # the first process stops its workers so; it reports the interruption itself
+        raise SystemExit(130) from None
 
 
 def start_workers(job: Job, n: int) -> list[Any]:

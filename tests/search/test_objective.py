@@ -62,7 +62,8 @@ class PlantedRunner:
 
 def study_with(settings, runner=None, budget=None):
     sampler = optuna.samplers.TPESampler(seed=settings.seed)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=make_pruner(settings, max_steps=16))
+    pruner = make_pruner(settings, max_steps=16)  # Hyperband assigns brackets from the study name: a fixed one
+    study = optuna.create_study(study_name="planted", direction="minimize", sampler=sampler, pruner=pruner)
     runner = runner or PlantedRunner()
     worker = Worker(
         runner, settings, TrainConfig(epochs=4, batch_size=4), Budget.of(budget, time.time()), lambda m: None
