@@ -2,17 +2,17 @@
 
 For each recipe (``examples/{arithmetic,social_iqa,classify}.yaml`` or a recipe file):
 
-1. reftlab: ``reftlab search`` with the recipe's ``search:`` section (it scores on 20% of the
-   training data held out), then the best settings retrained on all the training data with
+1. reftlab: ``reftlab search`` with the recipe's ``search:`` section (its trials are scored on half
+   of the 20% of the training data held out), then the best settings retrained on all the training data with
    the recipe's full schedule (``best.yaml``), scored on the recipe's test set.
 2. LoRA: peft ``LoraConfig(r=4, target_modules=[q_proj, v_proj])`` on every layer (plus the
    classifier head for classification), trained on the same rows with the same epochs,
    batch size, schedule (linear decay, no warmup), clipping and data order; its lr is tuned
-   on the same 80/20 split over ``--lora-lrs``, then it is retrained on all the training
+   on the same validation split over ``--lora-lrs``, then it is retrained on all the training
    data and scored on the same test set.
 3. The base model (no training) on the test set, for generation tasks.
 
-Everything is cached under ``--out`` (the search resumes from its trial log; finished
+Everything is cached under ``--out`` (the search resumes its Optuna study; finished
 trainings are not repeated), so an interrupted run continues. The last lines are the
 markdown table and one JSON line per recipe.
 
@@ -137,8 +137,9 @@ def bench(name: str, out: Path, lora_lrs: Sequence[float], budget: str | None) -
 
     reft = cached(folder / "reft_test.json", retrain)
     search_seconds = round(time.perf_counter() - t0, 1)
-    # the search's own split of the training data: LoRA's lr is tuned on what the search scored on
+    # the search's own splits of the training data: LoRA's lr is tuned on what the search validated on
     fit, held = split_held_out(train, recipe.evaluation.held_out, recipe.search.seed)
+    held, _ = split_held_out(held, 0.5, recipe.search.seed)
     tuned = [
         cached(folder / f"lora_val_lr{lr:g}.json", lambda lr=lr: lora_run(recipe, fit, held, lr)) for lr in lora_lrs
     ]

@@ -35,6 +35,7 @@ from reftlab.cli import main
 from reftlab.concepts import ConceptConfig, read_concepts
 from reftlab.recipe import Recipe
 from reftlab.search.space import SearchSettings, SearchSpace, parse_budget
+from reftlab.search.storage import resolve_storage
 from reftlab.serve.protocol import ApiError, parse_request
 
 pytestmark = pytest.mark.user_errors
@@ -302,6 +303,11 @@ TABLE = [
     bad("search: unknown kind", lambda e: SearchSpace(kinds=("lorax",)), ValueError, "space.kinds: unknown ['lorax']"),
     bad("search: empty ranks", lambda e: SearchSpace(ranks=()), ValueError, "space.ranks is empty"),
     bad("search: eta 1", lambda e: SearchSettings(eta=1), ValueError, "search.eta=1"),
+    bad("search: empty layers", lambda e: SearchSpace(layers=()), ValueError, "space.layers is empty"),
+    bad("search: inverted lr", lambda e: SearchSpace(lr=(0.1, 0.01)), ValueError, "space.lr=[0.1, 0.01] is inverted: give [low, high]"),
+    bad("search: old lrs key", lambda e: SearchSpace.from_mapping({"lrs": [0.01]}), ValueError, "space.lrs (a list of values) is now space.lr"),
+    bad("search: pruner", lambda e: SearchSettings(pruner="median"), ValueError, "search.pruner='median'; use one of halving, hyperband, none"),
+    bad("search: storage URL", lambda e: resolve_storage("foo://x", None), ValueError, "unknown database 'foo'; use sqlite:///PATH/study.db"),
     bad("search: unknown space key", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "search": {"space": {"rank": [1]}}}), ValueError, "rank"),
     bad("eval: unknown metric", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], metric="bleu"), ValueError, "bleu"),
     bad("eval: unknown task", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], task="translation"), ValueError, "translation"),

@@ -34,7 +34,7 @@ def test_reft_and_lora_rows_for_generation_and_classification(tmp_path, capsys):
         "interventions": [{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}],
         "training": {"epochs": 2, "batch_size": 4},
         "search": {
-            "space": {"layers": ["1", "2"], "positions": ["l1"], "kinds": ["loreft"], "ranks": [1], "lrs": [1e-2]},
+            "space": {"layers": ["1", "2"], "positions": ["l1"], "kinds": ["loreft"], "ranks": [1], "lr": [1e-2, 1e-2]},
             "candidates": 2,
             "min_steps": 1,
         },

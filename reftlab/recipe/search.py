@@ -1,18 +1,20 @@
 """A recipe's ``search:`` section: what ``reftlab.search`` searches over, and how long it may take.
 
 A ``Candidate`` is one complete ReFT setting: a set of layers (one intervention per
-layer, on ``component``), the positions, the kind, the rank and the learning rate. A
-``SearchSpace`` lists the values of each dimension; its grid is the product of them,
-minus the candidates over the parameter cap. ``SearchSettings`` add the budget, the
-cap and the successive-halving shape; a recipe's ``search:`` section and a
-``--space SPACE.yaml`` file are read into them.
+layer, on ``component``), the positions, the kind, the rank, the learning rate and (when the
+space lists them) the epochs. A ``SearchSpace`` lists the values of each dimension; the
+learning rate is a range searched on a log scale. ``SearchSettings`` add the budget, the
+parameter cap, the number of trials and the pruner's shape; a recipe's ``search:`` section and
+a ``--space SPACE.yaml`` file are read into them.
 
 The default space (layers chosen from the model's depth ``L``):
 
-- layers: ``round(L*f)`` for f = 0.2, 0.4, 0.6 alone, the pair {0.2, 0.6} and the
-  four {0.2, 0.4, 0.6, 0.8} (SmolLM2, L=30: 6, 12, 18, "6;18", "6;12;18;24")
-- positions: ``l1``, ``f1+l1``, ``f3+l3``;  kinds: ``loreft``, ``direft``
-- ranks: 1, 2, 4, 8;  lr: 3e-3, 1e-2, 2e-2, 4e-2
+- layers: ``round(L*f)`` for f = 0.2, 0.4, 0.6 alone, the pair {0.2, 0.6}, the four
+  {0.2, 0.4, 0.6, 0.8} and the eight {0.1, ..., 0.8} (many layers, which the parameter cap
+  keeps at low rank) (SmolLM2, L=30: 6, 12, 18, "6;18", "6;12;18;24", "3;6;9;12;15;18;21;24")
+- positions: ``l1``, ``f1+l1``, ``f3+l3``, ``f5+l5``
+- kinds: the six low-rank ReFTs ``loreft``, ``direft``, ``noreft``, ``nodireft``, ``lobireft``, ``consreft``
+- ranks: 1, 2, 4, 8;  lr: 3e-3 to 4e-2 (log scale);  epochs: the recipe's
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from ..interventions import build, kinds
 from ..mapping import check_keys
 from ..sites import COMPONENTS, Positions, parse_layers
 
-LAYER_FRACTIONS = ((0.2,), (0.4,), (0.6,), (0.2, 0.6), (0.2, 0.4, 0.6, 0.8))
+LAYER_FRACTIONS = ((0.2,), (0.4,), (0.6,), (0.2, 0.6), (0.2, 0.4, 0.6, 0.8), tuple(i / 10 for i in range(1, 9)))
+KINDS = ("loreft", "direft", "noreft", "nodireft", "lobireft", "consreft")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
-    """One setting: ``len(layers)`` interventions of ``kind``/``rank`` at ``positions``, trained at ``lr``."""
+    """One setting: ``len(layers)`` interventions of ``kind``/``rank`` at ``positions``, trained at ``lr``
+    (for ``epochs``; None: the recipe's schedule)."""
 
     layers: tuple[int, ...]
     positions: str
@@ -41,11 +45,13 @@ class Candidate:
     rank: int
     lr: float
     component: str = "block_output"
+    epochs: int | None = None
 
     @property
     def key(self) -> str:
-        """A stable, readable id: ``L6;18|f1+l1|loreft|r4|lr0.005``."""
-        return f"L{';'.join(map(str, self.layers))}|{self.positions}|{self.kind}|r{self.rank}|lr{self.lr!r}"
+        """A stable, readable id: ``L6;18|f1+l1|loreft|r4|lr0.005`` (``|e3`` added when epochs are searched)."""
+        key = f"L{';'.join(map(str, self.layers))}|{self.positions}|{self.kind}|r{self.rank}|lr{self.lr!r}"
+        return key if self.epochs is None else f"{key}|e{self.epochs}"
 
     def describe(self) -> str:
         """For tables: ``direft r4 at layers 6;18, f1+l1, lr 0.01``."""
@@ -78,9 +84,9 @@ def default_layers(n_layers: int) -> tuple[str, ...]:
     """Layer sets of the default space for a model with ``n_layers`` blocks.
 
     >>> default_layers(30)
-    ('6', '12', '18', '6;18', '6;12;18;24')
+    ('6', '12', '18', '6;18', '6;12;18;24', '3;6;9;12;15;18;21;24')
     >>> default_layers(4)
-    ('1', '2', '1;2', '1;2;3')
+    ('1', '2', '1;2', '1;2;3', '0;1;2;3')
     """
     out: dict[str, None] = {}
     for fracs in LAYER_FRACTIONS:
@@ -96,20 +102,25 @@ class SearchSpace:
     layers: Sequence[str] | None = field(
         default=None, metadata={"help": "layer sets such as '12' or '6;12;18;24' (default: from the model's depth)"}
     )
-    positions: Sequence[str] = field(default=("l1", "f1+l1", "f3+l3"), metadata={"help": "position specs"})
-    kinds: Sequence[str] = field(default=("loreft", "direft"), metadata={"help": "intervention kinds"})
+    positions: Sequence[str] = field(default=("l1", "f1+l1", "f3+l3", "f5+l5"), metadata={"help": "position specs"})
+    kinds: Sequence[str] = field(default=KINDS, metadata={"help": "intervention kinds"})
     ranks: Sequence[int] = field(default=(1, 2, 4, 8), metadata={"help": "ranks"})
-    lrs: Sequence[float] = field(default=(3e-3, 1e-2, 2e-2, 4e-2), metadata={"help": "peak learning rates"})
+    lr: Sequence[float] = field(
+        default=(3e-3, 4e-2), metadata={"help": "[low, high]: the peak learning rate's range, searched on a log scale"}
+    )
+    epochs: Sequence[int] | None = field(
+        default=None, metadata={"help": "epoch counts to try (default: the recipe's training schedule)"}
+    )
     component: str = field(default="block_output", metadata={"help": f"site component, one of {', '.join(COMPONENTS)}"})
 
     def __post_init__(self) -> None:
-        for name in ("layers", "positions", "kinds", "ranks", "lrs"):
+        for name in ("layers", "positions", "kinds", "ranks", "epochs"):
             value = getattr(self, name)
             if value is None:
                 continue
             value = (value,) if isinstance(value, (str, int, float)) else tuple(value)
             if not value:
-                raise ValueError(f"space.{name} is empty; give at least one value")
+                raise ValueError(f"space.{name} is empty; give at least one value (or leave it out for the default)")
             object.__setattr__(self, name, value)
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(str(x) for x in self.layers))
@@ -120,27 +131,29 @@ class SearchSpace:
         unknown = [k for k in self.kinds if k not in kinds()]
         if unknown:
             raise ValueError(f"space.kinds: unknown {unknown}; known: {', '.join(kinds())}")
-        if not all(isinstance(r, int) and r >= 1 for r in self.ranks):
-            raise ValueError(f"space.ranks={list(self.ranks)} must be ints >= 1")
-        if not all(isinstance(x, (int, float)) and x > 0 for x in self.lrs):
-            raise ValueError(f"space.lrs={list(self.lrs)} must be numbers > 0")
-        object.__setattr__(self, "lrs", tuple(float(x) for x in self.lrs))
+        for name in ("ranks", "epochs"):
+            values = getattr(self, name) or ()
+            if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in values):
+                raise ValueError(f"space.{name}={list(values)} must be ints >= 1")
+        object.__setattr__(self, "lr", _lr_range(self.lr))
         if self.component not in COMPONENTS:
             raise ValueError(f"space.component={self.component!r}; use one of {', '.join(COMPONENTS)}")
 
-    def grid(self, n_layers: int, d_model: int, max_params: int | None = None) -> list[Candidate]:
-        """Every candidate, in a fixed order, without those over ``max_params``."""
-        layer_sets = [tuple(parse_layers(s, n_layers)) for s in (self.layers or default_layers(n_layers))]
-        out = [
-            Candidate(layers=ls, positions=p, kind=k, rank=r, lr=lr, component=self.component)
-            for ls in layer_sets
-            for p in self.positions
-            for k in self.kinds
-            for r in self.ranks
-            for lr in self.lrs
-        ]
+    def layer_sets(self, n_layers: int) -> list[tuple[int, ...]]:
+        """The layer sets for a model with ``n_layers`` blocks (each checked against the depth)."""
+        try:
+            return [tuple(parse_layers(s, n_layers)) for s in (self.layers or default_layers(n_layers))]
+        except ValueError as e:
+            raise ValueError(f"space.layers: {e} (this model has {n_layers} blocks)") from None
+
+    def structures(
+        self, n_layers: int, d_model: int, max_params: int | None = None
+    ) -> list[tuple[tuple[int, ...], str, int]]:
+        """Every (layers, kind, rank), in a fixed order, without those over ``max_params`` (positions, lr and
+        epochs do not change the parameter count)."""
+        out = [(ls, k, r) for ls in self.layer_sets(n_layers) for k in self.kinds for r in self.ranks]
         if max_params is not None:
-            out = [c for c in out if c.params(d_model) <= max_params]
+            out = [s for s in out if len(s[0]) * _kind_params(s[1], s[2], d_model) <= max_params]
             if not out:
                 raise ValueError(f"max_params={max_params} excludes every candidate of the space; raise it")
         return out
@@ -150,10 +163,30 @@ class SearchSpace:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "space") -> "SearchSpace":
+        if "lrs" in data:
+            raise ValueError(
+                f"{where}.lrs (a list of values) is now {where}.lr: [low, high], a range searched on a log scale, "
+                "e.g. lr: [0.003, 0.04]"
+            )
         check_keys(data, cls, where)
         return cls(**dict(data))
 
 
+def _lr_range(value: Any) -> tuple[float, float]:
+    """``[low, high]`` with 0 < low <= high (one number: that lr alone)."""
+    pair = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if len(pair) != 2 or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf for x in pair
+    ):
+        raise ValueError(f"space.lr={value!r} must be [low, high], two numbers > 0 (e.g. [0.003, 0.04])")
+    low, high = float(pair[0]), float(pair[1])
+    if low > high:
+        raise ValueError(f"space.lr=[{low:g}, {high:g}] is inverted: give [low, high], e.g. [{high:g}, {low:g}]")
+    return low, high
+
+
+PRUNERS = ("halving", "hyperband", "none")
+SAMPLERS = ("tpe", "random")  # random: each trial drawn alone, as the hand-written halving drew its candidates
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|steps?)?\s*$")
 
 
@@ -180,15 +213,25 @@ def parse_budget(budget: str | int | float | None) -> tuple[str, float] | None:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings:
-    """A search's space, budget, cap and successive-halving shape (a recipe's ``search:`` section)."""
+    """A search's space, budget, cap, trial count and pruner (a recipe's ``search:`` section)."""
 
     space: SearchSpace = field(default_factory=SearchSpace, metadata={"help": "the values tried (SearchSpace)"})
     budget: str | None = field(default=None, metadata={"help": "'15m', '2h', '400 steps' (None: no limit)"})
-    max_params: int | None = field(default=None, metadata={"help": "the parameter cap of a candidate"})
-    candidates: int = field(default=27, metadata={"help": "candidates in the first rung (sampled from the grid)"})
-    eta: int = field(default=3, metadata={"help": "each rung keeps the best 1/eta, trained eta times longer"})
-    min_steps: int = field(default=4, metadata={"help": "fewest training steps of a first-rung run"})
-    seed: int = field(default=0, metadata={"help": "seeds the candidate sample, the split and every trial"})
+    max_params: int | None = field(
+        default=None, metadata={"help": "the parameter cap: a trial over it is pruned before it trains"}
+    )
+    candidates: int = field(
+        default=27, metadata={"help": "trials the study trains (pruned ones included; those over the cap not)"}
+    )
+    pruner: str = field(
+        default="halving", metadata={"help": f"how bad trials stop early: {', '.join(PRUNERS)} (Optuna's pruners)"}
+    )
+    sampler: str = field(
+        default="tpe", metadata={"help": f"how trials are drawn: {', '.join(SAMPLERS)} (Optuna's samplers, seeded)"}
+    )
+    eta: int = field(default=3, metadata={"help": "the pruner's reduction factor: a rung keeps its best 1/eta"})
+    min_steps: int = field(default=4, metadata={"help": "training steps before the first rung (the first report)"})
+    seed: int = field(default=0, metadata={"help": "seeds the sampler, the splits and every trial"})
 
     def __post_init__(self) -> None:
         parse_budget(self.budget)
@@ -198,17 +241,21 @@ class SearchSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"search.{name}={value!r} must be an int >= {low}")
+        for name, known in (("pruner", PRUNERS), ("sampler", SAMPLERS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"search.{name}={getattr(self, name)!r}; use one of {', '.join(known)}")
 
     def rung_steps(self, full_steps: int) -> list[int]:
-        """Steps of each rung, last = ``full_steps``; each earlier one 1/eta of the next, >= min_steps.
+        """The steps at which a trial reports its held-out score: ``min_steps * eta^k`` below
+        ``full_steps`` (the pruners' rungs), then ``full_steps``.
 
         >>> SearchSettings(eta=3, min_steps=4).rung_steps(100)
-        [11, 33, 100]
+        [4, 12, 36, 100]
         """
-        steps = [full_steps]
-        while math.floor(steps[0] / self.eta) >= self.min_steps:
-            steps.insert(0, math.floor(steps[0] / self.eta))
-        return steps
+        steps: list[int] = []
+        while (step := self.min_steps * self.eta ** len(steps)) < full_steps:
+            steps.append(step)
+        return [*steps, full_steps]
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -2,9 +2,10 @@
 
 The recipe gives the model, the task, the data, the prompt format, the metric and the
 full training schedule; its ``search:`` section (or ``--space``, ``--budget``,
-``--max-params``) the space and limits. Held out for scoring: ``--eval FILE`` if given,
-else ``evaluation.held_out`` (20%) of the recipe's data. The recipe's own
-``evaluation.data`` (its test set) is never used to choose.
+``--max-params``) the space and limits. The trials are scored on ``evaluation.held_out`` (20%)
+of the recipe's data (the validation split); the winner, retrained, is scored once on a test
+split: ``--eval FILE`` if given, else half of that held-out fifth (then the validation split is
+the other half). The recipe's own ``evaluation.data`` (its test set) is never used by the search.
 
 ``OUT/best.yaml`` is the recipe with the best candidate's interventions and lr: ``reftlab
 train OUT/best.yaml`` retrains them on all of the recipe's data with the full schedule
@@ -13,6 +14,7 @@ and writes the checkpoint to ``OUT/best/``.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +24,8 @@ from typing import Any
 from ..atomic import write_text
 from ..recipe import DataSpec, Recipe, load_base, recipe_examples
 from ..recipe.search import Candidate, SearchSpace
-from .halving import SearchResult, search_with
+from .result import SearchResult
+from .study import search_with
 
 
 def search_recipe(
@@ -33,12 +36,17 @@ def search_recipe(
     space: SearchSpace | Mapping[str, Any] | None = None,
     budget: str | None = None,
     max_params: int | None = None,
+    storage: str | None = None,
+    study: str = "reftlab-search",
+    workers: int = 1,
+    resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     started: float | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
-    """Run ``reftlab.search`` on ``recipe`` and write ``OUT/best.yaml`` (see the module docstring)."""
+    """Run ``reftlab.search`` on ``recipe`` and write ``OUT/best.yaml`` (see the module docstring); the
+    other arguments are ``reftlab.search``'s. Each worker process loads the recipe's model itself."""
     started = time.monotonic() if started is None else started
     out = Path(out)
     settings = recipe.search.replace(budget=budget, max_params=max_params)
@@ -51,9 +59,8 @@ def search_recipe(
         own = dict(eval_data) if isinstance(eval_data, Mapping) else {"path": str(eval_data)}
         held = recipe_examples(recipe, DataSpec.from_mapping({**inherited, **own}, ".", "--eval"))
     n_labels = len(train[0]["choices"]) if recipe.task == "classification" else 0
-    hooked = load_base(recipe, n_labels)
     result = search_with(
-        hooked,
+        functools.partial(load_base, recipe, n_labels),
         train,
         held,
         settings,
@@ -61,6 +68,10 @@ def search_recipe(
         training=recipe.training,
         held_out=recipe.evaluation.held_out,
         out=out,
+        storage=storage,
+        study=study,
+        workers=workers,
+        resume=resume,
         progress=progress,
         log=log,
         started=started,
@@ -75,6 +86,8 @@ def best_recipe(recipe: Recipe, best: Candidate, *, output_dir: str | os.PathLik
     data = recipe.to_mapping()
     data["interventions"] = best.representations()
     data["training"] = {**data.get("training", {}), "lr": best.lr}
+    if best.epochs is not None:  # the searched epochs replace the recipe's schedule length
+        data["training"] = {k: v for k, v in data["training"].items() if k != "max_steps"} | {"epochs": best.epochs}
     data["output_dir"] = str(Path(output_dir).resolve())
     data.pop("search", None)
     Recipe.from_mapping(data)  # what we write must read back

@@ -1,18 +1,16 @@
-"""The trial log of a search: ``trials.csv`` (one row per finished trial) and ``search.json``.
+"""The trial log of a search, read from its Optuna study: ``trials.csv`` and the rung table.
 
-``search.json`` records what the search was started with (settings, data sizes, model,
-task, metric); a search started again on the same folder with the same record reuses
-every finished trial of ``trials.csv`` and runs only the rest, so an interrupted search
-resumes where it stopped. A different record is an error that names the differences.
-Both files are rewritten whole through a temporary file and a rename after each trial,
-so an interruption never leaves half a row.
+The study (in its storage) is the record: ``trials.csv`` is rewritten whole from it after each
+trial (through a temporary file and a rename, so an interruption never leaves half a row), one
+row per trial that trained, complete or pruned. Trials pruned over the parameter cap trained
+nothing and are left out; so are trials cut by the budget or interrupted (``FAIL``).
+``rung_rows`` is the long form the search page plots: one row per score a trial reported.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from ..atomic import write_text
 
 COLUMNS = (
     "trial",
+    "state",
     "rung",
     "key",
     "layers",
@@ -28,58 +27,74 @@ COLUMNS = (
     "kind",
     "rank",
     "lr",
+    "epochs",
     "params",
     "steps",
     "seconds",
     "train_loss",
     "score",
     "eval_loss",
+    "pruned",
+    "worker",
 )
 TRIALS_FILE = "trials.csv"
-RECORD_FILE = "search.json"
+_NUMBERS = {
+    "worker": int,
+    "trial": int,
+    "rung": int,
+    "rank": int,
+    "lr": float,
+    "params": int,
+    "steps": int,
+    "seconds": float,
+}
+_NUMBERS |= {"train_loss": float, "score": float, "eval_loss": float}
 
 
-def start_log(out: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Create ``out`` or reopen it: the finished trials of a search with the same ``record``."""
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / RECORD_FILE
-    trials = out / TRIALS_FILE
-    if saved.is_file():
-        old = json.loads(saved.read_text())
-        if old != json.loads(json.dumps(record)):
-            diff = sorted(k for k in set(old) | set(record) if old.get(k) != json.loads(json.dumps(record.get(k))))
-            raise ValueError(
-                f"{out} holds a search started with other settings (different: {', '.join(diff)}); "
-                "resume it with the same settings, or give a new output folder"
-            )
-        return read_trials(trials) if trials.is_file() else []
-    if trials.is_file() or (out / "best.yaml").is_file():
-        raise FileExistsError(f"{out} holds search results without {RECORD_FILE}; give a new output folder")
-    write_text(saved, json.dumps(record, indent=2) + "\n")
-    return []
+def finished(study: Any) -> list[Any]:
+    """The trials of ``study`` that trained and finished (complete or pruned), by number."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return sorted((t for t in done if t.user_attrs.get("trained")), key=lambda t: t.number)
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """One row (``COLUMNS``) per finished trial."""
+    return [trial_row(t) for t in finished(study)]
+
+
+def trial_row(t: Any) -> dict[str, Any]:
+    """The row of one finished trial (an ``optuna.trial.FrozenTrial``)."""
+    a, reports = t.user_attrs, len(t.intermediate_values)
+    return {
+        **{k: a.get(k) for k in COLUMNS},
+        "trial": t.number,
+        "state": t.state.name.lower(),
+        "rung": reports if t.state.name == "COMPLETE" else max(0, reports - 1),
+        **{k: t.params.get(k) for k in ("layers", "positions", "kind", "rank", "epochs")},
+        "lr": a.get("lr", t.params.get("lr")),
+        **{k: a.get(k, float("nan")) for k in ("seconds", "train_loss", "score", "eval_loss")},
+        "pruned": a.get("pruned", ""),
+    }
+
+
+def rung_rows(study: Any) -> list[dict[str, Any]]:
+    """One row per score a finished trial reported (its rungs, then its end if it completed)."""
+    out = []
+    for row, t in zip(trial_rows(study), finished(study)):
+        scores = sorted(t.intermediate_values.items())
+        if t.state.name == "COMPLETE":
+            scores.append((row["steps"], row["score"]))
+        for rung, (step, score) in enumerate(scores):
+            out.append({**row, "rung": rung, "steps": int(step), "score": float(score)})
+    return out
 
 
 def read_trials(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    out = []
-    for row in rows:
-        out.append(
-            {
-                **row,
-                "trial": int(row["trial"]),
-                "rung": int(row["rung"]),
-                "rank": int(row["rank"]),
-                "lr": float(row["lr"]),
-                "params": int(row["params"]),
-                "steps": int(row["steps"]),
-                "seconds": float(row["seconds"]),
-                "train_loss": float(row["train_loss"]),
-                "score": float(row["score"]),
-                "eval_loss": float(row["eval_loss"]),
-            }
-        )
-    return out
+    return [{**row, **{k: cast(row[k]) for k, cast in _NUMBERS.items()}} for row in rows]
 
 
 def write_trials(out: Path, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -1,23 +1,45 @@
-"""The search space as ``reftlab.search`` samples it.
+"""The search space as an Optuna trial samples it.
 
 The schema (``Candidate``, ``SearchSpace``, ``SearchSettings``, budgets) is a recipe's
 ``search:`` section and lives in ``reftlab.recipe.search``; its names are importable from here too.
+Each dimension is one Optuna parameter: ``layers``, ``positions``, ``kind``, ``rank`` and (when the
+space lists epochs) ``epochs`` are categorical, ``lr`` a float on a log scale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from ..recipe.search import Candidate, SearchSettings, SearchSpace, default_layers, parse_budget
 
-__all__ = ["Candidate", "SearchSettings", "SearchSpace", "default_layers", "parse_budget", "sample"]
+__all__ = ["Candidate", "SearchSettings", "SearchSpace", "default_layers", "parse_budget", "suggest"]
 
 
-def sample(grid: Sequence[Candidate], n: int, seed: int) -> list[Candidate]:
-    """``n`` candidates of ``grid`` drawn without replacement by a seeded RNG (all if n >= len)."""
-    import random
+def suggest(trial: Any, space: SearchSpace, n_layers: int) -> Candidate:
+    """The candidate ``trial`` (an ``optuna.Trial``) draws from ``space`` for a model of ``n_layers`` blocks.
 
-    if n >= len(grid):
-        return list(grid)
-    idx = sorted(random.Random(seed).sample(range(len(grid)), n))
-    return [grid[i] for i in idx]
+    The lr is rounded to three significant digits: the key, best.yaml and the table carry a readable value.
+    """
+    sets = {";".join(map(str, ls)): ls for ls in space.layer_sets(n_layers)}
+    epochs = None if space.epochs is None else int(trial.suggest_categorical("epochs", list(space.epochs)))
+    return Candidate(
+        layers=sets[trial.suggest_categorical("layers", list(sets))],
+        positions=trial.suggest_categorical("positions", list(space.positions)),
+        kind=trial.suggest_categorical("kind", list(space.kinds)),
+        rank=int(trial.suggest_categorical("rank", list(space.ranks))),
+        lr=float(f"{trial.suggest_float('lr', *space.lr, log=True):.3g}"),
+        component=space.component,
+        epochs=epochs,
+    )
+
+
+def params_of(candidate: Candidate) -> dict[str, Any]:
+    """``candidate`` as the Optuna parameters ``suggest`` would draw it from (for ``study.enqueue_trial``)."""
+    out: dict[str, Any] = {
+        "layers": ";".join(map(str, candidate.layers)),
+        "positions": candidate.positions,
+        "kind": candidate.kind,
+        "rank": candidate.rank,
+        "lr": candidate.lr,
+    }
+    return out if candidate.epochs is None else {**out, "epochs": candidate.epochs}

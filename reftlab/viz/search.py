@@ -109,11 +109,20 @@ def search_figures(
 
 
 def write_search_page(
-    trials: pd.DataFrame, path: str | os.PathLike, *, metric: str = "score", best: str | None = None
+    trials: pd.DataFrame,
+    path: str | os.PathLike,
+    *,
+    metric: str = "score",
+    best: str | None = None,
+    reports: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``search.html``: the best setting, the figures, and the trial table (one file, offline)."""
+    """Write ``search.html``: the best setting, the figures, and the trial table (one file, offline).
+
+    ``reports``: one row per score a trial reported at a rung (the columns of ``trials``); the figures
+    plot it when given, the table shows ``trials`` (one row per trial)."""
     intro = f"<p>{len(trials)} trials; best: <code>{html.escape(best or '?')}</code></p>"
     table = trials.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0)
-    text = page_html(search_figures(trials, metric=metric, best=best), title="reftlab search", intro=intro)
+    plotted = trials if reports is None or reports.empty else reports
+    text = page_html(search_figures(plotted, metric=metric, best=best), title="reftlab search", intro=intro)
     text = text.replace("</body></html>", f"<h2>Trials</h2>{table}\n</body></html>")
     return write_page(text, path)

@@ -1,9 +1,11 @@
-"""The search space: grid, parameter counts (checked against real ReftModels), cap, budgets, rungs."""
+"""The search space: parameter counts (checked against real ReftModels), the cap, what a trial draws,
+budgets and rungs."""
 
+import optuna
 import pytest
 
 import reftlab
-from reftlab.search.space import Candidate, SearchSettings, SearchSpace, parse_budget, sample
+from reftlab.search.space import Candidate, SearchSettings, SearchSpace, params_of, parse_budget, suggest
 
 
 def test_candidate_params_are_the_reft_models(tiny_hooked):
@@ -11,6 +13,7 @@ def test_candidate_params_are_the_reft_models(tiny_hooked):
         Candidate(layers=(1,), positions="l1", kind="loreft", rank=4, lr=1e-2),
         Candidate(layers=(0, 2), positions="f1+l1", kind="direft", rank=2, lr=1e-2),
         Candidate(layers=(1, 2, 3), positions="f3+l3", kind="noreft", rank=1, lr=1e-2),
+        Candidate(layers=(0, 1, 2, 3), positions="f5+l5", kind="consreft", rank=2, lr=1e-2, epochs=3),
     ]:
         rm = reftlab.get_reft_model(tiny_hooked, reftlab.ReftConfig(representations=cand.representations()))
         assert cand.params(tiny_hooked.d_model) == rm.num_intervention_parameters()
@@ -18,29 +21,43 @@ def test_candidate_params_are_the_reft_models(tiny_hooked):
     assert Candidate(layers=(15,), positions="l1", kind="loreft", rank=4, lr=1e-2).params(576) == 4612
 
 
-def test_grid_cap_and_sample():
-    space = SearchSpace(layers=["1", "1;2"], positions=["l1"], kinds=["loreft"], ranks=[1, 4], lrs=[1e-2, 1e-3])
-    grid = space.grid(n_layers=4, d_model=64)
-    assert len(grid) == 8 and len({c.key for c in grid}) == 8
-    capped = space.grid(n_layers=4, d_model=64, max_params=2 * 64 * 4 + 4)
-    assert {c.key for c in capped} == {c.key for c in grid if c.params(64) <= 516} and len(capped) == 6
+def test_structures_under_the_cap():
+    space = SearchSpace(layers=["1", "1;2"], positions=["l1"], kinds=["loreft"], ranks=[1, 4])
+    assert len(space.structures(n_layers=4, d_model=64)) == 4
+    capped = space.structures(n_layers=4, d_model=64, max_params=2 * 64 * 4 + 4)
+    assert capped == [((1,), "loreft", 1), ((1,), "loreft", 4), ((1, 2), "loreft", 1)]
     with pytest.raises(ValueError, match="excludes every candidate"):
-        space.grid(n_layers=4, d_model=64, max_params=10)
-    assert sample(grid, 3, seed=0) == sample(grid, 3, seed=0) != sample(grid, 3, seed=1)
-    assert sample(grid, 99, seed=0) == grid
-    default = SearchSpace().grid(n_layers=30, d_model=576, max_params=23_040)
-    assert all(c.params(576) <= 23_040 for c in default) and {c.layers for c in default} >= {(6,), (6, 12, 18, 24)}
+        space.structures(n_layers=4, d_model=64, max_params=10)
+    # the default space under the recipes' cap keeps many layers only at low rank
+    default = SearchSpace().structures(n_layers=30, d_model=576, max_params=23_040)
+    assert {k for _, k, _ in default} == set(SearchSpace().kinds) and len(SearchSpace().kinds) == 6
+    eight = {r for ls, k, r in default if len(ls) == 8 and k == "loreft"}
+    assert eight and max(eight) <= 2 and {ls for ls, _, _ in default} >= {(6,), (6, 12, 18, 24)}
 
 
-def test_bad_spaces_and_settings_are_named():
-    with pytest.raises(ValueError, match="space.kinds: unknown \\['lora'\\]"):
-        SearchSpace(kinds=["lora"])
+def test_a_trial_draws_a_candidate_from_the_space_and_an_enqueued_one_comes_back():
+    space = SearchSpace(layers=["1", "1;3"], positions=["l1", "f1+l1"], kinds=["loreft"], ranks=[1], epochs=[2, 3])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        cand = suggest(study.ask(), space, n_layers=4)
+        assert cand.layers in {(1,), (1, 3)} and cand.epochs in {2, 3} and 3e-3 <= cand.lr <= 4e-2
+        assert cand.lr == float(f"{cand.lr:.3g}") and cand.key.endswith(f"|e{cand.epochs}")
+    planted = Candidate(layers=(1, 3), positions="f1+l1", kind="loreft", rank=1, lr=0.0123, epochs=3)
+    study.enqueue_trial(params_of(planted))
+    assert suggest(study.ask(), space, n_layers=4) == planted
+
+
+def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="space.ranks=\\[0\\]"):
         SearchSpace(ranks=[0])
+    with pytest.raises(ValueError, match="space.epochs=\\[0\\]"):
+        SearchSpace(epochs=[0])
     with pytest.raises(ValueError, match="unknown key\\(s\\) \\['rank'\\] in space"):
         SearchSpace.from_mapping({"rank": [1]})
     with pytest.raises(ValueError, match="search.eta=1 must be an int >= 2"):
         SearchSettings(eta=1)
+    with pytest.raises(ValueError, match="search.pruner='median'; use one of halving, hyperband, none"):
+        SearchSettings(pruner="median")
     with pytest.raises(ValueError, match="use a wall-clock time"):
         parse_budget("soon")
     assert SearchSettings.from_mapping({"space": {"ranks": [2]}, "budget": "10m"}).space.ranks == (2,)
