@@ -21,6 +21,9 @@ Stages (each in its own try/except: a failing stage records its error and the ru
    interventions land on the GPU, logits equal the base on the GPU alone.
 5. ``ddp``: with 2+ GPUs, ``reftlab.train`` under ``torchrun --nproc-per-node 2`` (NCCL) against one
    process with the global batch: largest weight difference (float32).
+6. ``vllm``: 3 ReFTs served on vLLM through reftlab's plugin against vLLM's base alone (CUDA graphs
+   on) and reftlab's own engine, 64 requests (``benchmarks/gpu_vllm.py``; skipped without vLLM).
+   Goals: >= 0.9x vLLM's base tokens/s, >= 5x reftlab's engine.
 
 Timings are interleaved warm medians of ``--repeats`` (>= 5) runs. Without CUDA (and without
 ``--device cpu``) the script prints ``{"cuda": false, ...}`` and exits 0. It needs reftlab's
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cuda (default when present) or cpu (a dry run with --tiny)")
     ap.add_argument("--tiny", action="store_true", help="tiny models and batches: check the code paths, not speed")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--stages", default="overhead,train_step,quantized,offload,ddp")
+    ap.add_argument("--stages", default="overhead,train_step,quantized,offload,ddp,vllm")
     ap.add_argument("--ddp-worker", default=None, help=argparse.SUPPRESS)  # internal: one torchrun rank
     args = ap.parse_args(argv)
     if torch is None:
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "quantized": lambda: stage_quantized(device, args.tiny),
         "offload": lambda: stage_offload(device, args.tiny),
         "ddp": lambda: stage_ddp(device, args.tiny),
+        "vllm": lambda: _vllm_stage(device, args.tiny, args.repeats),
     }
     for name in args.stages.split(","):
         t0 = time.perf_counter()
@@ -154,6 +158,12 @@ def _version(name: str) -> str:
 
 
 # --- models and data ---------------------------------------------------------------------
+def _vllm_stage(device: torch.device, tiny: bool, repeats: int) -> dict[str, Any]:
+    from gpu_vllm import stage_vllm
+
+    return stage_vllm(device, tiny, repeats)
+
+
 def random_llama(shape: str, dtype: torch.dtype, device: torch.device, seed: int = 0) -> Any:
     """A random Llama built on ``device`` in ``dtype`` (no weights read from anywhere)."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -17,13 +17,18 @@ Every answer of every round (warm-up included, mixed and single) is checked agai
 ``reftlab.generate`` of that prompt alone (one at a time, no batching, so no padding): the
 server must give exactly that text.
 
+With ``--vllm`` (the vLLM venv, ``make vllm-venv``), two more servers run the same rounds:
+``reftlab serve --engine vllm`` with the 3 ReFTs (``vllm_refts``: the mixed requests) and with
+none (``vllm_base``: the same 64 prompts, all to the base); their answers are checked too.
+
 Printed: server/one_by_one (goal >= 4), server/offline_batched (goal >= 0.8), mixed/single
-(goal >= 0.9), p50/p95 latency, how many server answers equal the one-at-a-time greedy one;
+(goal >= 0.9), with --vllm vllm_refts/vllm_base (goal >= 0.85: ReFTs cost <= 15% of vLLM's
+throughput), p50/p95 latency, how many server answers equal the one-at-a-time greedy one;
 with ``--transformers-cb``, transformers' own ``generate_batch`` (continuous batching, paged
 cache, base model only) on the same prompts: tokens/s and greedy agreement with HF generate
 alone. Machine load (``uptime``) and thread counts are printed. Last line JSON.
 
-    python benchmarks/serve.py [--repeats 5] [--threads 2] [--transformers-cb]
+    python benchmarks/serve.py [--repeats 5] [--threads 2] [--transformers-cb] [--vllm]
 """
 
 from __future__ import annotations
@@ -75,14 +80,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(paths: dict[str, Path], port: int, threads: int, max_batch: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "reftlab", "serve", "--port", str(port), "--max-batch", str(max_batch)]
-    cmd += ["--log-level", "warning", "--name", "base"]
+VLLM_PYTHON = Path(os.environ.get("VLLM_VENV", Path(__file__).resolve().parents[1] / ".venv-vllm")) / "bin" / "python"
+
+
+def start_server(
+    paths: dict[str, Path], port: int, threads: int, max_batch: int, engine: str = "reftlab"
+) -> subprocess.Popen:
+    python = sys.executable if engine == "reftlab" else str(VLLM_PYTHON)
+    cmd = [python, "-m", "reftlab", "serve", "--port", str(port), "--max-batch", str(max_batch)]
+    cmd += ["--log-level", "warning", "--name", "base", "--engine", engine]
     for name, path in paths.items():
         cmd += ["--reft", f"{name}={path}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(cmd, env=env)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while True:
         if proc.poll() is not None:
             raise RuntimeError("reftlab serve exited")
@@ -155,6 +166,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--one-by-one", type=int, default=16, help="requests timed one by one per round")
     ap.add_argument("--transformers-cb", action="store_true", help="also time transformers' generate_batch")
+    ap.add_argument("--vllm", action="store_true", help="also time reftlab serve --engine vllm (.venv-vllm)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
@@ -168,8 +180,9 @@ def main() -> None:
     texts = prompts()
     mixed_jobs = [(routes[i % 4], texts[i // 4]) for i in range(64)]  # route changes every request
     single_jobs = [("r0", texts[i // 4]) for i in range(64)]
+    base_jobs = [("base", texts[i // 4]) for i in range(64)]
     n = args.new_tokens
-    alone = generate_alone(hooked, refts, mixed_jobs + single_jobs, n)
+    alone = generate_alone(hooked, refts, mixed_jobs + single_jobs + base_jobs, n)
     checked, wrong = 0, []  # every server answer of every round against `alone`
 
     def offline_batched() -> tuple[int, dict]:
@@ -191,19 +204,32 @@ def main() -> None:
     port = free_port()
     server = start_server(paths, port, args.threads, args.max_batch)
     url = f"http://127.0.0.1:{port}"
-    rates: dict[str, list[float]] = {k: [] for k in ("server_mixed", "server_single", "offline_batched", "one_by_one")}
+    others: dict[str, tuple[subprocess.Popen, str, list[tuple[str, str]]]] = {}
+    if args.vllm:
+        for name, served, jobs in (("vllm_refts", paths, mixed_jobs), ("vllm_base", {}, base_jobs)):
+            p = free_port()
+            others[name] = (
+                start_server(served, p, args.threads, args.max_batch, "vllm"),
+                f"http://127.0.0.1:{p}",
+                jobs,
+            )
+    names = ("server_mixed", "server_single", "offline_batched", "one_by_one", *others)
+    rates: dict[str, list[float]] = {k: [] for k in names}
     latencies: list[float] = []
     try:
         for rnd in range(args.repeats + 1):  # round 0 warms up
             m = run_clients(url, mixed_jobs, args.clients, n)
             s = run_clients(url, single_jobs, args.clients, n)
+            o = {name: run_clients(u, jobs, args.clients, n) for name, (_, u, jobs) in others.items()}
             t0 = time.perf_counter()
             made, _ = offline_batched()
             t_off = time.perf_counter() - t0
             t0 = time.perf_counter()
             made_one = one_by_one()
             t_one = time.perf_counter() - t0
-            for name, res, jobs in (("mixed", m, mixed_jobs), ("single", s, single_jobs)):
+            runs = [("mixed", m, mixed_jobs), ("single", s, single_jobs)]
+            runs += [(name, o[name], jobs) for name, (_, _, jobs) in others.items()]
+            for name, res, jobs in runs:
                 wrong += [(rnd, name, i, jobs[i]) for i in mismatches(res["answers"], jobs, alone)]
                 checked += len(jobs)
             if rnd == 0:
@@ -212,6 +238,8 @@ def main() -> None:
             rates["server_single"].append(s["tokens"] / s["wall"])
             rates["offline_batched"].append(made / t_off)
             rates["one_by_one"].append(made_one / t_one)
+            for name, res in o.items():
+                rates[name].append(res["tokens"] / res["wall"])
             latencies += m["latencies"]
             print(
                 f"round {rnd}: "
@@ -220,8 +248,9 @@ def main() -> None:
             )
         stats = httpx.get(url + "/health").json()["stats"]
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(60)
+        for proc in [server, *(p for p, _, _ in others.values())]:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     lat = sorted(latencies)
@@ -229,6 +258,15 @@ def main() -> None:
         "server_vs_one_by_one": round(med["server_mixed"] / med["one_by_one"], 3),
         "server_vs_offline_batched": round(med["server_mixed"] / med["offline_batched"], 3),
         "mixed_vs_single": round(med["server_mixed"] / med["server_single"], 3),
+        **(
+            {
+                "vllm_refts_vs_vllm_base": round(med["vllm_refts"] / med["vllm_base"], 3),
+                "vllm_refts_vs_server": round(med["vllm_refts"] / med["server_mixed"], 3),
+                "vllm_refts_vs_one_by_one": round(med["vllm_refts"] / med["one_by_one"], 3),
+            }
+            if others
+            else {}
+        ),
         "tokens_per_s": {k: round(v, 1) for k, v in med.items()},
         "latency_s": {"p50": round(lat[len(lat) // 2], 2), "p95": round(lat[int(0.95 * (len(lat) - 1))], 2)},
         "server_equals_alone": f"{checked - len(wrong)}/{checked}",

@@ -41,6 +41,8 @@ def test_the_tiny_cpu_dry_run_passes_every_stage():
     assert quantized["intervention_dtype"] == "torch.float32" and quantized["generated_tokens"] == [8, 8]
     assert report["offload"]["logits_equal_undispatched"] and report["offload"]["intervention_device"] == "cpu"
     assert report["ddp"]["equal_within_1e-5"] and len(report["ddp"]["losses_two_one"][0]) == 6
+    # this venv has no vLLM (tests/serve/test_vllm.py dry-runs the stage in the vLLM venv)
+    assert "vLLM is not installed" in report["vllm"]["skipped"]
 
 
 def test_the_parity_check_catches_a_two_percent_error_in_a_gradient():

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_vllm(args: argparse.Namespace, create_app: Any, run_server: Any) -> int:
-    """``--engine vllm``: the same endpoints over ``reftlab.serve.vllm.VllmEngine``."""
+    """``--engine vllm``: the same endpoints over ``reftlab.serve.vllm.engine.VllmEngine``."""
     try:
         import vllm  # noqa: F401
 

@@ -82,7 +82,7 @@ _ids: Iterator[int] = itertools.count()
 @runtime_checkable
 class ServingEngine(Protocol):
     """What the HTTP app (``reftlab.serve.app``) asks of an engine: reftlab's own ``Engine`` or
-    ``reftlab.serve.vllm.VllmEngine``."""
+    ``reftlab.serve.vllm.engine.VllmEngine``."""
 
     @property
     def tokenizer(self) -> Any: ...

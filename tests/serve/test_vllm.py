@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -147,7 +148,9 @@ def test_a_reft_trained_on_another_base_is_refused_by_name(world, tmp_path):
     assert f"--reft tiny={tmp_path / 'tiny'}: ReFT 'tiny' was trained on" in out.stderr + out.stdout
 
 
-def test_vllm_serve_with_the_plugin_and_one_option(world, tmp_path):
+def test_vllm_serve_with_the_plugin_and_one_option_over_three_tensor_parallel_ranks(world, tmp_path):
+    """The plugin in stock vLLM's OpenAI server, the model split over 3 ranks (SmolLM2's 9 heads and
+    3 KV heads; this 2-core machine's threads bound by hand): each rank edits the full residual stream."""
     _, _, folder = world
     config = {"reftlab": {"refts": {"lo": str(folder / "lo"), "every": str(folder / "every")}}}
     args = [
@@ -167,10 +170,12 @@ def test_vllm_serve_with_the_plugin_and_one_option(world, tmp_path):
         "512",
         "--additional-config",
         json.dumps(config),
+        "--tensor-parallel-size",
+        "3",
         "--kv-cache-memory-bytes",
         str(1 << 29),
     ]
-    with server(args, tmp_path / "server.log") as url:
+    with server(args, tmp_path / "server.log", env={"VLLM_CPU_OMP_THREADS_BIND": "0|1|0"}) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
         for prompt in PROMPTS[:3]:
             for route in [(), ("lo",), ("every",), ("lo", "every")]:
@@ -183,3 +188,20 @@ def test_vllm_serve_with_the_plugin_and_one_option(world, tmp_path):
             client.completions.create(
                 model="smollm2", prompt="Hi", max_tokens=2, extra_body={"vllm_xargs": {"reftlab": "nope"}}
             )
+
+
+def test_the_gpu_checks_vllm_stage_dry_runs_on_a_tiny_model(tmp_path):
+    """benchmarks/gpu_vllm.py (gpu_check's vllm stage) on the CPU: every arm runs, and the plugin's
+    greedy tokens on a second model (a random tiny Llama, float32) equal reftlab's own engine's."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_vllm.py"
+    out = subprocess.run(
+        [vllm_python(), str(script), "--device", "cpu", "--tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["greedy_refts_equal_reftlab"] is True
+    assert min(report["tokens_per_s"].values()) > 0 and report["refts_vs_base"] > 0
+    assert report["cuda_graphs"] == {"vllm_base": False, "vllm_refts": False}

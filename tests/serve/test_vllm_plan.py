@@ -116,3 +116,19 @@ def test_cache_salts_keep_different_edits_apart_and_equal_ones_together():
     assert cache_salt([lo, fl], 5) != cache_salt([fl, lo], 5)  # order matters
     assert cache_salt([lo], 5) != cache_salt([every], 5)
     assert cache_salt([pair], 6) != cache_salt([pair], 6)  # groups never share a prefix
+
+
+def test_the_plugin_refuses_a_compiled_forward_and_reads_routes_in_order():
+    """Without vLLM: the plugin's checks at model load (a fake runner), and how it reads a request's ReFTs."""
+    from types import SimpleNamespace
+
+    from reftlab.serve.vllm.plugin import _Steering, route_of
+
+    compiled = SimpleNamespace(vllm_config=SimpleNamespace(compilation_config=SimpleNamespace(mode=3)))
+    with pytest.raises(ValueError, match="start vLLM with --enforce-eager"):
+        _Steering.build(compiled, {"refts": {}})
+    with pytest.raises(ValueError, match="must be"):
+        _Steering.build(compiled, {"refts": "lo"})
+    assert route_of(SimpleNamespace(extra_args={"reftlab": ["b", "a"]})) == ("b", "a")
+    assert route_of(SimpleNamespace(extra_args={"reftlab": "lo"})) == ("lo",)
+    assert route_of(SimpleNamespace(extra_args=None)) == ()

@@ -49,6 +49,15 @@ def register() -> None:
     if getattr(GPUModelRunner, "_reftlab_wrapped", False):
         return
     _wrap_intake(InputProcessor)
+    runners = [GPUModelRunner]
+    try:  # the CPU runner loads its model its own way
+        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+        runners.append(CPUModelRunner)
+    except ImportError:
+        pass
+    for cls in runners:
+        _wrap_load(cls)
     original = GPUModelRunner._model_forward
 
     def _model_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -60,6 +69,21 @@ def register() -> None:
 
     GPUModelRunner._model_forward = _model_forward
     GPUModelRunner._reftlab_wrapped = True
+
+
+def _wrap_load(cls: Any) -> None:
+    """After the model loads, load the ReFTs and check them and the mode: a bad checkpoint or a
+    compiled forward stops vLLM at startup, not at the first request."""
+    original = cls.__dict__.get("load_model")
+    if original is None:
+        return
+
+    def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        _state(self)
+        return out
+
+    cls.load_model = load_model
 
 
 def _wrap_intake(processor_class: Any) -> None:
