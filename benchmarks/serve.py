@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--one-by-one", type=int, default=16, help="requests timed one by one per round")
     ap.add_argument("--transformers-cb", action="store_true", help="also time transformers' generate_batch")
     ap.add_argument("--vllm", action="store_true", help="also time reftlab serve --engine vllm (.venv-vllm)")
+    ap.add_argument("--skip", default="", help="arms to leave out, comma-separated: single, offline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
@@ -213,30 +214,41 @@ def main() -> None:
                 f"http://127.0.0.1:{p}",
                 jobs,
             )
-    names = ("server_mixed", "server_single", "offline_batched", "one_by_one", *others)
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+    if skip - {"single", "offline"}:
+        raise SystemExit(f"--skip {args.skip!r}: the arms that can be left out are single and offline")
+    left_out = {"server_single" if x == "single" else "offline_batched" for x in skip}
+    names = [
+        k for k in ("server_mixed", "server_single", "offline_batched", "one_by_one", *others) if k not in left_out
+    ]
     rates: dict[str, list[float]] = {k: [] for k in names}
     latencies: list[float] = []
     try:
         for rnd in range(args.repeats + 1):  # round 0 warms up
             m = run_clients(url, mixed_jobs, args.clients, n)
-            s = run_clients(url, single_jobs, args.clients, n)
+            runs = [("mixed", m, mixed_jobs)]
+            if "server_single" in rates:
+                s = run_clients(url, single_jobs, args.clients, n)
+                runs.append(("single", s, single_jobs))
             o = {name: run_clients(u, jobs, args.clients, n) for name, (_, u, jobs) in others.items()}
-            t0 = time.perf_counter()
-            made, _ = offline_batched()
-            t_off = time.perf_counter() - t0
+            runs += [(name, o[name], jobs) for name, (_, _, jobs) in others.items()]
+            if "offline_batched" in rates:
+                t0 = time.perf_counter()
+                made, _ = offline_batched()
+                t_off = time.perf_counter() - t0
             t0 = time.perf_counter()
             made_one = one_by_one()
             t_one = time.perf_counter() - t0
-            runs = [("mixed", m, mixed_jobs), ("single", s, single_jobs)]
-            runs += [(name, o[name], jobs) for name, (_, _, jobs) in others.items()]
             for name, res, jobs in runs:
                 wrong += [(rnd, name, i, jobs[i]) for i in mismatches(res["answers"], jobs, alone)]
                 checked += len(jobs)
             if rnd == 0:
                 continue
             rates["server_mixed"].append(m["tokens"] / m["wall"])
-            rates["server_single"].append(s["tokens"] / s["wall"])
-            rates["offline_batched"].append(made / t_off)
+            if "server_single" in rates:
+                rates["server_single"].append(s["tokens"] / s["wall"])
+            if "offline_batched" in rates:
+                rates["offline_batched"].append(made / t_off)
             rates["one_by_one"].append(made_one / t_one)
             for name, res in o.items():
                 rates[name].append(res["tokens"] / res["wall"])
@@ -256,8 +268,12 @@ def main() -> None:
     lat = sorted(latencies)
     result = {
         "server_vs_one_by_one": round(med["server_mixed"] / med["one_by_one"], 3),
-        "server_vs_offline_batched": round(med["server_mixed"] / med["offline_batched"], 3),
-        "mixed_vs_single": round(med["server_mixed"] / med["server_single"], 3),
+        **(
+            {"server_vs_offline_batched": round(med["server_mixed"] / med["offline_batched"], 3)}
+            if "offline_batched" in med
+            else {}
+        ),
+        **({"mixed_vs_single": round(med["server_mixed"] / med["server_single"], 3)} if "server_single" in med else {}),
         **(
             {
                 "vllm_refts_vs_vllm_base": round(med["vllm_refts"] / med["vllm_base"], 3),
