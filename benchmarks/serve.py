@@ -18,8 +18,9 @@ Every answer of every round (warm-up included, mixed and single) is checked agai
 server must give exactly that text.
 
 With ``--vllm`` (the vLLM venv, ``make vllm-venv``), two more servers run the same rounds:
-``reftlab serve --engine vllm`` with the 3 ReFTs (``vllm_refts``: the mixed requests) and with
-none (``vllm_base``: the same 64 prompts, all to the base); their answers are checked too.
+``reftlab serve --engine vllm`` with the 3 ReFTs (``vllm_refts``: the mixed requests; eager, as the
+plugin needs) and with none (``vllm_base``: the same 64 prompts, all to the base, in vLLM's default
+mode: torch.compile on a CPU, CUDA graphs on a GPU); their answers are checked too.
 
 Printed: server/one_by_one (goal >= 4), server/offline_batched (goal >= 0.8), mixed/single
 (goal >= 0.9), with --vllm vllm_refts/vllm_base (goal >= 0.85: ReFTs cost <= 15% of vLLM's

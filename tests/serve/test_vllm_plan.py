@@ -95,6 +95,30 @@ def test_packed_steps_edit_what_each_request_alone_edits(requests):
             torch.testing.assert_close(got[seg.start : seg.start + seg.width], want, rtol=0, atol=1e-12)
 
 
+KINDS = {
+    **{k: {"kind": k, "rank": 2} for k in ("loreft", "noreft", "direft", "nodireft", "consreft", "lobireft")},
+    "simgate": {"kind": "simgate", "child": {"kind": "loreft", "rank": 2}},
+    "simgate_pair": {"kind": "simgate", "child": {"kind": "loreft", "rank": 2}, "source": "pair"},
+    "concat": {"kind": "concat_loreft", "rank": 2},
+    "sum": {"kind": "sum", "children": [{"kind": "loreft", "rank": 2}, {"kind": "direft", "rank": 2}]},
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_servable_kind_edits_in_the_packed_batch_what_it_edits_alone(kind):
+    spec = dict(KINDS[kind])
+    torch.manual_seed(7)
+    iv = build({"d_model": D, "dtype": torch.float64, **spec}).eval()
+    with torch.no_grad():
+        for p in iv.parameters():
+            p.add_(torch.randn_like(p))
+    REFTS[kind] = ServedReft(kind, (ServedSite(1, iv, Positions.parse("f1+l1")),), fingerprint=kind)
+    try:
+        test_packed_steps_edit_what_each_request_alone_edits([((kind,), 6, [6, 1, 1]), ((kind, "lo"), 4, [4, 1])])
+    finally:
+        del REFTS[kind]
+
+
 def test_requests_with_one_route_share_one_op_per_site():
     segs = [Segment(("lo",), 4, 0, 4, 0), Segment(("lo",), 3, 0, 3, 4), Segment(("fl",), 5, 0, 5, 7)]
     ops = plan(segs, [resolve(s.route, s.prompt_len, REFTS) for s in segs])

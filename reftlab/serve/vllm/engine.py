@@ -62,17 +62,19 @@ class VllmEngine:
         self._args: dict[str, Any] = {
             "model": self.model,
             "dtype": dtype,
-            "enforce_eager": True,  # the plugin's hooks run eagerly (see plugin.py)
+            # the plugin's hooks run eagerly (see plugin.py); the base alone keeps vLLM's defaults
+            "enforce_eager": bool(refts),
             "enable_prefix_caching": prefix_caching,
             # an edit reading several positions at once needs the whole prompt in one forward
             "enable_chunked_prefill": not grouped,
             "max_num_seqs": max_batch,
             "seed": seed,
             "kv_cache_memory_bytes": kv_cache_bytes,
-            "additional_config": {
-                KEY: {"refts": {n: str(p) for n, p in refts.items()}, "positions": dict(positions or {})}
-            },
         }
+        if refts:
+            self._args["additional_config"] = {
+                KEY: {"refts": {n: str(p) for n, p in refts.items()}, "positions": dict(positions or {})}
+            }
         if max_model_len is not None:
             self._args["max_model_len"] = max_model_len
         if max_num_batched_tokens is not None:
