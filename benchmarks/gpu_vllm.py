@@ -9,7 +9,8 @@ tokenizer to a temporary folder, with 3 random rank-4 LoReFT checkpoints (``l1``
 round then the median of ``--repeats`` rounds:
 
 - ``vllm_base``: the base alone, vLLM's defaults (CUDA graphs and torch.compile on a GPU);
-- ``vllm_base_eager``: the same with ``enforce_eager`` (what the plugin needs);
+- ``vllm_base_eager``: the same with ``enforce_eager`` (what the plugin needs; on a CPU the only
+  base arm);
 - ``vllm_refts``: the plugin, requests spread over the 3 ReFTs and the base (eager);
 - ``reftlab``: reftlab's own engine (transformers' forward) on the same requests.
 
@@ -72,14 +73,12 @@ def stage_vllm(device: torch.device, tiny: bool, repeats: int) -> dict[str, Any]
         prompts = [torch.randint(3, min(vocab, 256), (n_prompt,), generator=g).tolist() for _ in range(64)]
         routes = [[] if i % 4 == 3 else [f"r{i % 4}"] for i in range(64)]
         job = {"prompts": prompts, "routes": routes, "new": n_new, "repeats": repeats, "device": device.type}
-        arms = {
-            # on a CPU there are no CUDA graphs to keep, and compiling would only slow the dry run
-            "vllm_base": _arm(
-                folder, job | {"refts": {}, "routes": [[]] * 64, "eager": device.type != "cuda"}, dtype, tmp
-            ),
-            "vllm_base_eager": _arm(folder, job | {"refts": {}, "routes": [[]] * 64, "eager": True}, dtype, tmp),
-            "vllm_refts": _arm(folder, job | {"refts": refts, "eager": True}, dtype, tmp),
-        }
+        base = job | {"refts": {}, "routes": [[]] * 64}
+        arms = {"vllm_base_eager": _arm(folder, base | {"eager": True}, dtype, tmp)}
+        # on a CPU there are no CUDA graphs to keep (and compiling would only slow the dry run)
+        gpu = device.type == "cuda"
+        arms["vllm_base"] = _arm(folder, base | {"eager": False}, dtype, tmp) if gpu else arms["vllm_base_eager"]
+        arms["vllm_refts"] = _arm(folder, job | {"refts": refts, "eager": True}, dtype, tmp)
         arms["reftlab"] = _own_engine(hooked.to(device), refts, job)
     rate = {k: v["tokens_per_s"] for k, v in arms.items()}
     return {
