@@ -44,10 +44,14 @@ def world(tmp_path_factory):
     return hooked, make_refts(hooked, folder), folder
 
 
+_OFFLINE: dict[tuple[str, tuple[str, ...]], str] = {}  # one reftlab.generate per (prompt, route) per session
+
+
 def _expected(world, prompt, route):
-    hooked, refts, _ = world
-    ids = offline(hooked, refts, prompt, route, N, chat=False)
-    return hooked.tokenizer.decode(ids)
+    if (prompt, route) not in _OFFLINE:
+        hooked, refts, _ = world
+        _OFFLINE[prompt, route] = hooked.tokenizer.decode(offline(hooked, refts, prompt, route, N, chat=False))
+    return _OFFLINE[prompt, route]
 
 
 def _ask_all(url, jobs):
@@ -177,13 +181,18 @@ def test_vllm_serve_with_the_plugin_and_one_option_over_three_tensor_parallel_ra
     ]
     with server(args, tmp_path / "server.log", env={"VLLM_CPU_OMP_THREADS_BIND": "0|1|0"}) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=300)
-        for prompt in PROMPTS[:3]:
-            for route in [(), ("lo",), ("every",), ("lo", "every")]:
-                extra = {"vllm_xargs": {"reftlab": list(route)}} if route else None
-                got = client.completions.create(
-                    model="smollm2", prompt=prompt, max_tokens=N, temperature=0, extra_body=extra
-                )
-                assert got.choices[0].text == _expected(world, prompt, route), (prompt, route)
+        jobs = [(p, r) for p in PROMPTS[:3] for r in [(), ("lo",), ("every",), ("lo", "every")]]
+
+        def ask(job):
+            extra = {"vllm_xargs": {"reftlab": list(job[1])}} if job[1] else None
+            out = client.completions.create(
+                model="smollm2", prompt=job[0], max_tokens=N, temperature=0, extra_body=extra
+            )
+            return out.choices[0].text
+
+        with ThreadPoolExecutor(len(jobs)) as pool:  # one batch: the ranks all-reduce per step, not per request
+            answers = list(pool.map(ask, jobs))
+        assert answers == [_expected(world, *job) for job in jobs]
         with pytest.raises(BadRequestError, match="unknown ReFT 'nope'"):
             client.completions.create(
                 model="smollm2", prompt="Hi", max_tokens=2, extra_body={"vllm_xargs": {"reftlab": "nope"}}
