@@ -164,14 +164,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_vllm(args: argparse.Namespace, create_app: Any, run_server: Any) -> int:
     """``--engine vllm``: the same endpoints over ``reftlab.serve.vllm.engine.VllmEngine``."""
+    # options of reftlab's own engine that vLLM decides itself: refused, never silently ignored
+    given = [flag for flag, on in (("--device", args.device is not None), ("--strict", args.strict)) if on]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)}: not for --engine vllm (vLLM places the model itself, and each checkpoint's "
+            "architecture, width, depth and vocabulary are always checked); leave it out"
+        )
     try:
         import vllm  # noqa: F401
 
         from ..serve.vllm.engine import VllmEngine
     except ImportError:
         raise SystemExit("--engine vllm needs vLLM: pip install 'reftlab[vllm]' (docs/serving.md)") from None
-    if args.device not in (None, "cpu", "cuda"):
-        raise ValueError("--engine vllm places the model itself; leave --device out (vLLM's own options decide)")
     specs = parse_refts(args.reft, args.name or "")
     folder = vllm_base(args.model, specs)
     base_name = args.name or Path(str(args.model or folder).rstrip("/")).name

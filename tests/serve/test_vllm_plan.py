@@ -156,3 +156,34 @@ def test_the_plugin_refuses_a_compiled_forward_and_reads_routes_in_order():
     assert route_of(SimpleNamespace(extra_args={"reftlab": ["b", "a"]})) == ("b", "a")
     assert route_of(SimpleNamespace(extra_args={"reftlab": "lo"})) == ("lo",)
     assert route_of(SimpleNamespace(extra_args=None)) == ()
+
+
+def test_checkpoints_vllm_cannot_serve_are_refused_by_name(tmp_path, capsys):
+    """Without vLLM: what ``load_served`` refuses (another base, a site inside a block, no positions,
+    not a reftlab checkpoint), and the serve options that --engine vllm does not take."""
+    from reftlab.cli import main
+    from reftlab.serve.vllm.load import load_served
+
+    hooked = reftlab.load_model(reftlab.tiny_llama(), reftlab.tiny_tokenizer())
+    config = hooked.hf_model.config
+
+    def saved(name, **rep):
+        spec = {"layer": 1, "component": "block_output", "kind": "loreft", "rank": 2, **rep}
+        return reftlab.get_reft_model(hooked, reftlab.ReftConfig(representations=[spec])).save(tmp_path / name)
+
+    good = load_served("ok", saved("ok", positions="f1+l1"), config)
+    assert [(s.layer, str(s.positions), s.hook) for s in good.sites] == [(1, "f1+l1", "blocks.1.hook_resid_post")]
+    assert str(load_served("ok", tmp_path / "ok", config, positions=["l2"]).sites[0].positions) == "l2"
+    other = type(config)(**{**config.to_dict(), "num_hidden_layers": config.num_hidden_layers + 1})
+    with pytest.raises(ValueError, match="'ok' was trained on .* serve it on its own base"):
+        load_served("ok", tmp_path / "ok", other)
+    with pytest.raises(ValueError, match="serve this one with --engine reftlab"):
+        load_served("mlp", saved("mlp", positions="l1", component="mlp_output"), config)
+    with pytest.raises(ValueError, match="give them, e.g. --positions l1"):
+        load_served("none", saved("none"), config)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a reftlab checkpoint"):
+        load_served("empty", tmp_path / "empty", config)
+    for flag in (["--device", "cuda:1"], ["--strict"]):
+        assert main(["serve", "--engine", "vllm", *flag]) == 2
+        assert f"{flag[0]}: not for --engine vllm" in capsys.readouterr().err
