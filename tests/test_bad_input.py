@@ -33,6 +33,7 @@ import reftlab
 from reftlab.analysis import attribute, decode, project, read_prompts
 from reftlab.cli import main
 from reftlab.concepts import ConceptConfig, read_concepts
+from reftlab.data.bigbench import BigBenchSource
 from reftlab.recipe import Recipe
 from reftlab.search.space import SearchSettings, SearchSpace, parse_budget
 from reftlab.search.storage import resolve_storage
@@ -175,6 +176,11 @@ def bare_ckpt(e: Env) -> Path:
     return folder
 
 
+def _with_env(env: dict[str, str], call: Callable[[], Any]) -> Any:
+    with mock.patch.dict("os.environ", env):
+        return call()
+
+
 def bad(id: str, call: Callable[[Env], Any], error: type[Exception], phrase: str) -> Any:
     return pytest.param(call, error, phrase, id=id)
 
@@ -275,6 +281,7 @@ TABLE = [
     bad("recipe: prompts as one string", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "generation": {"prompts": "hello"}}), ValueError, "generation.prompts='hello' must be a list"),
     bad("recipe: dtype", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "dtype": "int8"}), ValueError, "dtype='int8' is not supported"),
     bad("recipe: chat_template neither bool nor Jinja", lambda e: Recipe.from_mapping({"data": {"path": "d.jsonl", "chat_template": "chatml"}, "interventions": [rep()]}), ValueError, "must be true (the tokenizer's template), false, or a Jinja template string"),
+    bad("recipe: $REFTLAB_BIGBENCH not a BIG-bench clone", lambda e: _with_env({"REFTLAB_BIGBENCH": str(e.dir)}, lambda: BigBenchSource(task="social_iqa").examples("multiple_choice")), FileNotFoundError, "no bigbench/benchmark_tasks/ folder there; point it at a clone of BIG-bench's git repository"),
     bad("recipe: unknown metric", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "generation": {"metrics": ["bleu"]}}), ValueError, "generation.metrics: unknown ['bleu']"),
     # --- serve requests (reftlab.serve: request parsing, and HTTP through the app) -----------------
     bad("serve: body a list", parse("chat", [1]), ApiError, "the request body must be a JSON object, got list"),

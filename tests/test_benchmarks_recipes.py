@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import yaml
 from helpers import REPO
@@ -89,3 +90,80 @@ def test_reft_and_lora_rows_for_generation_and_classification(tmp_path, capsys):
     assert 0 <= c["reft"]["score"] <= 1 and c["base"] is None and g["base"] > 0  # the base model scored
     again = bench.main(["--recipes", str(tmp_path / "gen.yaml"), "--out", str(out), "--lora-lrs", "1e-3", "1e-2"])
     assert again[0]["reft"] == g["reft"] and again[0]["lora"] == g["lora"]  # cached: nothing retrained
+
+
+def test_old_search_beside_the_new_one(tmp_path, capsys):
+    """--old: the hand-written search of OLD_COMMIT (from git history) runs at the same time; both winners scored."""
+    model_dir = tmp_path / "tiny"
+    reftlab.tiny_llama(seed=0).save_pretrained(model_dir)
+    reftlab.tiny_tokenizer().save_pretrained(model_dir)
+    rows = [{"prompt": f"say {w}", "response": w} for w in WORDS]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gen.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:8]))
+    (tmp_path / "data" / "gen_test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[8:]))
+    recipe = {
+        "model": str(model_dir),
+        "data": {"path": "gen.jsonl"},  # relative to the recipe: the old arm's copy must resolve it
+        "evaluation": {"data": "gen_test.jsonl", "metric": "loss"},
+        "interventions": [{"layer": 1, "component": "block_output", "positions": "l1", "kind": "loreft", "rank": 1}],
+        "training": {"epochs": 2, "batch_size": 4},
+        "search": {"candidates": 3, "min_steps": 1, "max_params": 200},
+    }
+    (tmp_path / "data" / "gen.yaml").write_text(yaml.safe_dump(recipe))
+    bench = load_script()
+    out = tmp_path / "out"
+    argv = ["--recipes", str(tmp_path / "data" / "gen.yaml"), "--out", str(out), "--lora-lrs", "1e-2", "--old"]
+    (row,) = bench.main(argv)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert "old search (halving)" in printed[-4] and printed[-1] == json.dumps(row)
+    old, new = row["old"], row["reft"]
+    assert row["threads"] == 1 and old["trials"] >= 1 and new["trials"] >= 1
+    assert old["params"] <= 200 and new["params"] <= 200  # both searches kept the cap
+    # the old arm ran the old code: its log has the halving's rung lines, the new one Optuna's trial lines
+    assert "[rung 0" in (out / "gen" / "old" / "search.log").read_text()
+    assert re.search(r"^\[trial \d+\] ", (out / "gen" / "search" / "search.log").read_text(), re.M)
+    assert (out / "_old" / bench.OLD_COMMIT[:12] / "reftlab" / "search" / "halving.py").is_file()
+    for arm in ("old", "search"):  # each winner retrained on all the data and scored on the test set
+        scored = json.loads((out / "gen" / f"{arm}_test.json").read_text())
+        assert scored["n"] == 4 and scored["score"] == (old if arm == "old" else new)["score"]
+
+
+def load_tasks():
+    spec = importlib.util.spec_from_file_location("bench_tasks", REPO / "benchmarks" / "tasks" / "make.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shipped_tasks_are_what_the_script_writes_and_hold_no_test_example_in_training(tmp_path):
+    tasks = load_tasks()
+    written = tasks.main(tmp_path)
+    assert len(written) == 2 * len(tasks.TASKS)
+    for path in written:  # the committed files are this script's output, byte for byte
+        assert path.read_bytes() == (REPO / "benchmarks" / "tasks" / path.name).read_bytes(), path.name
+    assert [tasks.words(n) for n in (7, 13, 40, 21, 100, 110, 347, 999)] == [
+        "seven",
+        "thirteen",
+        "forty",
+        "twenty-one",
+        "one hundred",
+        "one hundred ten",
+        "three hundred forty-seven",
+        "nine hundred ninety-nine",
+    ]
+    for name in tasks.TASKS:
+        recipe = reftlab.recipe.Recipe.from_file(REPO / "benchmarks" / "tasks" / f"{name}.yaml")
+        train = reftlab.recipe.recipe_examples(recipe)
+        test = reftlab.recipe.recipe_examples(recipe, recipe.evaluation.data)
+        seen = {(e["prompt"], tuple(e["choices"] or ())) for e in train}
+        assert not any((e["prompt"], tuple(e["choices"] or ())) in seen for e in test), name
+    for row in tasks.categories()[0]:  # exactly one choice belongs to the asked category
+        cat = row["prompt"].removeprefix("Which of these is ").removesuffix("?")
+        inside = [c for c in row["choices"] if c in tasks.CATEGORIES[cat].split()]
+        assert inside == [row["choices"][row["answer"]]], row
+    for row in tasks.compare()[1]:
+        a, b = map(int, row["prompt"].removeprefix("Is ").removesuffix("?").split(" greater than "))
+        assert row["label"] == ("yes" if a > b else "no")
+    for row in tasks.arithmetic_1digit()[0]:
+        a, op, b = row["prompt"].removeprefix("What is ").removesuffix("?").split()
+        assert int(row["response"]) == (int(a) + int(b) if op == "plus" else int(a) - int(b))

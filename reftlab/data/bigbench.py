@@ -15,6 +15,11 @@ A task file holds ``examples`` of ``{"input", "target"}`` (free text) and/or
 ``task_prefix``. ``examples`` turns them into reftlab's example dicts
 (``reftlab.data.tasks``): the prompt is ``task_prefix`` + ``input``; generation takes
 ``target`` (its first entry if a list) else the best-scored choice.
+
+Where a package index does not serve ``bigbench==1.0.0`` (some mirrors keep only 0.0.1, which
+has no task files), ``$REFTLAB_BIGBENCH`` can name a clone of BIG-bench's git repository (or its
+``bigbench/benchmark_tasks`` folder): the task files are then read from there, the archive and its
+cache untouched.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ PACKAGE = "bigbench==1.0.0"
 ARCHIVE = "bigbench-1.0.0.tar.gz"
 SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 _TASKS_DIR = "bigbench/benchmark_tasks/"
+CHECKOUT_ENV = "REFTLAB_BIGBENCH"
 
 
 def bigbench_dir() -> Path:
@@ -69,7 +75,8 @@ def archive_path(*, download: bool = True, log: Any = print) -> Path:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise RuntimeError(
                 f"could not fetch {PACKAGE} with pip ({' / '.join(tail) or 'no output'}); "
-                f"download {ARCHIVE} from PyPI by hand and put it at {target}"
+                f"download {ARCHIVE} from PyPI by hand and put it at {target}, or set ${CHECKOUT_ENV} "
+                "to a clone of BIG-bench's git repository (google/BIG-bench)"
             )
         digest = _sha256(got)
         if digest != SHA256:
@@ -85,6 +92,16 @@ def load_task(task: str, subtask: str | None = None, *, download: bool = True) -
     rel = f"{task}/{subtask}" if subtask else task
     if not rel or any(part in ("", ".", "..") for part in rel.split("/")):
         raise ValueError(f"bad BIG-bench task name {rel!r}")
+    checkout = checkout_dir()
+    if checkout is not None:
+        path = checkout / rel / "task.json"
+        if not path.is_file():
+            names = sorted(str(p.parent.relative_to(checkout)) for p in checkout.glob("**/task.json"))
+            near = [n for n in names if n.split("/")[0] == task] or sorted({n.split("/")[0] for n in names})
+            raise ValueError(
+                f"BIG-bench at {checkout} has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}"
+            )
+        return json.loads(path.read_text())
     cached = bigbench_dir() / "tasks" / rel / "task.json"
     if not cached.is_file():
         archive = archive_path(download=download)
@@ -94,6 +111,21 @@ def load_task(task: str, subtask: str | None = None, *, download: bool = True) -
             raise ValueError(f"BIG-bench has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}")
         write_bytes(cached, data)
     return json.loads(cached.read_text())
+
+
+def checkout_dir() -> Path | None:
+    """The ``benchmark_tasks`` folder of the checkout ``$REFTLAB_BIGBENCH`` names, or None when unset."""
+    value = os.environ.get(CHECKOUT_ENV)
+    if not value:
+        return None
+    root = Path(value).expanduser()
+    for folder in (root / _TASKS_DIR, root):
+        if folder.is_dir() and folder.name == "benchmark_tasks":
+            return folder
+    raise FileNotFoundError(
+        f"${CHECKOUT_ENV}={value}: no {_TASKS_DIR} folder there; point it at a clone of BIG-bench's git "
+        "repository (or unset it to read the bigbench archive from PyPI)"
+    )
 
 
 def _extract(archive: Path, suffix: str) -> tuple[bytes | None, list[str]]:

@@ -4,6 +4,7 @@ The archive here is a small one written by the test, laid out like the real ``bi
 sdist (``bigbench-1.0.0/bigbench/benchmark_tasks/{task}[/{subtask}]/task.json``).
 """
 
+import json
 import types
 
 import pytest
@@ -112,3 +113,43 @@ def test_the_archive_is_fetched_with_pip_and_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(bigbench.subprocess, "run", lambda cmd, **kw: failing)
     with pytest.raises(RuntimeError, match="could not fetch bigbench==1.0.0 with pip.*No matching distribution"):
         bigbench.archive_path(log=lambda m: None)
+
+
+def test_a_checkout_named_by_REFTLAB_BIGBENCH_is_read_instead_of_the_archive(tmp_path, monkeypatch):
+    repo = tmp_path / "BIG-bench"
+    for rel, data in {"arithmetic/2_digit_addition": {"examples": ADD}, "social_iqa": {"examples": SIQA}}.items():
+        (repo / "bigbench" / "benchmark_tasks" / rel).mkdir(parents=True)
+        (repo / "bigbench" / "benchmark_tasks" / rel / "task.json").write_text(json.dumps(data))
+    monkeypatch.setenv("REFTLAB_CACHE", str(tmp_path / "cache"))  # empty: no archive, nothing cached
+
+    def no_archive(**kw):
+        raise AssertionError("the archive was looked for")
+
+    monkeypatch.setattr(bigbench, "archive_path", no_archive)
+    for where in (repo, repo / "bigbench" / "benchmark_tasks"):  # the clone, or its task folder
+        monkeypatch.setenv("REFTLAB_BIGBENCH", str(where))
+        assert load_task("arithmetic", "2_digit_addition")["examples"] == ADD
+        assert BigBenchSource(task="social_iqa").examples("multiple_choice")[0]["answer"] == 0
+    assert not (tmp_path / "cache").exists()  # read in place, never copied into the cache
+    with pytest.raises(ValueError, match=r"no task 'arithmetic/3_digit_addition'; its subtasks: \['arithmetic/2_digit"):
+        load_task("arithmetic", "3_digit_addition")
+    with pytest.raises(ValueError, match=r"no task 'sports'; tasks: \['arithmetic', 'social_iqa'\]"):
+        load_task("sports")
+    monkeypatch.setenv("REFTLAB_BIGBENCH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="REFTLAB_BIGBENCH=.*no bigbench/benchmark_tasks/ folder there"):
+        load_task("social_iqa")
+
+
+def test_an_index_without_the_archive_names_both_ways_out(tmp_path, monkeypatch):
+    """Some package indexes serve only bigbench 0.0.1 (no task files): the error says what to do instead."""
+    monkeypatch.setenv("REFTLAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("REFTLAB_BIGBENCH", raising=False)
+    failed = types.SimpleNamespace(
+        returncode=1, stdout="", stderr="ERROR: No matching distribution found for bigbench==1.0.0"
+    )
+    monkeypatch.setattr(bigbench.subprocess, "run", lambda *a, **k: failed)
+    with pytest.raises(
+        RuntimeError, match=r"No matching distribution.*put it at .*bigbench-1.0.0.tar.gz, or set \$REFTLAB_BIGBENCH"
+    ):
+        load_task("social_iqa")
+    assert not list((tmp_path / "bigbench").glob(".download-*"))  # its temp folder removed
