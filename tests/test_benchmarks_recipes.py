@@ -3,7 +3,9 @@
 import importlib.util
 import json
 import re
+import subprocess
 
+import pytest
 import yaml
 from helpers import REPO
 
@@ -94,6 +96,12 @@ def test_reft_and_lora_rows_for_generation_and_classification(tmp_path, capsys):
 
 def test_old_search_beside_the_new_one(tmp_path, capsys):
     """--old: the hand-written search of OLD_COMMIT (from git history) runs at the same time; both winners scored."""
+    bench = load_script()
+    has = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{bench.OLD_COMMIT}^{{commit}}"], capture_output=True
+    )
+    if has.returncode != 0:
+        pytest.skip(f"commit {bench.OLD_COMMIT[:12]} is not in this clone's history (a shallow clone)")
     model_dir = tmp_path / "tiny"
     reftlab.tiny_llama(seed=0).save_pretrained(model_dir)
     reftlab.tiny_tokenizer().save_pretrained(model_dir)
@@ -110,7 +118,6 @@ def test_old_search_beside_the_new_one(tmp_path, capsys):
         "search": {"candidates": 3, "min_steps": 1, "max_params": 200},
     }
     (tmp_path / "data" / "gen.yaml").write_text(yaml.safe_dump(recipe))
-    bench = load_script()
     out = tmp_path / "out"
     argv = ["--recipes", str(tmp_path / "data" / "gen.yaml"), "--out", str(out), "--lora-lrs", "1e-2", "--old"]
     (row,) = bench.main(argv)

@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default="reftlab-search", help="the study's name in the storage")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine running trials of the study")
     p.add_argument("--resume", action="store_true", help="continue the study; an error if the storage has none")
+    p.add_argument(
+        "--warm-start",
+        metavar="EARLIER",
+        help="start a new study from the finished trials of an earlier search on the same data (its output folder or storage URL)",
+    )
+    p.add_argument("--warm-study", help="the earlier study's name (default: --study)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         study=args.study,
         workers=args.workers,
         resume=args.resume,
+        warm_start=args.warm_start,
+        warm_study=args.warm_study,
         progress=not args.no_progress,
         log=print,
         started=started,
@@ -82,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         "test_n": result.test_n,
         "params": result.params,
         "best": result.best.key,
-        "trials": len(result.trials),
+        "trials": int((result.trials["warm_start"] == "").sum()),  # this study's own
+        "copied": int((result.trials["warm_start"] != "").sum()),  # by --warm-start
         "stopped": result.stopped,
         "study": result.study,
         "storage": shown(result.storage) if result.storage else None,

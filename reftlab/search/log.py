@@ -36,6 +36,7 @@ COLUMNS = (
     "eval_loss",
     "pruned",
     "worker",
+    "warm_start",
 )
 TRIALS_FILE = "trials.csv"
 _NUMBERS = {
@@ -76,6 +77,7 @@ def trial_row(t: Any) -> dict[str, Any]:
         "lr": a.get("lr", t.params.get("lr")),
         **{k: a.get(k, float("nan")) for k in ("seconds", "train_loss", "score", "eval_loss")},
         "pruned": a.get("pruned", ""),
+        "warm_start": a.get("warm_start", ""),
     }
 
 

@@ -55,7 +55,8 @@ class Budget:
     def steps_left(self, study: Any) -> int | None:
         if self.limit is None or self.limit[0] != "steps":
             return None
-        used = sum(int(t.user_attrs.get("steps", 0)) for t in study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        used = sum(int(t.user_attrs.get("steps", 0)) for t in trials if "warm_start" not in t.user_attrs)
         return int(self.limit[1]) - used
 
     def refusal(self, study: Any, first_rung: int) -> str | None:
@@ -205,8 +206,9 @@ OVER_CAP = "over the parameter cap"
 
 
 def trained(study: Any) -> int:
-    """Trials of ``study`` that trained and finished (complete, or pruned after training)."""
+    """Trials of ``study`` that trained and finished (complete, or pruned after training); those a warm
+    start copied in (``search.warm``) are not this search's and do not count."""
     from optuna.trial import TrialState
 
-    done = (TrialState.COMPLETE, TrialState.PRUNED)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if t.user_attrs.get("trained"))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return sum(1 for t in done if t.user_attrs.get("trained") and "warm_start" not in t.user_attrs)

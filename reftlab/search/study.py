@@ -42,6 +42,7 @@ from .log import trial_row, trial_rows, write_trials
 from .objective import trained
 from .result import SearchResult, finish
 from .storage import resolve_storage, shown
+from .warm import warm_start as warm
 from .workers import Job, join_study, load_model, run_job, start_workers, stop_workers
 
 
@@ -74,6 +75,8 @@ def search(
     workers: int = 1,
     resume: bool = False,
     first: Sequence[Candidate] = (),
+    warm_start: str | Path | None = None,
+    warm_study: str | None = None,
     progress: bool = True,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -89,6 +92,8 @@ def search(
     ``storage``: an Optuna storage URL (``sqlite:///...``, ``postgresql+psycopg://...``) shared by
     every process of the search; ``study``: the study's name in it; ``workers``: processes on this
     machine; ``resume``: insist that the study exists. ``first``: settings tried before sampling.
+    ``warm_start``: an earlier search's output folder or storage URL whose finished trials a new
+    study starts from (``search.warm``; ``warm_study``: its study's name, default ``study``).
     ``on_trial(row)`` is called after each trial this process finishes. ``started``: a
     ``time.monotonic()`` from which a wall-clock budget counts (default: now).
     The keywords from ``space`` to ``seed`` are a ``SearchSettings``, those from ``task`` to
@@ -128,6 +133,8 @@ def search(
         workers=workers,
         resume=resume,
         first=first,
+        warm_start=warm_start,
+        warm_study=warm_study,
         progress=progress,
         on_trial=on_trial,
         log=log,
@@ -150,6 +157,8 @@ def search_with(
     workers: int = 1,
     resume: bool = False,
     first: Sequence[Candidate] = (),
+    warm_start: str | Path | None = None,
+    warm_study: str | None = None,
     progress: bool = True,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -175,7 +184,16 @@ def search_with(
     job = _job(model, task, fit, validation, settings, evaluation, training, url, study, started, workers)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    opened = _open(job, _record(job, hooked, held_out if eval is None else None), resume, first)
+    record = _record(job, hooked, held_out if eval is None else None)
+    opened = _open(job, record, resume, first)
+    if warm_start is not None and not opened.get_trials(deepcopy=False):
+        copied, left = warm(
+            opened, warm_start, warm_study or study, record, settings.space, hooked.n_layers, settings.max_params
+        )
+        say(
+            f"search: warm start from {warm_start}: {copied} finished trials copied"
+            + (f", {left} outside this space or cap left out" if left else "")
+        )
     before = trained(opened)
     say(
         f"search: study {study!r} on {shown(url) if url else 'memory'}; {settings.candidates} trials, pruner {settings.pruner}; "

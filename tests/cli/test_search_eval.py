@@ -72,6 +72,14 @@ def test_search_writes_trials_page_and_a_best_recipe_that_trains(tiny_recipe, tm
     assert best["training"]["epochs"] == 4 and "search" not in best  # the full schedule, on all the data
     assert [r["positions"] for r in best["interventions"]] == [winner["positions"]] * len(best["interventions"])
     assert best["output_dir"] == str((out / "best").resolve())
+    # a second search with a lower cap starts from the first's trials under it
+    second = ["search", str(tiny_recipe), "-o", str(tmp_path / "again"), "--no-progress", "--max-params", "200"]
+    assert main([*second, "--warm-start", str(out)]) == 0
+    again = read_trials(tmp_path / "again" / "trials.csv")
+    copied = [t for t in again if t["warm_start"]]
+    assert sorted(t["key"] for t in copied) == sorted(t["key"] for t in trials if t["params"] <= 200)
+    summary = last_json(capsys.readouterr().out)
+    assert summary["trials"] == len(again) - len(copied) == 6 and summary["copied"] == len(copied)
     # the best recipe retrains and reports its held-out score on the recipe's test set
     assert main(["train", str(out / "best.yaml"), "--no-progress"]) == 0
     run = json.loads((out / "best" / "run.json").read_text())
@@ -114,6 +122,8 @@ def test_cli_errors_are_one_line(tiny_recipe, tmp_path, capsys):
     assert "unknown database 'foo'; use sqlite:///PATH/study.db" in capsys.readouterr().err
     assert main(["search", str(tiny_recipe), "-o", str(tmp_path / "o"), "--resume", "--no-progress"]) == 2
     assert "no study 'reftlab-search' in sqlite:///" in capsys.readouterr().err
+    assert main(["search", str(tiny_recipe), "-o", str(tmp_path / "w"), "--warm-start", str(tmp_path / "none")]) == 2
+    assert "warm start " in capsys.readouterr().err
 
 
 def test_an_interrupted_search_resumes_where_it_stopped(tiny_recipe, tmp_path, capsys):

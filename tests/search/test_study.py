@@ -206,3 +206,62 @@ def test_search_with_takes_the_settings_objects(hooked):
     )
     b = run(hooked, candidates=2)
     assert list(a.trials["key"]) == list(b.trials["key"]) and a.trials["score"].tolist() == b.trials["score"].tolist()
+
+
+# --- warm starts: a second search on the same data starts from the first's trials -----------------
+
+
+def test_a_second_search_starts_from_the_first_ones_trials_inside_its_space(hooked, tmp_path):
+    run(hooked, out=tmp_path / "a", candidates=6, pruner="none")
+    earlier = {t.number: t for t in study_of(tmp_path / "a").trials}
+    narrower = {**SPACE, "layers": ["1"]}  # the first's '1;3' trials cannot be drawn here
+    fits = [t for t in earlier.values() if t.params["layers"] == "1"]
+    assert 0 < len(fits) < len(earlier)
+    said = []
+    second = run(
+        hooked,
+        out=tmp_path / "b",
+        space=narrower,
+        candidates=2,
+        pruner="none",
+        warm_start=tmp_path / "a",
+        log=said.append,
+    )
+    assert (
+        f"{len(fits)} finished trials copied, {len(earlier) - len(fits)} outside this space or cap left out" in said[0]
+    )
+    rows = read_trials(tmp_path / "b" / "trials.csv")
+    copied = [r for r in rows if r["warm_start"]]
+    own = [r for r in rows if not r["warm_start"]]
+    assert len(own) == 2  # the copied trials do not count towards candidates
+    assert sorted(r["key"] for r in copied) == sorted(t.user_attrs["key"] for t in fits)
+    for r in copied:  # each keeps its score and names the trial it came from
+        source = earlier[int(r["warm_start"].rsplit("#", 1)[1])]
+        assert r["key"] == source.user_attrs["key"] and r["score"] == source.value
+    # the copies were in the study before its first own trial (the sampler drew knowing them),
+    # and the winner is the best of both (same data, split and seed: the scores compare)
+    study = study_of(tmp_path / "b")
+    assert [t.number for t in study.trials if "warm_start" in t.user_attrs] == list(range(len(fits)))
+    assert second.score == min(r["score"] for r in rows if r["state"] == "complete")
+
+
+def test_a_warm_start_needs_the_same_data_and_a_real_source(hooked, tmp_path):
+    run(hooked, out=tmp_path / "a", candidates=2, pruner="none")
+    with pytest.raises(ValueError, match=r"it scored other trials \(different: data\); a warm start needs the same"):
+        reftlab.search(
+            hooked,
+            DATA[::-1],
+            space=SPACE,
+            metric="loss",
+            training=TRAIN,
+            candidates=1,
+            held_out=0.4,
+            progress=False,
+            log=lambda m: None,
+            out=tmp_path / "b",
+            warm_start=tmp_path / "a",
+        )
+    with pytest.raises(ValueError, match="no study.db there; give an earlier search's output folder"):
+        run(hooked, out=tmp_path / "c", warm_start=tmp_path / "nothing")
+    with pytest.raises(ValueError, match="no study 'other' in sqlite:///.*; name it with --warm-study"):
+        run(hooked, out=tmp_path / "d", warm_start=tmp_path / "a", warm_study="other")
