@@ -31,10 +31,12 @@ markdown table and one JSON line per recipe.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -222,7 +224,13 @@ def describe(recipe: Recipe) -> str:
 
 
 def bench(
-    name: str, out: Path, lora_lrs: Sequence[float], budget: str | None, old: bool = False, threads: int | None = None
+    name: str,
+    out: Path,
+    lora_lrs: Sequence[float],
+    budget: str | None,
+    old: bool = False,
+    threads: int | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     path = recipe_path(name)
     recipe = Recipe.from_file(path)
@@ -247,13 +255,23 @@ def bench(
         arms["old"] = ([sys.executable, *cmd, *tail], old_package(out.resolve()))
     summary = searches(arms, folder, threads or (1 if old else torch.get_num_threads()))
 
+    def seeded(r: Recipe, i: int) -> Recipe:  # the i-th training seed (i = 0: the recipe's own)
+        return r if i == 0 else dataclasses.replace(r, training=r.training.replace(seed=r.training.seed + i))
+
+    def named(stem: str, i: int) -> Path:
+        return folder / (f"{stem}.json" if i == 0 else f"{stem}_seed{i}.json")
+
     def retrained(arm: str) -> dict[str, Any]:
         best = Recipe.from_file(folder / arm / "best.yaml")
-        row = cached(folder / f"{arm}_test.json", lambda: run_recipe(best, log=lambda m: None)["evaluation"])
+        rows = [
+            cached(named(f"{arm}_test", i), lambda i=i: run_recipe(seeded(best, i), log=lambda m: None)["evaluation"])
+            for i in range(seeds)
+        ]
         return {
             "settings": describe(best),
-            "params": row["trainable_params"],
-            "score": row["score"],
+            "params": rows[0]["trainable_params"],
+            "score": statistics.mean(r["score"] for r in rows),
+            "scores": [r["score"] for r in rows],
             "val_score": summary[arm]["score"],
             "trials": summary[arm]["trials"],
             "search_stopped": summary[arm]["stopped"],
@@ -269,7 +287,11 @@ def bench(
     metric = json.loads((folder / "search_test.json").read_text())["metric"]
     sign = 1 if get_metric(metric).higher_is_better else -1
     best_lora = max(tuned, key=lambda r: sign * r["score"])
-    lora = cached(folder / "lora_test.json", lambda: lora_run(recipe, train, test, best_lora["lr"]))
+    loras = [
+        cached(named("lora_test", i), lambda i=i: lora_run(seeded(recipe, i), train, test, best_lora["lr"]))
+        for i in range(seeds)
+    ]
+    lora = {**loras[0], "score": statistics.mean(r["score"] for r in loras), "scores": [r["score"] for r in loras]}
     base = None
     if recipe.task != "classification":
         base = cached(folder / "base_test.json", lambda: evaluate_recipe(recipe, load_base(recipe), test).summary())
@@ -285,6 +307,7 @@ def bench(
             "lr": lora["lr"],
             "params": lora["params"],
             "score": lora["score"],
+            "scores": lora["scores"],
             "val_scores": {f"{r['lr']:g}": r["score"] for r in tuned},
         },
         "base": None if base is None else base["score"],
@@ -322,10 +345,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--budget", help="override each recipe's search budget")
     ap.add_argument("--old", action="store_true", help=f"run the hand-written search of {OLD_COMMIT[:7]} beside it")
     ap.add_argument("--threads", type=int, help="torch threads of each search (default: 1 with --old, else all)")
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="retrain each winner (and LoRA) with this many training seeds; the mean"
+    )
     args = ap.parse_args(argv)
     load = os.getloadavg()
     print(f"torch threads: {torch.get_num_threads()}; load average at start: {load[0]:.1f} / {os.cpu_count()} cores")
-    rows = [bench(name, Path(args.out), args.lora_lrs, args.budget, args.old, args.threads) for name in args.recipes]
+    rows = [
+        bench(name, Path(args.out), args.lora_lrs, args.budget, args.old, args.threads, args.seeds)
+        for name in args.recipes
+    ]
+    if args.seeds > 1:
+        print(
+            f"scores: the mean over {args.seeds} training seeds (seed, seed+1, ...) of each retrained winner and of LoRA"
+        )
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.1f} (1 min), {load[2]:.1f} (15 min)")
     print(table(rows))

@@ -119,7 +119,17 @@ def test_old_search_beside_the_new_one(tmp_path, capsys):
     }
     (tmp_path / "data" / "gen.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
-    argv = ["--recipes", str(tmp_path / "data" / "gen.yaml"), "--out", str(out), "--lora-lrs", "1e-2", "--old"]
+    argv = [
+        "--recipes",
+        str(tmp_path / "data" / "gen.yaml"),
+        "--out",
+        str(out),
+        "--lora-lrs",
+        "1e-2",
+        "--old",
+        "--seeds",
+        "2",
+    ]
     (row,) = bench.main(argv)
     printed = capsys.readouterr().out.strip().splitlines()
     assert "old search (halving)" in printed[-4] and printed[-1] == json.dumps(row)
@@ -130,9 +140,12 @@ def test_old_search_beside_the_new_one(tmp_path, capsys):
     assert "[rung 0" in (out / "gen" / "old" / "search.log").read_text()
     assert re.search(r"^\[trial \d+\] ", (out / "gen" / "search" / "search.log").read_text(), re.M)
     assert (out / "_old" / bench.OLD_COMMIT[:12] / "reftlab" / "search" / "halving.py").is_file()
-    for arm in ("old", "search"):  # each winner retrained on all the data and scored on the test set
-        scored = json.loads((out / "gen" / f"{arm}_test.json").read_text())
-        assert scored["n"] == 4 and scored["score"] == (old if arm == "old" else new)["score"]
+    for arm in ("old", "search"):  # each winner retrained on all the data, twice (seeds 0, 1), scored on the test set
+        runs = [json.loads((out / "gen" / f"{arm}_test{tail}.json").read_text()) for tail in ("", "_seed1")]
+        assert [r["n"] for r in runs] == [4, 4] and runs[0]["score"] != runs[1]["score"]  # loss: seeds differ
+        assert (old if arm == "old" else new)["scores"] == [r["score"] for r in runs]
+        assert (old if arm == "old" else new)["score"] == pytest.approx(sum(r["score"] for r in runs) / 2)
+    assert len(row["lora"]["scores"]) == 2 and row["lora"]["score"] == pytest.approx(sum(row["lora"]["scores"]) / 2)
 
 
 def load_tasks():
