@@ -96,21 +96,23 @@ def load_task(task: str, subtask: str | None = None, *, download: bool = True) -
     if checkout is not None:
         path = checkout / rel / "task.json"
         if not path.is_file():
-            names = sorted(str(p.parent.relative_to(checkout)) for p in checkout.glob("**/task.json"))
-            near = [n for n in names if n.split("/")[0] == task] or sorted({n.split("/")[0] for n in names})
-            raise ValueError(
-                f"BIG-bench at {checkout} has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}"
-            )
+            names = [str(p.parent.relative_to(checkout)) for p in checkout.glob("**/task.json")]
+            raise _unknown(f"BIG-bench at {checkout}", rel, task, subtask, names)
         return json.loads(path.read_text())
     cached = bigbench_dir() / "tasks" / rel / "task.json"
     if not cached.is_file():
         archive = archive_path(download=download)
         data, names = _extract(archive, f"{_TASKS_DIR}{rel}/task.json")
         if data is None:
-            near = sorted(n for n in names if n.split("/")[0] == task) or sorted({n.split("/")[0] for n in names})
-            raise ValueError(f"BIG-bench has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}")
+            raise _unknown("BIG-bench", rel, task, subtask, names)
         write_bytes(cached, data)
     return json.loads(cached.read_text())
+
+
+def _unknown(where: str, rel: str, task: str, subtask: str | None, names: list[str]) -> ValueError:
+    """The error for a task ``rel`` that ``names`` (every task/subtask seen) lacks, naming the nearest ones."""
+    near = sorted(n for n in names if n.split("/")[0] == task) or sorted({n.split("/")[0] for n in names})
+    return ValueError(f"{where} has no task {rel!r}; {'its subtasks' if subtask else 'tasks'}: {near[:60]}")
 
 
 def checkout_dir() -> Path | None:

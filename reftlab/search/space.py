@@ -12,7 +12,23 @@ from typing import Any
 
 from ..recipe.search import Candidate, SearchSettings, SearchSpace, default_layers, parse_budget
 
-__all__ = ["Candidate", "SearchSettings", "SearchSpace", "default_layers", "parse_budget", "suggest"]
+__all__ = ["Candidate", "SearchSettings", "SearchSpace", "default_layers", "distributions", "parse_budget", "suggest"]
+
+
+def distributions(space: SearchSpace, n_layers: int) -> dict[str, Any]:
+    """The Optuna distribution of each parameter ``suggest`` draws (a layer set as its key, '6;18')."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    out: dict[str, Any] = {
+        "layers": CategoricalDistribution([";".join(map(str, ls)) for ls in space.layer_sets(n_layers)]),
+        "positions": CategoricalDistribution(list(space.positions)),
+        "kind": CategoricalDistribution(list(space.kinds)),
+        "rank": CategoricalDistribution(list(space.ranks)),
+        "lr": FloatDistribution(space.lr[0], space.lr[1], log=True),
+    }
+    if space.epochs is not None:
+        out["epochs"] = CategoricalDistribution(list(space.epochs))
+    return out
 
 
 def suggest(trial: Any, space: SearchSpace, n_layers: int) -> Candidate:
@@ -20,14 +36,15 @@ def suggest(trial: Any, space: SearchSpace, n_layers: int) -> Candidate:
 
     The lr is rounded to three significant digits: the key, best.yaml and the table carry a readable value.
     """
-    sets = {";".join(map(str, ls)): ls for ls in space.layer_sets(n_layers)}
-    epochs = None if space.epochs is None else int(trial.suggest_categorical("epochs", list(space.epochs)))
+    d = distributions(space, n_layers)
+    epochs = None if space.epochs is None else int(trial.suggest_categorical("epochs", d["epochs"].choices))
+    layers = trial.suggest_categorical("layers", d["layers"].choices)
     return Candidate(
-        layers=sets[trial.suggest_categorical("layers", list(sets))],
-        positions=trial.suggest_categorical("positions", list(space.positions)),
-        kind=trial.suggest_categorical("kind", list(space.kinds)),
-        rank=int(trial.suggest_categorical("rank", list(space.ranks))),
-        lr=float(f"{trial.suggest_float('lr', *space.lr, log=True):.3g}"),
+        layers=tuple(int(x) for x in layers.split(";")),
+        positions=trial.suggest_categorical("positions", d["positions"].choices),
+        kind=trial.suggest_categorical("kind", d["kind"].choices),
+        rank=int(trial.suggest_categorical("rank", d["rank"].choices)),
+        lr=float(f"{trial.suggest_float('lr', d['lr'].low, d['lr'].high, log=True):.3g}"),
         component=space.component,
         epochs=epochs,
     )

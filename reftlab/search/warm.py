@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe.search import SearchSpace
+from .space import distributions
 from .storage import RECORD, open_storage, shown
 
 SAME = ("task", "metric", "model", "data", "held_out", "training", "format", "generation")
@@ -35,22 +36,6 @@ def source_url(source: str | Path) -> str:
             f"warm start {text!r}: no study.db there; give an earlier search's output folder or its --storage URL"
         )
     return f"sqlite:///{db.resolve()}"
-
-
-def distributions(space: SearchSpace, n_layers: int) -> dict[str, Any]:
-    """The Optuna distributions ``space.suggest`` draws from, by parameter name."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    out: dict[str, Any] = {
-        "layers": CategoricalDistribution([";".join(map(str, ls)) for ls in space.layer_sets(n_layers)]),
-        "positions": CategoricalDistribution(list(space.positions)),
-        "kind": CategoricalDistribution(list(space.kinds)),
-        "rank": CategoricalDistribution(list(space.ranks)),
-        "lr": FloatDistribution(space.lr[0], space.lr[1], log=True),
-    }
-    if space.epochs is not None:
-        out["epochs"] = CategoricalDistribution(list(space.epochs))
-    return out
 
 
 def fits(params: dict[str, Any], dists: dict[str, Any]) -> bool:
