@@ -315,6 +315,7 @@ TABLE = [
     bad("search: old lrs key", lambda e: SearchSpace.from_mapping({"lrs": [0.01]}), ValueError, "space.lrs (a list of values) is now space.lr"),
     bad("search: pruner", lambda e: SearchSettings(pruner="median"), ValueError, "search.pruner='median'; use one of halving, hyperband, none"),
     bad("search: storage URL", lambda e: resolve_storage("foo://x", None), ValueError, "unknown database 'foo'; use sqlite:///PATH/study.db"),
+    bad("search: warm_start a folder without a study", lambda e: reftlab.search(e.hooked, [{"prompt": "a", "response": "b"}] * 10, warm_start=e.dir), ValueError, "no study.db there; give an earlier search's output folder or its --storage URL"),
     bad("search: unknown space key", lambda e: Recipe.from_mapping({"data": "d.jsonl", "interventions": [rep()], "search": {"space": {"rank": [1]}}}), ValueError, "rank"),
     bad("eval: unknown metric", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], metric="bleu"), ValueError, "bleu"),
     bad("eval: unknown task", lambda e: reftlab.evaluate(e.reft, [{"prompt": "a", "response": "b"}], task="translation"), ValueError, "translation"),

@@ -42,6 +42,7 @@ from .log import trial_row, trial_rows, write_trials
 from .objective import trained
 from .result import SearchResult, finish
 from .storage import resolve_storage, shown
+from .warm import source_url
 from .warm import warm_start as warm
 from .workers import Job, join_study, load_model, run_job, start_workers, stop_workers
 
@@ -176,6 +177,7 @@ def search_with(
     fit, validation, test = _splits(train, eval, task, evaluation.labels, held_out, settings.seed)
     out_dir = Path(out) if out is not None else None
     url = resolve_storage(storage, out_dir)
+    warm_url = None if warm_start is None else source_url(warm_start)  # a bad source: now, before any model loads
     if workers > 1 and url is None:
         raise ValueError("workers > 1 share the study through a storage: give storage=URL or an output folder")
     hooked = load_model(model, task, len(fit[0].get("choices") or ()), settings.seed)
@@ -186,9 +188,9 @@ def search_with(
         out_dir.mkdir(parents=True, exist_ok=True)
     record = _record(job, hooked, held_out if eval is None else None)
     opened = _open(job, record, resume, first)
-    if warm_start is not None and not opened.get_trials(deepcopy=False):
+    if warm_url is not None and not opened.get_trials(deepcopy=False):
         copied, left = warm(
-            opened, warm_start, warm_study or study, record, settings.space, hooked.n_layers, settings.max_params
+            opened, warm_url, warm_study or study, record, settings.space, hooked.n_layers, settings.max_params
         )
         say(
             f"search: warm start from {warm_start}: {copied} finished trials copied"
